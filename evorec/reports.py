@@ -1,0 +1,48 @@
+"""Terminal renderings of evorec objects (rich tables), shared by CLI commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Group
+from rich.table import Table
+
+from recsys.data.prepared import PreparedDataset
+
+
+def prepared_summary_table(path: Path) -> Group:
+    """Counts, row accounting, split sizes and the most-interacted items of a prepared dataset."""
+    prepared = PreparedDataset.open(path)
+    m = prepared.manifest
+    rows = m["rows"]
+    dead = rows["dead_lettered"]
+    filtered = rows["filtered"]
+    overview = Table(title=f"{m['dataset']} — prepared in {path}", show_header=False)
+    overview.add_column("what")
+    overview.add_column("value", justify="right")
+    for label, value in (
+        ("users", m["users"]),
+        ("items", m["items"]),
+        ("interactions", m["interactions"]),
+        ("rows read", rows["read"]),
+        ("dead-lettered (parse / schema / duplicate)", f"{dead['parse']} / {dead['schema']} / {dead['duplicate']}"),
+        ("filtered (item k-core / user k-core)", f"{filtered['item_kcore']} / {filtered['user_kcore']}"),
+        (f"split ({m['split']['method']}) train / valid / test",
+         f"{m['split']['train']} / {m['split']['valid']} / {m['split']['test']}"),
+    ):  # fmt: skip
+        overview.add_row(label, f"{value:,}" if isinstance(value, int) else str(value))
+    per_user = prepared.users["interactions"]
+    overview.add_row("interactions per user (min / median / max)",
+                     f"{per_user.min()} / {int(per_user.median())} / {per_user.max()}")  # fmt: skip
+    top = Table(title="most-interacted items")
+    for column in ("item_idx", "title", "year", "genres", "interactions"):
+        top.add_column(column)
+    for item in prepared.items.nlargest(5, "interactions").itertuples():
+        top.add_row(
+            str(item.item_idx),
+            str(item.title),
+            str(item.year),
+            ", ".join(item.genres),
+            str(item.interactions),
+        )
+    return Group(overview, top)

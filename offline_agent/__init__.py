@@ -1,0 +1,1 @@
+"""Inner loop: candidates, program database, LLM proposers, sandboxed evaluation, diagnosis, critiques."""

@@ -1,0 +1,1 @@
+"""The Beam data pipeline and the Kubeflow pipelines of both loops."""

@@ -1,0 +1,1 @@
+"""The shared recommender runtime: datasets and splits, batches, candidates, training, evaluation."""

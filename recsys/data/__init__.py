@@ -1,0 +1,1 @@
+"""Datasets: sources, fetching, schema validation, statistics, splits and prepared data."""

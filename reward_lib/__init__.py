@@ -1,0 +1,1 @@
+"""Reward functions: spec, validation, alignment with the north-star, tuning."""

@@ -1,0 +1,1 @@
+"""Model registry (states and audit log) and the HTTP recommendation server."""

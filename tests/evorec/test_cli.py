@@ -1,0 +1,66 @@
+"""The CLI through its own entry point: help everywhere, lazy start-up, errors without tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from evorec.cli import app
+
+runner = CliRunner()
+
+
+def _evorec(*args: str, env_data_dir=None) -> subprocess.CompletedProcess[str]:
+    env = None
+    if env_data_dir is not None:
+        import os
+
+        env = {**os.environ, "EVOREC_DATA_DIR": str(env_data_dir)}
+    return subprocess.run([sys.executable, "-m", "evorec", *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.parametrize("command", [[], ["data"], ["data", "fetch"], ["data", "prepare"], ["data", "show"], ["run"]])
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_help_does_not_import_torch_or_beam():
+    code = (
+        "import sys\nsys.argv = ['evorec', '--help']\nfrom evorec.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'apache_beam', 'torchrec') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert "HEAVY []" in out
+
+
+def test_library_errors_exit_2_with_a_message_and_no_traceback(tmp_path):
+    result = _evorec("data", "show", str(tmp_path / "nowhere"), "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "is not a prepared dataset" in result.stderr and "Traceback" not in result.stderr + result.stdout
+    result = _evorec("data", "prepare", "ml-1m", "--data-dir", str(tmp_path))
+    assert result.returncode == 2 and "run `evorec data fetch ml-1m` first" in result.stderr
+
+
+@pytest.mark.integration
+def test_prepare_then_show_a_yaml_described_dataset(tmp_path):
+    rows = "\n".join(f"{u},{i},{(u + i) % 5 + 1},{1000 + u * 10 + i}" for u in range(1, 6) for i in range(1, 7))
+    (tmp_path / "events.csv").write_text("u,i,r,t\n" + rows + "\n")
+    (tmp_path / "d.yaml").write_text(
+        "name: toy\ninteractions:\n  paths: [events.csv]\n  columns: {user: u, item: i, rating: r, timestamp: t}\n"
+    )
+    (tmp_path / "prepare.yaml").write_text("prepare:\n  filter: {min_item_interactions: 2}\n")
+    out = tmp_path / "prepared"
+    result = _evorec(
+        "data", "prepare", str(tmp_path / "d.yaml"), "--config", str(tmp_path / "prepare.yaml"),
+        "--out", str(out), "--split", "random", "--direct_num_workers=1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "30" in result.stdout and "random" in result.stdout
+    shown = _evorec("data", "show", str(out))
+    assert shown.returncode == 0 and "toy" in shown.stdout
