@@ -129,6 +129,42 @@ def _print_summary(path: Path) -> None:
     console.print(prepared_summary_table(path))
 
 
+@app.command("train")
+def train(
+    candidate: Annotated[Path, typer.Option(help="Candidate directory (e.g. offline_agent/seeds/sasrec_ce).")],
+    dataset: Annotated[str, typer.Option(help="A dataset name or a prepared folder.")] = "ml-latest-small",
+    budget_seconds: Annotated[float | None, typer.Option(help="Stop training once this much time is spent.")] = None,
+    max_epochs: Annotated[int | None, typer.Option(help="Cap the candidate's planned epochs.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, sampling and batch order.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Folder for checkpoints, epochs.jsonl and result.json.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in --out.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Train one candidate with early stopping on validation NDCG@10; test metrics once, at the end."""
+    import json
+
+    from evorec.main_job import prepared_dataset
+    from evorec.reports import metrics_table
+    from evorec.settings import get_settings
+    from recsys.candidate import load_candidate
+    from recsys.trainer import Trainer, TrainerConfig
+
+    loaded = load_candidate(candidate)
+    prepared = prepared_dataset(dataset, get_settings(data_dir))
+    folder = out or Path("runs") / "train" / f"{loaded.name}-{loaded.content_hash[:8]}-{prepared.name}"
+    config = TrainerConfig(
+        seed=seed, max_epochs=max_epochs, budget_seconds=budget_seconds, checkpoint_dir=folder, resume=resume
+    )
+    result = Trainer(loaded, prepared, config, epoch_log=sys.stderr).fit()
+    (folder / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    if as_json:
+        print(json.dumps(result.to_json()))
+    else:
+        console.print(metrics_table(result))
+        console.print(f"result: {folder / 'result.json'}")
+
+
 @app.command("run")
 def run(data_dir: DataDir = None) -> None:
     """The main job on the embedded default: prepare the shipped dataset and show it."""

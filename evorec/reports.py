@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.table import Table
 
 from recsys.data.prepared import PreparedDataset
+
+if TYPE_CHECKING:
+    from recsys.trainer import TrainResult
 
 
 def prepared_summary_table(path: Path) -> Group:
@@ -46,3 +50,16 @@ def prepared_summary_table(path: Path) -> Group:
             str(item.interactions),
         )
     return Group(overview, top)
+
+
+def metrics_table(result: TrainResult) -> Table:
+    """Validation (best epoch) and test metrics side by side."""
+    table = Table(
+        title=f"{result.candidate} on {result.dataset}: best epoch {result.best_epoch} of {result.epochs} "
+        f"({result.stopped}, {result.seconds:.0f} s)"
+    )
+    for column in ("metric", "valid", "test"):
+        table.add_column(column, justify="right" if column != "metric" else "left")
+    for name in sorted(result.test):
+        table.add_row(name, f"{result.valid.get(name, float('nan')):.4f}", f"{result.test[name]:.4f}")
+    return table

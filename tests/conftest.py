@@ -26,3 +26,25 @@ def small_latest(tmp_path: Path) -> Path:
     (folder / "ratings.csv").write_text("\n".join(keep) + "\n")
     shutil.copy(shipped_dir() / "movies.csv", folder / "movies.csv")
     return folder
+
+
+@pytest.fixture(scope="session")
+def prepared_small(tmp_path_factory: pytest.TempPathFactory):
+    """The first 60 users of ml-latest-small, prepared by the real pipeline with the protocol's filter."""
+    from pipelines.data_prepare import run_prepare
+    from recsys.data.catalog import layout_source
+    from recsys.data.prepared import PreparedDataset
+
+    folder = tmp_path_factory.mktemp("ml-latest-60")
+    lines = (shipped_dir() / "ratings.csv").read_text().splitlines()
+    keep = [lines[0]] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= 60]
+    (folder / "ratings.csv").write_text("\n".join(keep) + "\n")
+    shutil.copy(shipped_dir() / "movies.csv", folder / "movies.csv")
+    out = tmp_path_factory.mktemp("prepared")
+    run_prepare(layout_source("ml-latest-small", "grouplens", folder), out)
+    return PreparedDataset.open(out)
+
+
+@pytest.fixture(scope="session")
+def seeds_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "offline_agent" / "seeds"

@@ -22,7 +22,9 @@ def _evorec(*args: str, env_data_dir=None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "evorec", *args], capture_output=True, text=True, timeout=300, env=env)
 
 
-@pytest.mark.parametrize("command", [[], ["data"], ["data", "fetch"], ["data", "prepare"], ["data", "show"], ["run"]])
+@pytest.mark.parametrize(
+    "command", [[], ["data"], ["data", "fetch"], ["data", "prepare"], ["data", "show"], ["train"], ["run"]]
+)
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -64,3 +66,25 @@ def test_prepare_then_show_a_yaml_described_dataset(tmp_path):
     assert "30" in result.stdout and "random" in result.stdout
     shown = _evorec("data", "show", str(out))
     assert shown.returncode == 0 and "toy" in shown.stdout
+
+
+@pytest.mark.integration
+def test_train_prints_the_metric_set_as_json_and_writes_it(tmp_path, prepared_small, seeds_dir):
+    import json
+
+    out = tmp_path / "run"
+    result = _evorec(
+        "train", "--candidate", str(seeds_dir / "mf_bpr"), "--dataset", str(prepared_small.path),
+        "--max-epochs", "2", "--out", str(out), "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert printed == json.loads((out / "result.json").read_text())
+    assert printed["epochs"] == 2 and 0.0 <= printed["test"]["ndcg@10"] <= 1.0
+    assert len([line for line in result.stderr.splitlines() if line.startswith('{"epoch"')]) == 2
+
+
+def test_train_names_a_broken_candidate(tmp_path):
+    (tmp_path / "c").mkdir()
+    result = _evorec("train", "--candidate", str(tmp_path / "c"))
+    assert result.returncode == 2 and "missing block(s) model.py" in result.stderr

@@ -1,0 +1,126 @@
+"""Reproduce ../shared/PROTOCOL.md's ML-1M table: SASRec (BCE), SASRec+ (full CE), MF-BPR, EASE, Pop.
+
+Training to convergence takes hours on 2 CPU cores, more than one session. Every neural model
+checkpoints after each epoch under ``benchmarks/state/reproduce_ml1m/<model>/`` (committed with
+the results), and each invocation resumes where the last one stopped and spends at most
+``--budget-seconds``. The result file says which models finished, in how many sessions and
+seconds; test metrics appear only for finished models (they are computed once, on the best
+validation epoch).
+
+    python benchmarks/reproduce_ml1m.py [--budget-seconds 3600] [--models sasrec_ce,sasrec_bce,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import RESULTS, write_result
+
+ROOT = Path(__file__).resolve().parent
+STATE = ROOT / "state" / "reproduce_ml1m"
+SEEDS = ROOT.parent / "offline_agent" / "seeds"
+NEURAL = ("sasrec_ce", "sasrec_bce", "mf_bpr")
+BASELINE_NAMES = {"ease": "ease", "most_popular": "most_popular"}
+PUBLISHED = {"sasrec_bce": 0.1341, "sasrec_ce": 0.1821}
+
+
+def _previous() -> dict[str, Any]:
+    path = RESULTS / "reproduce_ml1m.json"
+    return json.loads(path.read_text()) if path.exists() else {"models": {}, "sessions": 0, "seconds": 0.0}
+
+
+def _figures(valid: dict[str, float], test: dict[str, float] | None, epochs: int, seconds: float) -> dict[str, Any]:
+    return {
+        "valid_ndcg10": round(valid["ndcg@10"], 4),
+        "test_ndcg10": round(test["ndcg@10"], 4) if test else None,
+        "test_hr10": round(test["hr@10"], 4) if test else None,
+        "epochs": epochs,
+        "seconds": round(seconds, 1),
+    }
+
+
+def _train_neural(name: str, prepared: Any, budget: float) -> dict[str, Any]:
+    from recsys.candidate import load_candidate
+    from recsys.trainer import Trainer, TrainerConfig
+
+    checkpoint = STATE / name
+    config = TrainerConfig(seed=0, budget_seconds=budget, checkpoint_dir=checkpoint, resume=True, progress=False)
+    result = Trainer(load_candidate(SEEDS / name), prepared, config, epoch_log=sys.stdout).fit()
+    finished = result.stopped in ("patience", "epochs")
+    figures = _figures(result.valid, result.test if finished else None, result.epochs, result.seconds)
+    figures.update(finished=finished, best_epoch=result.best_epoch, stopped=result.stopped)
+    if name in PUBLISHED:
+        figures["published_test_ndcg10"] = PUBLISHED[name]
+        if finished:
+            figures["within_10_percent"] = abs(result.test["ndcg@10"] / PUBLISHED[name] - 1) <= 0.10
+    return figures
+
+
+def _baseline(name: str, prepared: Any) -> dict[str, Any]:
+    from recsys.baselines import BASELINES
+    from recsys.evaluation import ItemCatalog, evaluate
+    from recsys.sequences import UserSequences
+
+    started = time.perf_counter()
+    sequences = UserSequences.from_prepared(prepared)
+    catalog = ItemCatalog.build(prepared, sequences)
+    scorer = BASELINES[name](sequences)
+    valid = evaluate(scorer, sequences, "valid", catalog).metrics
+    test = evaluate(scorer, sequences, "test", catalog).metrics
+    return {**_figures(valid, test, 0, time.perf_counter() - started), "finished": True}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget-seconds", type=float, default=3600.0, help="time this invocation may spend")
+    parser.add_argument("--models", default="ease,most_popular,sasrec_ce,mf_bpr,sasrec_bce")
+    args = parser.parse_args()
+
+    from evorec.settings import get_settings
+    from pipelines.data_prepare import run_prepare
+    from recsys.data.catalog import builtin_source
+    from recsys.data.config import PrepareConfig
+    from recsys.data.fetch import fetch_dataset
+    from recsys.data.prepared import PreparedDataset, is_up_to_date
+
+    started = time.monotonic()
+    settings = get_settings()
+    fetch_dataset("ml-1m", settings)
+    source, out = builtin_source("ml-1m", settings), settings.prepared_dir / "ml-1m"
+    if not is_up_to_date(source, out, PrepareConfig()):
+        run_prepare(source, out)
+    prepared = PreparedDataset.open(out)
+
+    record = _previous()
+    models: dict[str, Any] = record["models"]
+    for name in args.models.split(","):
+        if models.get(name, {}).get("finished"):
+            continue
+        remaining = args.budget_seconds - (time.monotonic() - started)
+        if remaining <= 60:
+            break
+        models[name] = _train_neural(name, prepared, remaining) if name in NEURAL else _baseline(name, prepared)
+        _write(record, models, started)
+    _write(record, models, started)
+
+
+def _write(record: dict[str, Any], models: dict[str, Any], started: float) -> None:
+    spent = time.monotonic() - started
+    figures = {
+        "models": models,
+        "finished": all(m.get("finished") for m in models.values()) and len(models) == 5,
+        "sessions": record["sessions"] + 1,
+        "seconds": round(record["seconds"] + spent, 1),
+    }
+    write_result("reproduce_ml1m", figures, "ml-1m (protocol: items >= 5 interactions, leave-one-out)")
+
+
+if __name__ == "__main__":
+    main()

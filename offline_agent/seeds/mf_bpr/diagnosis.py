@@ -1,0 +1,3 @@
+"""The candidate's own diagnosis probes; none yet."""
+
+PROBES = []

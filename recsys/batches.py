@@ -1,0 +1,114 @@
+"""Batches of user histories as TorchRec ``KeyedJaggedTensor``s, for training and for evaluation.
+
+A history is the user's most recent ``max_len`` input items, oldest first. In training, the
+target at each position is the next item (``targets``, right-padded with 0); in evaluation the
+batch carries only the history, and the evaluator holds the targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys.sequences import Stage, UserSequences
+
+ITEM_FEATURE = "item_seq"
+
+
+@dataclass
+class Batch:
+    """B users' histories.
+
+    Args:
+        users: ``B`` user indices.
+        history: KJT with key ``"item_seq"``: each user's input items, oldest first.
+        targets: ``B X L`` next-item targets aligned with the right-padded history (0 = none).
+        weights: ``B X L`` training weight of each target (the candidate's reward block).
+        max_len: ``L``, the padded length: the longest history of the batch.
+    """
+
+    users: torch.Tensor
+    history: KeyedJaggedTensor
+    targets: torch.Tensor
+    weights: torch.Tensor
+    max_len: int
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.history.lengths()
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
+        return Batch(
+            self.users.to(device, non_blocking=non_blocking),
+            self.history.to(device, non_blocking=non_blocking),
+            self.targets.to(device, non_blocking=non_blocking),
+            self.weights.to(device, non_blocking=non_blocking),
+            self.max_len,
+        )
+
+
+def make_batch(
+    users: np.ndarray,
+    histories: list[np.ndarray],
+    targets: list[np.ndarray] | None = None,
+    weights: list[np.ndarray] | None = None,
+) -> Batch:
+    """Assemble a batch; ``targets[i]`` and ``weights[i]`` are as long as ``histories[i]`` when given."""
+    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    width = max(int(lengths.max(initial=0)), 1)
+    values = np.concatenate(histories) if histories else np.zeros(0, np.int64)
+    padded_targets = np.zeros((len(histories), width), dtype=np.int64)
+    padded_weights = np.zeros((len(histories), width), dtype=np.float32)
+    for row in range(len(histories) if targets is not None else 0):
+        padded_targets[row, : lengths[row]] = targets[row]  # type: ignore[index]
+        padded_weights[row, : lengths[row]] = 1.0 if weights is None else weights[row]
+    history = KeyedJaggedTensor.from_lengths_sync(
+        keys=[ITEM_FEATURE], values=torch.from_numpy(values.astype(np.int64)), lengths=torch.from_numpy(lengths)
+    )
+    return Batch(
+        torch.from_numpy(users.astype(np.int64)),
+        history,
+        torch.from_numpy(padded_targets),
+        torch.from_numpy(padded_weights),
+        width,
+    )
+
+
+def training_batches(
+    sequences: UserSequences,
+    batch_size: int,
+    max_len: int,
+    generator: np.random.Generator,
+    event_weights: np.ndarray | None = None,
+) -> Iterator[Batch]:
+    """One epoch of next-item training batches over users with at least two training events, in a
+    shuffled order drawn from ``generator`` (so that a seed fixes the epoch). ``event_weights``
+    (one per event of ``sequences``) weight each target."""
+    trainable = [u for u in range(sequences.num_users) if len(sequences.train_positions(u)) >= 2]
+    order = generator.permutation(np.array(trainable, dtype=np.int64))
+    for start in range(0, len(order), batch_size):
+        users = order[start : start + batch_size]
+        histories, targets, weights = [], [], []
+        for user in users:
+            positions = sequences.train_positions(int(user))[-(max_len + 1) :]
+            histories.append(sequences.items[positions[:-1]])
+            targets.append(sequences.items[positions[1:]])
+            weights.append(
+                np.ones(len(positions) - 1, np.float32) if event_weights is None else event_weights[positions[1:]]
+            )
+        yield make_batch(users, histories, targets, weights)
+
+
+def evaluation_batches(
+    sequences: UserSequences, stage: Stage, batch_size: int, max_len: int
+) -> Iterator[tuple[Batch, np.ndarray]]:
+    """Batches of the histories that predict ``stage``, in user order, with their user indices."""
+    users = np.arange(sequences.num_users, dtype=np.int64)
+    for start in range(0, len(users), batch_size):
+        chunk = users[start : start + batch_size]
+        histories = [sequences.history(int(u), stage)[-max_len:] for u in chunk]
+        yield make_batch(chunk, histories), chunk

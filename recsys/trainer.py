@@ -1,0 +1,301 @@
+"""The trusted training harness: it owns the loop, the optimizers, budgets, early stopping,
+checkpoints and the final test evaluation; the candidate's blocks only supply the model, the
+train task, the plan and the reward weights.
+
+Seeded and deterministic on CPU. Early stopping and the best epoch are chosen on validation
+NDCG@10 only; the test split is evaluated once, on the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingCollection
+from torchrec.optim import RowWiseAdagrad
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from tqdm.auto import tqdm
+
+from evorec.exceptions import EvorecError
+from recsys.batches import Batch, training_batches
+from recsys.candidate import Candidate, ModelSpec, TrainingPlan
+from recsys.data.prepared import PreparedDataset
+from recsys.evaluation import ItemCatalog, evaluate
+from recsys.sequences import Stage, UserSequences
+
+log = logging.getLogger(__name__)
+SELECTION_METRIC = "ndcg@10"
+
+
+class TrainingError(EvorecError):
+    """Training could not go on (a NaN loss, a model that does not fit the contract's shapes)."""
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Harness knobs: none of them changes the protocol.
+
+    ``max_epochs`` caps the candidate's plan; ``budget_seconds`` stops training (even mid-epoch)
+    once spent; ``checkpoint_dir`` holds ``last.pt`` (to resume) and ``best.pt``.
+    """
+
+    seed: int = 0
+    max_epochs: int | None = None
+    budget_seconds: float | None = None
+    max_len: int | None = None
+    eval_batch_size: int = 512
+    threads: int | None = None
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    candidate: str
+    content_hash: str
+    dataset: str
+    best_epoch: int
+    epochs: int
+    stopped: str
+    seconds: float
+    valid: dict[str, float]
+    test: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def embedding_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters of the model's TorchRec tables, by name."""
+    names = {
+        name
+        for module_name, module in model.named_modules()
+        if isinstance(module, EmbeddingCollection | EmbeddingBagCollection)
+        for name in (f"{module_name}.{p}" if module_name else p for p, _ in module.named_parameters())
+    }
+    return {name: p for name, p in model.named_parameters() if name in names}
+
+
+def build_optimizer(candidate: Candidate, plan: TrainingPlan, model: nn.Module) -> torch.optim.Optimizer:
+    """The candidate's optimizer; with ``rowwise_adagrad`` the tables get TorchRec's row-wise Adagrad."""
+    make_dense: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] = candidate.function(
+        "optim", "build_optimizer"
+    )
+    if plan.embedding_optimizer == "dense":
+        return make_dense(model.parameters())
+    tables = embedding_parameters(model)
+    dense = {name: p for name, p in model.named_parameters() if name not in tables}
+    optimizers: list[tuple[str, Any]] = [
+        ("embeddings", KeyedOptimizerWrapper(tables, lambda ps: RowWiseAdagrad(ps, lr=plan.embedding_lr)))
+    ]
+    if dense:
+        optimizers.append(("dense", KeyedOptimizerWrapper(dense, lambda ps: make_dense(ps))))
+    return CombinedOptimizer(optimizers)
+
+
+class Trainer:
+    """Train one candidate on one prepared dataset.
+
+    Example::
+
+        result = Trainer(load_candidate(path), PreparedDataset.open(folder)).fit()
+        result.test["ndcg@10"]
+    """
+
+    def __init__(
+        self,
+        candidate: Candidate,
+        prepared: PreparedDataset,
+        config: TrainerConfig | None = None,
+        epoch_log: TextIO | None = None,
+    ) -> None:
+        self.candidate = candidate
+        self.prepared = prepared
+        self.config = config or TrainerConfig()
+        self.epoch_log = epoch_log
+        plan: TrainingPlan = candidate.function("optim", "training_plan")()
+        if self.config.max_epochs is not None:
+            plan = replace(plan, epochs=min(plan.epochs, self.config.max_epochs))
+        if self.config.max_len is not None:
+            plan = replace(plan, max_len=self.config.max_len)
+        self.plan = plan
+        self.sequences = UserSequences.from_prepared(prepared)
+        self.catalog = ItemCatalog.build(prepared, self.sequences)
+        self.spec = ModelSpec(prepared.num_items, prepared.num_users, plan.max_len)
+        weights = candidate.function("reward", "event_weights")(self.sequences.ratings)
+        self.event_weights = np.asarray(weights, dtype=np.float32)
+        if self.event_weights.shape != self.sequences.items.shape or not np.isfinite(self.event_weights).all():
+            raise TrainingError("reward.py: event_weights must return one finite weight per event")
+
+    def _evaluate(self, model: nn.Module, stage: Stage) -> dict[str, float]:
+        model.eval()
+        scorer: Callable[[Batch], torch.Tensor] = model.score  # type: ignore[assignment]
+        result = evaluate(scorer, self.sequences, stage, self.catalog, self.config.eval_batch_size, self.plan.max_len)
+        return result.metrics
+
+    def fit(self) -> TrainResult:
+        config, plan = self.config, self.plan
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        generator = np.random.default_rng(config.seed)
+        model: nn.Module = self.candidate.function("model", "build_model")(self.spec)
+        task: nn.Module = self.candidate.function("loss", "build_train_task")(self.spec)
+        optimizer = build_optimizer(self.candidate, plan, model)
+        state = _TrainState()
+        checkpoint = config.checkpoint_dir
+        if checkpoint is not None:
+            checkpoint.mkdir(parents=True, exist_ok=True)
+            if config.resume and (checkpoint / "last.pt").exists():
+                state = _TrainState.load(checkpoint / "last.pt", model, optimizer, generator)
+                log.info("resumed %s after epoch %d", self.candidate.name, state.epoch)
+        started = time.monotonic() - state.seconds
+        stopped = "epochs"
+        while state.epoch < plan.epochs:
+            if state.bad_epochs >= plan.patience:
+                stopped = "patience"
+                break
+            if config.budget_seconds is not None and time.monotonic() - started >= config.budget_seconds:
+                stopped = "budget"
+                break
+            epoch = state.epoch + 1
+            loss, steps, partial = self._train_epoch(model, task, optimizer, generator, epoch, started)
+            valid = self._evaluate(model, "valid")
+            improved = valid[SELECTION_METRIC] > state.best_metric
+            if improved:
+                state.best_metric, state.best_epoch = valid[SELECTION_METRIC], epoch
+                state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                state.best_valid = valid
+                state.bad_epochs = 0
+            else:
+                state.bad_epochs += 1
+            state.epoch = epoch
+            state.seconds = time.monotonic() - started
+            line = {
+                "epoch": epoch,
+                "loss": loss,
+                "steps": steps,
+                "valid_ndcg@10": round(valid["ndcg@10"], 6),
+                "valid_hr@10": round(valid["hr@10"], 6),
+                "best_epoch": state.best_epoch,
+                "seconds": round(state.seconds, 2),
+            }
+            state.history.append(line)
+            self._log_epoch(line)
+            if checkpoint is not None:
+                state.save(checkpoint / "last.pt", model, optimizer, generator)
+                if improved:
+                    torch.save(state.best_state, checkpoint / "best.pt")
+            if partial:
+                stopped = "budget"
+                break
+        if state.best_state is None:
+            raise TrainingError(f"{self.candidate.name}: no epoch was completed within the budget")
+        model.load_state_dict(state.best_state)
+        test = self._evaluate(model, "test")
+        return TrainResult(
+            candidate=self.candidate.name,
+            content_hash=self.candidate.content_hash,
+            dataset=self.prepared.name,
+            best_epoch=state.best_epoch,
+            epochs=state.epoch,
+            stopped=stopped,
+            seconds=round(time.monotonic() - started, 2),
+            valid=state.best_valid,
+            test=test,
+            history=state.history,
+        )
+
+    def _train_epoch(
+        self,
+        model: nn.Module,
+        task: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generator: np.random.Generator,
+        epoch: int,
+        started: float,
+    ) -> tuple[float, int, bool]:
+        """One pass over the users; returns the mean loss, the steps and whether the budget cut it short."""
+        model.train()
+        batches = training_batches(
+            self.sequences, self.plan.batch_size, self.plan.max_len, generator, self.event_weights
+        )
+        total, steps = 0.0, 0
+        budget = self.config.budget_seconds
+        bar = tqdm(batches, desc=f"{self.candidate.name} epoch {epoch}", leave=False, disable=not self.config.progress)
+        for batch in bar:
+            loss = task(model, batch)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"{self.candidate.name}: the loss became {loss.item()} at epoch {epoch}, step {steps}"
+                )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            steps += 1
+            bar.set_postfix(loss=f"{total / steps:.4f}")
+            if budget is not None and time.monotonic() - started >= budget:
+                bar.close()
+                return total / steps, steps, True
+        return total / max(steps, 1), steps, False
+
+    def _log_epoch(self, line: dict[str, Any]) -> None:
+        text = json.dumps(line)
+        log.info("%s %s", self.candidate.name, text)
+        if self.epoch_log is not None:
+            self.epoch_log.write(text + "\n")
+            self.epoch_log.flush()
+        if self.config.checkpoint_dir is not None:
+            with (self.config.checkpoint_dir / "epochs.jsonl").open("a") as handle:
+                handle.write(text + "\n")
+
+
+@dataclass
+class _TrainState:
+    """Everything needed to resume training exactly where it stopped."""
+
+    epoch: int = 0
+    best_epoch: int = 0
+    best_metric: float = -math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    best_valid: dict[str, float] = field(default_factory=dict)
+    bad_epochs: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def save(
+        self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, generator: np.random.Generator
+    ) -> None:
+        payload = {
+            **asdict(self),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": generator.bit_generator.state,
+        }
+        temporary = path.with_suffix(".tmp")
+        torch.save(payload, temporary)
+        temporary.replace(path)
+
+    @classmethod
+    def load(
+        cls, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, generator: np.random.Generator
+    ) -> _TrainState:
+        payload = torch.load(path, weights_only=False)
+        model.load_state_dict(payload.pop("model"))
+        optimizer.load_state_dict(payload.pop("optimizer"))
+        torch.set_rng_state(payload.pop("torch_rng"))
+        generator.bit_generator.state = payload.pop("numpy_rng")
+        return cls(**payload)
