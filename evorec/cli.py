@@ -141,7 +141,11 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Train one candidate with early stopping on validation NDCG@10; test metrics once, at the end."""
+    """Train one candidate with early stopping on validation NDCG@10; test metrics once, at the end.
+
+    Under torchrun (e.g. torchrun --nproc_per_node=2 -m evorec train ...) the TorchRec tables are
+    sharded with DistributedModelParallel; rank 0 writes the result.
+    """
     import json
 
     from evorec.main_job import prepared_dataset
@@ -156,7 +160,10 @@ def train(
     config = TrainerConfig(
         seed=seed, max_epochs=max_epochs, budget_seconds=budget_seconds, checkpoint_dir=folder, resume=resume
     )
-    result = Trainer(loaded, prepared, config, epoch_log=sys.stderr).fit()
+    trainer = Trainer(loaded, prepared, config, epoch_log=sys.stderr)
+    result = trainer.fit()
+    if not trainer.world.is_main:
+        return
     (folder / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
     if as_json:
         print(json.dumps(result.to_json()))

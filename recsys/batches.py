@@ -84,14 +84,22 @@ def training_batches(
     max_len: int,
     generator: np.random.Generator,
     event_weights: np.ndarray | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[Batch]:
-    """One epoch of next-item training batches over users with at least two training events, in a
-    shuffled order drawn from ``generator`` (so that a seed fixes the epoch). ``event_weights``
-    (one per event of ``sequences``) weight each target."""
+    """One epoch of next-item training batches over users with at least two training events.
+
+    The user order is drawn from ``generator`` (so a seed fixes the epoch); ``event_weights``
+    (one per event) weight each target. Under ``world_size`` processes every rank draws the same
+    order and takes its own ``batch_size`` users of each global batch, so all ranks take the same
+    number of steps (up to ``world_size - 1`` users sit out an epoch, different ones each time).
+    """
     trainable = [u for u in range(sequences.num_users) if len(sequences.train_positions(u)) >= 2]
     order = generator.permutation(np.array(trainable, dtype=np.int64))
-    for start in range(0, len(order), batch_size):
-        users = order[start : start + batch_size]
+    order = order[: len(order) - len(order) % world_size]
+    step = batch_size * world_size
+    for start in range(0, len(order), step):
+        users = order[start : start + step][rank::world_size]
         histories, targets, weights = [], [], []
         for user in users:
             positions = sequences.train_positions(int(user))[-(max_len + 1) :]

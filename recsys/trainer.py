@@ -20,7 +20,6 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 from torch import nn
-from torchrec import EmbeddingBagCollection, EmbeddingCollection
 from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from tqdm.auto import tqdm
@@ -29,6 +28,13 @@ from evorec.exceptions import EvorecError
 from recsys.batches import Batch, training_batches
 from recsys.candidate import Candidate, ModelSpec, TrainingPlan
 from recsys.data.prepared import PreparedDataset
+from recsys.distributed import (
+    ShardedCandidateModel,
+    WorldInfo,
+    init_world,
+    launched_by_torchrun,
+    table_parameters,
+)
 from recsys.evaluation import ItemCatalog, evaluate
 from recsys.sequences import Stage, UserSequences
 
@@ -71,20 +77,10 @@ class TrainResult:
     valid: dict[str, float]
     test: dict[str, float]
     history: list[dict[str, Any]] = field(default_factory=list)
+    world_size: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def embedding_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The parameters of the model's TorchRec tables, by name."""
-    names = {
-        name
-        for module_name, module in model.named_modules()
-        if isinstance(module, EmbeddingCollection | EmbeddingBagCollection)
-        for name in (f"{module_name}.{p}" if module_name else p for p, _ in module.named_parameters())
-    }
-    return {name: p for name, p in model.named_parameters() if name in names}
 
 
 def build_optimizer(candidate: Candidate, plan: TrainingPlan, model: nn.Module) -> torch.optim.Optimizer:
@@ -94,7 +90,7 @@ def build_optimizer(candidate: Candidate, plan: TrainingPlan, model: nn.Module) 
     )
     if plan.embedding_optimizer == "dense":
         return make_dense(model.parameters())
-    tables = embedding_parameters(model)
+    tables = table_parameters(model)
     dense = {name: p for name, p in model.named_parameters() if name not in tables}
     optimizers: list[tuple[str, Any]] = [
         ("embeddings", KeyedOptimizerWrapper(tables, lambda ps: RowWiseAdagrad(ps, lr=plan.embedding_lr)))
@@ -124,6 +120,9 @@ class Trainer:
         self.prepared = prepared
         self.config = config or TrainerConfig()
         self.epoch_log = epoch_log
+        self.world = init_world() if launched_by_torchrun() else WorldInfo(0, 1)
+        if self.world.world_size > 1 and self.config.resume:
+            raise TrainingError("resuming is supported in single-process training only")
         plan: TrainingPlan = candidate.function("optim", "training_plan")()
         if self.config.max_epochs is not None:
             plan = replace(plan, epochs=min(plan.epochs, self.config.max_epochs))
@@ -152,9 +151,14 @@ class Trainer:
         generator = np.random.default_rng(config.seed)
         model: nn.Module = self.candidate.function("model", "build_model")(self.spec)
         task: nn.Module = self.candidate.function("loss", "build_train_task")(self.spec)
-        optimizer = build_optimizer(self.candidate, plan, model)
+        if self.world.world_size > 1:
+            sharded = ShardedCandidateModel(model, plan.embedding_lr, self.world)
+            optimizer = self.candidate.function("optim", "build_optimizer")(sharded.dense_parameters())
+            model = sharded
+        else:
+            optimizer = build_optimizer(self.candidate, plan, model)
         state = _TrainState()
-        checkpoint = config.checkpoint_dir
+        checkpoint = config.checkpoint_dir if self.world.is_main else None
         if checkpoint is not None:
             checkpoint.mkdir(parents=True, exist_ok=True)
             if config.resume and (checkpoint / "last.pt").exists():
@@ -215,6 +219,7 @@ class Trainer:
             valid=state.best_valid,
             test=test,
             history=state.history,
+            world_size=self.world.world_size,
         )
 
     def _train_epoch(
@@ -229,11 +234,18 @@ class Trainer:
         """One pass over the users; returns the mean loss, the steps and whether the budget cut it short."""
         model.train()
         batches = training_batches(
-            self.sequences, self.plan.batch_size, self.plan.max_len, generator, self.event_weights
+            self.sequences,
+            self.plan.batch_size,
+            self.plan.max_len,
+            generator,
+            self.event_weights,
+            self.world.rank,
+            self.world.world_size,
         )
         total, steps = 0.0, 0
         budget = self.config.budget_seconds
-        bar = tqdm(batches, desc=f"{self.candidate.name} epoch {epoch}", leave=False, disable=not self.config.progress)
+        show = self.config.progress and self.world.is_main
+        bar = tqdm(batches, desc=f"{self.candidate.name} epoch {epoch}", leave=False, disable=not show)
         for batch in bar:
             loss = task(model, batch)
             if not torch.isfinite(loss):
@@ -252,6 +264,8 @@ class Trainer:
         return total / max(steps, 1), steps, False
 
     def _log_epoch(self, line: dict[str, Any]) -> None:
+        if not self.world.is_main:
+            return
         text = json.dumps(line)
         log.info("%s %s", self.candidate.name, text)
         if self.epoch_log is not None:

@@ -8,7 +8,7 @@ import torch
 
 from recsys.batches import make_batch
 from recsys.candidate import ModelSpec, load_candidate
-from recsys.trainer import embedding_parameters
+from recsys.distributed import table_parameters
 
 SPEC = ModelSpec(num_items=30, num_users=5, max_len=8)
 
@@ -29,16 +29,16 @@ def test_seed_arches_have_the_contract_shapes_and_train(seed, seeds_dir):
     assert model(batch).shape[:2] == (3, 8)
     assert model.embed_items(torch.tensor([[1, 2], [3, 4]])).shape[:2] == (2, 2)
     assert model.score(batch).shape == (3, SPEC.num_items + 1)
-    assert embedding_parameters(model), "item ids must go through a TorchRec table"
+    assert table_parameters(model), "item ids must go through a TorchRec table"
 
     optimizer = candidate.function("optim", "build_optimizer")(model.parameters())
     loss = task(model, batch)
     assert loss.ndim == 0 and torch.isfinite(loss)
-    before = {k: v.clone() for k, v in embedding_parameters(model).items()}
+    before = {k: v.clone() for k, v in table_parameters(model).items()}
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    changed = [not torch.equal(before[k], v) for k, v in embedding_parameters(model).items()]
+    changed = [not torch.equal(before[k], v) for k, v in table_parameters(model).items()]
     assert all(changed)
 
 
