@@ -22,7 +22,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import write_result
 
 SEED = Path(__file__).resolve().parent.parent / "offline_agent" / "seeds" / "sasrec_bce"
 
