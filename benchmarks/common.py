@@ -27,6 +27,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch_version,
         "platform": platform.platform(),
+        "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the machine while measuring
     }
 
 

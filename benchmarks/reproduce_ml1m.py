@@ -55,7 +55,9 @@ def _train_neural(name: str, prepared: Any, budget: float) -> dict[str, Any]:
     result = Trainer(load_candidate(SEEDS / name), prepared, config, epoch_log=sys.stdout).fit()
     finished = result.stopped in ("patience", "epochs")
     figures = _figures(result.valid, result.test if finished else None, result.epochs, result.seconds)
-    figures.update(finished=finished, best_epoch=result.best_epoch, stopped=result.stopped)
+    figures.update(
+        finished=finished, best_epoch=result.best_epoch, stopped=result.stopped, content_hash=result.content_hash
+    )
     if name in PUBLISHED:
         figures["published_test_ndcg10"] = PUBLISHED[name]
         if finished:

@@ -102,7 +102,7 @@ def main() -> None:
 
     catalog = ItemCatalog.build(prepared, sequences)
     started = time.perf_counter()
-    evaluate(models["torchrec"].score, sequences, "valid", catalog)
+    evaluate(models["torchrec"].eval().score, sequences, "valid", catalog)
     eval_seconds = time.perf_counter() - started
 
     torchrec_rate = examples["torchrec"] / seconds["torchrec"]

@@ -48,3 +48,11 @@ def test_sasrec_is_causal_a_later_item_never_changes_earlier_states(seeds_dir):
     longer = make_batch(np.array([0]), [np.array([1, 2, 3, 4, 9])], [np.array([2, 3, 4, 5, 10])])
     with torch.no_grad():
         torch.testing.assert_close(model(short)[0, :4], model(longer)[0, :4])
+
+
+def test_sasrec_arches_keep_their_shapes(seeds_dir):
+    module = load_candidate(seeds_dir / "sasrec_bce").modules["model"]
+    x = torch.randn(3, 7, 64)
+    assert module.CausalSelfAttention(64, 2, 0.0)(x).shape == (3, 7, 64)
+    assert module.PointWiseFeedForward(64, 0.0)(x).shape == (3, 7, 64)
+    assert module.SASRecBlock(64, 2, 0.0)(x).shape == (3, 7, 64)

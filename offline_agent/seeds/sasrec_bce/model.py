@@ -8,6 +8,7 @@ input and output embeddings, as published).
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
 
@@ -22,6 +23,52 @@ DROPOUT = 0.2
 
 def _init_item_table(weight: torch.Tensor) -> torch.Tensor:
     return nn.init.normal_(weight, std=DIM**-0.5)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where position t sees positions <= t: ``B X L X D -> B X L X D``."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(attended.transpose(1, 2).reshape(batch, length, dim))
+
+
+class PointWiseFeedForward(nn.Module):
+    """The same two-layer ReLU network at every position: ``B X L X D -> B X L X D``."""
+
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class SASRecBlock(nn.Module):
+    """Pre-norm residual block: causal attention, then the feed-forward network."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(dim)
+        self.attention = CausalSelfAttention(dim, heads, dropout)
+        self.feed_forward_norm = nn.LayerNorm(dim)
+        self.feed_forward = PointWiseFeedForward(dim, dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attention(self.attention_norm(x)))
+        return x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))
 
 
 class SASRec(nn.Module):
@@ -50,10 +97,7 @@ class SASRec(nn.Module):
             device=torch.device("cpu"),
         )
         self.positions = nn.Embedding(spec.max_len, DIM)
-        layer = nn.TransformerEncoderLayer(
-            DIM, HEADS, dim_feedforward=DIM, dropout=DROPOUT, batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, BLOCKS, enable_nested_tensor=False)
+        self.blocks = nn.ModuleList(SASRecBlock(DIM, HEADS, DROPOUT) for _ in range(BLOCKS))
         self.input_dropout = nn.Dropout(DROPOUT)
         self.final_norm = nn.LayerNorm(DIM)
 
@@ -68,10 +112,10 @@ class SASRec(nn.Module):
         after a user's last item never reaches the real positions)."""
         length = batch.max_len
         items = self.item_table(batch.history)[ITEM_FEATURE].to_padded_dense(length)
-        x = items * math.sqrt(DIM) + self.positions.weight[:length]
-        causal = nn.Transformer.generate_square_subsequent_mask(length)
-        states = self.encoder(self.input_dropout(x), mask=causal, is_causal=True)
-        return self.final_norm(states)
+        x = self.input_dropout(items * math.sqrt(DIM) + self.positions.weight[:length])
+        for block in self.blocks:
+            x = block(x)
+        return self.final_norm(x)
 
     def score(self, batch: Batch) -> torch.Tensor:
         """Scores of every item (column 0 is padding) after each user's last item: ``B X (N+1)``."""
