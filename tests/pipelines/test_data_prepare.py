@@ -186,3 +186,10 @@ def test_statistics_describe_the_validated_rows(tmp_path, small_latest):
     assert dataset.num_examples == 3219
     assert features["user_id"].string_stats.unique == 20
     assert 0.5 <= features["rating"].num_stats.min <= features["rating"].num_stats.max <= 5.0
+
+
+def test_the_runner_is_chosen_by_name_and_gives_the_same_output(tmp_path, small_latest):
+    source = layout_source("ml-latest-small", "grouplens", small_latest)
+    fn_api = run_prepare(source, tmp_path / "fn_api").manifest
+    direct = run_prepare(source, tmp_path / "direct", runner="DirectRunner").manifest
+    assert direct["outputs"] == fn_api["outputs"]
