@@ -1,0 +1,1 @@
+"""Language-model proposers behind one small protocol (:mod:`offline_agent.llm.base`)."""
