@@ -46,7 +46,7 @@ def test_malformed_replies_are_rejected_with_a_reason(reply, reason):
 
 def test_an_ambiguous_search_asks_for_more_context():
     sources = {**SOURCES, "optim": "x = 1\nx = 1\n"}
-    with pytest.raises(EditError, match="occurs 2 times in optim.py; add context"):
+    with pytest.raises(EditError, match=r"occurs 2 times in optim\.py; add context"):
         apply_change(sources, parse_reply("<<<<<<< SEARCH optim.py\nx = 1\n=======\nx = 2\n>>>>>>> REPLACE\n"))
 
 
