@@ -10,6 +10,7 @@ A candidate is a directory with these blocks (each a Python file)::
                   returns the scalar training loss (the train task owns the loss)
     optim.py      training_plan() -> TrainingPlan, and
                   build_optimizer(params) -> torch.optim.Optimizer
+                  (optional) build_scheduler(optimizer, total_steps), stepped after every step
     reward.py     event_weights(ratings: np.ndarray) -> np.ndarray, a training weight per event
     diagnosis.py  PROBES: a list of diagnosis probes (empty until the diagnosis tool exists)
 
@@ -51,11 +52,17 @@ class CandidateError(EvorecError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a model block is told of the data: catalogue size, users, history length."""
+    """What model and loss blocks are told of the data.
+
+    ``item_popularity`` (``N+1`` training counts) and ``item_genres`` (``(N+1) X G`` multi-hot)
+    let a block debias, sample negatives by popularity or use genre side information.
+    """
 
     num_items: int
     num_users: int
     max_len: int
+    item_popularity: Any = None
+    item_genres: Any = None
 
 
 @dataclass(frozen=True)

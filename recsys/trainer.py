@@ -131,7 +131,13 @@ class Trainer:
         self.plan = plan
         self.sequences = UserSequences.from_prepared(prepared)
         self.catalog = ItemCatalog.build(prepared, self.sequences)
-        self.spec = ModelSpec(prepared.num_items, prepared.num_users, plan.max_len)
+        self.spec = ModelSpec(
+            prepared.num_items,
+            prepared.num_users,
+            plan.max_len,
+            item_popularity=self.catalog.popularity.clone(),
+            item_genres=self.catalog.genres.clone(),
+        )
         weights = candidate.function("reward", "event_weights")(self.sequences.ratings)
         self.event_weights = np.asarray(weights, dtype=np.float32)
         if self.event_weights.shape != self.sequences.items.shape or not np.isfinite(self.event_weights).all():
@@ -157,12 +163,16 @@ class Trainer:
             model = sharded
         else:
             optimizer = build_optimizer(self.candidate, plan, model)
+        scheduler = None
+        if hasattr(self.candidate.modules["optim"], "build_scheduler"):
+            steps_per_epoch = math.ceil(self.sequences.num_users / (plan.batch_size * self.world.world_size))
+            scheduler = self.candidate.function("optim", "build_scheduler")(optimizer, steps_per_epoch * plan.epochs)
         state = _TrainState()
         checkpoint = config.checkpoint_dir if self.world.is_main else None
         if checkpoint is not None:
             checkpoint.mkdir(parents=True, exist_ok=True)
             if config.resume and (checkpoint / "last.pt").exists():
-                state = _TrainState.load(checkpoint / "last.pt", model, optimizer, generator)
+                state = _TrainState.load(checkpoint / "last.pt", model, optimizer, generator, scheduler)
                 log.info("resumed %s after epoch %d", self.candidate.name, state.epoch)
         started = time.monotonic() - state.seconds
         stopped = "epochs"
@@ -174,7 +184,7 @@ class Trainer:
                 stopped = "budget"
                 break
             epoch = state.epoch + 1
-            loss, steps, partial = self._train_epoch(model, task, optimizer, generator, epoch, started)
+            loss, steps, partial = self._train_epoch(model, task, optimizer, scheduler, generator, epoch, started)
             valid = self._evaluate(model, "valid")
             improved = valid[SELECTION_METRIC] > state.best_metric
             if improved:
@@ -198,7 +208,7 @@ class Trainer:
             state.history.append(line)
             self._log_epoch(line)
             if checkpoint is not None:
-                state.save(checkpoint / "last.pt", model, optimizer, generator)
+                state.save(checkpoint / "last.pt", model, optimizer, generator, scheduler)
                 if improved:
                     torch.save(state.best_state, checkpoint / "best.pt")
             if partial:
@@ -227,6 +237,7 @@ class Trainer:
         model: nn.Module,
         task: nn.Module,
         optimizer: torch.optim.Optimizer,
+        scheduler: Any,
         generator: np.random.Generator,
         epoch: int,
         started: float,
@@ -255,6 +266,8 @@ class Trainer:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             total += loss.item()
             steps += 1
             bar.set_postfix(loss=f"{total / steps:.4f}")
@@ -290,12 +303,18 @@ class _TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def save(
-        self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, generator: np.random.Generator
+        self,
+        path: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generator: np.random.Generator,
+        scheduler: Any = None,
     ) -> None:
         payload = {
             **asdict(self),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": generator.bit_generator.state,
         }
@@ -305,11 +324,19 @@ class _TrainState:
 
     @classmethod
     def load(
-        cls, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, generator: np.random.Generator
+        cls,
+        path: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generator: np.random.Generator,
+        scheduler: Any = None,
     ) -> _TrainState:
         payload = torch.load(path, weights_only=False)
         model.load_state_dict(payload.pop("model"))
         optimizer.load_state_dict(payload.pop("optimizer"))
+        scheduler_state = payload.pop("scheduler", None)
+        if scheduler is not None and scheduler_state is not None:
+            scheduler.load_state_dict(scheduler_state)
         torch.set_rng_state(payload.pop("torch_rng"))
         generator.bit_generator.state = payload.pop("numpy_rng")
         return cls(**payload)

@@ -1,0 +1,1 @@
+"""The offline proposer: a catalogue of known recommender improvements as code transforms."""

@@ -1,0 +1,328 @@
+"""Known recommender improvements, each a code transform with a precondition.
+
+A rule looks at the parent: its blocks, its validation metrics, its training history and the
+directional feedback (diagnosis signals, simulator critiques). When its precondition holds it
+writes a reply in the same SEARCH/REPLACE format an LLM would, so one path parses and applies
+every proposal. The rationale names the evidence, so the journal shows why each edit was tried.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TEMPLATES = Path(__file__).parent / "templates"
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What a rule may look at: the parent's code, metrics, training history and feedback."""
+
+    sources: dict[str, str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    feedback: dict[str, Any] = field(default_factory=dict)
+
+    def has(self, block: str, text: str) -> bool:
+        return text in self.sources[block]
+
+    def metric(self, name: str, default: float = float("nan")) -> float:
+        return float(self.metrics.get(name, default))
+
+    def signal(self, name: str) -> float | None:
+        """A diagnosis signal (e.g. ``embedding_collapse``) from the feedback, when measured."""
+        value = self.feedback.get("signals", {}).get(name)
+        return None if value is None else float(value)
+
+    def constant(self, block: str, name: str) -> float | None:
+        match = re.search(rf"^{name} = ([0-9.e-]+)$", self.sources[block], re.MULTILINE)
+        return float(match[1]) if match else None
+
+    @property
+    def overfitting(self) -> bool:
+        """Validation peaked and then fell for several epochs while training went on."""
+        if len(self.history) < 4:
+            return False
+        best = max(range(len(self.history)), key=lambda i: self.history[i]["valid_ndcg@10"])
+        return best <= len(self.history) - 4
+
+    @property
+    def still_improving(self) -> bool:
+        """The best validation score came in the last epoch: training was cut short."""
+        if not self.history:
+            return False
+        return self.history[-1]["valid_ndcg@10"] >= max(h["valid_ndcg@10"] for h in self.history)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    why: str
+    applies: Callable[[RuleContext], bool]
+    propose: Callable[[RuleContext], str]
+
+
+def edit(block: str, search: str, replace: str) -> str:
+    return f"<<<<<<< SEARCH {block}.py\n{search}=======\n{replace}>>>>>>> REPLACE\n"
+
+
+def edit_line(ctx: RuleContext, block: str, old: str, new: str) -> str:
+    """Replace ``old`` by ``new`` within the one line of ``block`` that contains ``old``."""
+    line = next(line for line in ctx.sources[block].splitlines(keepends=True) if old in line)
+    return edit(block, line, line.replace(old, new))
+
+
+def rewrite(block: str, source: str) -> str:
+    return f"```python {block}.py\n{source}```\n"
+
+
+def _set_constant(block: str, name: str, old: float, new: float | int) -> str:
+    shown_old = int(old) if float(old).is_integer() and not isinstance(new, float) else old
+    return edit(block, f"{name} = {shown_old}\n", f"{name} = {new}\n")
+
+
+def _is_bce(ctx: RuleContext) -> bool:
+    return ctx.has("loss", "binary_cross_entropy_with_logits")
+
+
+def _is_sasrec(ctx: RuleContext) -> bool:
+    return ctx.has("model", "class SASRec(")
+
+
+SCORE_LINE = "        return last @ self.embed_items(every_item).T\n"
+LOSS_RETURN = "        return (losses * weights).sum() / weights.sum().clamp(min=1e-12)\n"
+INIT_END = "        self.final_norm = nn.LayerNorm(DIM)\n"
+GENRES = '        self.register_buffer("item_genres", torch.as_tensor(spec.item_genres, dtype=torch.float32))\n'
+
+
+def _after_init(ctx: RuleContext, *lines: str) -> str:
+    """One edit appending ``lines`` to SASRec's ``__init__`` (with the genre buffer when needed)."""
+    needs_genres = any("item_genres" in line for line in lines) and not ctx.has("model", "item_genres")
+    return edit("model", INIT_END, INIT_END + (GENRES if needs_genres else "") + "".join(lines))
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "full_cross_entropy",
+        "Full softmax cross-entropy over the catalogue beats BCE with one negative (SASRec+, RecSys 2023).",
+        lambda c: _is_bce(c),
+        lambda c: rewrite("loss", (SEEDS / "sasrec_ce" / "loss.py").read_text()),
+    ),
+    Rule(
+        "sampled_softmax",
+        "Sampled softmax with many negatives approaches full cross-entropy at a fraction of its cost.",
+        lambda c: _is_bce(c) or c.has("loss", "def logsigmoid") or c.has("loss", "F.logsigmoid(margin)"),
+        lambda c: rewrite("loss", (TEMPLATES / "sampled_softmax_loss.py").read_text()),
+    ),
+    Rule(
+        "more_negatives",
+        "More sampled negatives give a less biased softmax estimate (gSASRec, SASRec+ 3000).",
+        lambda c: (c.constant("loss", "NEGATIVES") or 1e9) < 4096,
+        lambda c: _set_constant(
+            "loss", "NEGATIVES", c.constant("loss", "NEGATIVES") or 0, int(2 * (c.constant("loss", "NEGATIVES") or 0))
+        ),
+    ),
+    Rule(
+        "logq_correction",
+        "Popularity-sampled negatives with logQ correction counter popularity bias (Yi et al. 2019).",
+        lambda c: (
+            c.has("loss", 'SAMPLER = "uniform"')
+            and (c.metric("popularity_lift@10", 0) > 1.5 or (c.signal("popularity_bias") or 0) > 0.5)
+        ),
+        lambda c: edit("loss", 'SAMPLER = "uniform"\nLOGQ = False\n', 'SAMPLER = "popularity"\nLOGQ = True\n'),
+    ),
+    Rule(
+        "uniformity_regularizer",
+        "A uniformity term spreads collapsed item embeddings over the sphere (Wang & Isola 2020).",
+        lambda c: (
+            c.has("loss", LOSS_RETURN)
+            and not c.has("loss", "UNIFORMITY_WEIGHT")
+            and ((c.signal("embedding_collapse") or 0) > 0.5 or c.metric("coverage@10", 1) < 0.25)
+        ),
+        lambda c: (
+            edit(
+                "loss",
+                "from recsys.batches import Batch\n",
+                "from recsys.batches import Batch\n\nUNIFORMITY_WEIGHT = 0.1\n\n\n"
+                "def uniformity(embeddings: torch.Tensor) -> torch.Tensor:\n"
+                "    normed = F.normalize(embeddings, dim=-1)\n"
+                "    return torch.pdist(normed).pow(2).mul(-2).exp().mean().log()\n",
+            )
+            + edit(
+                "loss",
+                LOSS_RETURN,
+                "        loss = (losses * weights).sum() / weights.sum().clamp(min=1e-12)\n"
+                "        sample = torch.unique(batch.targets[present])[:512]\n"
+                "        return loss + UNIFORMITY_WEIGHT * uniformity(model.embed_items(sample))\n",
+            )
+        ),
+    ),
+    Rule(
+        "more_dropout",
+        "Validation fell while training went on: more dropout regularises the network.",
+        lambda c: c.overfitting and (c.constant("model", "DROPOUT") or 1) < 0.5,
+        lambda c: _set_constant(
+            "model",
+            "DROPOUT",
+            c.constant("model", "DROPOUT") or 0,
+            round((c.constant("model", "DROPOUT") or 0) + 0.1, 2),
+        ),
+    ),
+    Rule(
+        "adamw_weight_decay",
+        "Decoupled weight decay (AdamW) regularises embeddings that overfit rare items.",
+        lambda c: c.has("optim", "torch.optim.Adam(") and c.overfitting,
+        lambda c: edit_line(c, "optim", "torch.optim.Adam(params, ", "torch.optim.AdamW(params, weight_decay=0.01, "),
+    ),
+    Rule(
+        "warmup_cosine",
+        "Linear warm-up then cosine decay stabilises attention training and ends at a lower loss.",
+        lambda c: not c.has("optim", "def build_scheduler") and c.still_improving,
+        lambda c: (
+            edit("optim", "import torch\n", "import math\n\nimport torch\n")
+            + edit(
+                "optim",
+                "def build_optimizer(params):\n",
+                (TEMPLATES / "warmup_cosine.py.txt").read_text() + "def build_optimizer(params):\n",
+            )
+        ),
+    ),
+    Rule(
+        "deeper",
+        "One more self-attention block captures longer-range item transitions.",
+        lambda c: _is_sasrec(c) and (c.constant("model", "BLOCKS") or 9) < 4,
+        lambda c: _set_constant(
+            "model", "BLOCKS", c.constant("model", "BLOCKS") or 0, int((c.constant("model", "BLOCKS") or 0) + 1)
+        ),
+    ),
+    Rule(
+        "more_heads",
+        "More attention heads attend to several aspects of the history at once.",
+        lambda c: _is_sasrec(c) and (c.constant("model", "HEADS") or 9) < 4,
+        lambda c: _set_constant(
+            "model", "HEADS", c.constant("model", "HEADS") or 0, int(2 * (c.constant("model", "HEADS") or 0))
+        ),
+    ),
+    Rule(
+        "wider",
+        "Wider embeddings hold more item distinctions when the model underfits.",
+        lambda c: (c.constant("model", "DIM") or 1e9) < 256 and not c.overfitting,
+        lambda c: _set_constant(
+            "model", "DIM", c.constant("model", "DIM") or 0, int(2 * (c.constant("model", "DIM") or 0))
+        ),
+    ),
+    Rule(
+        "smaller_batches",
+        "Training stopped while still improving: smaller batches take more optimiser steps per epoch.",
+        lambda c: c.still_improving and c.has("optim", "batch_size=128"),
+        lambda c: edit_line(c, "optim", "batch_size=128", "batch_size=64"),
+    ),
+    Rule(
+        "higher_learning_rate",
+        "Training stopped while still improving: a higher learning rate converges in fewer epochs.",
+        lambda c: c.still_improving and c.has("optim", "lr=1e-3"),
+        lambda c: edit_line(c, "optim", "lr=1e-3", "lr=2e-3"),
+    ),
+    Rule(
+        "genre_side_features",
+        "Genre side information added to item embeddings helps lists match users' genre mix.",
+        lambda c: (
+            _is_sasrec(c)
+            and not c.has("model", "genre_projection")
+            and (c.metric("calibration_kl@10", 0) > 0.5 or (c.signal("genre_calibration") or 0) > 0.5)
+        ),
+        lambda c: (
+            _after_init(c, "        self.genre_projection = nn.Linear(self.item_genres.shape[1], DIM, bias=False)\n")
+            + edit(
+                "model",
+                "        return self.item_table(kjt)[ITEM_FEATURE].values().reshape(*ids.shape, DIM)\n",
+                "        table = self.item_table(kjt)[ITEM_FEATURE].values().reshape(*ids.shape, DIM)\n"
+                "        return table + self.genre_projection(self.item_genres[ids])\n",
+            )
+            + edit(
+                "model",
+                "        items = self.item_table(batch.history)[ITEM_FEATURE].to_padded_dense(length)\n",
+                "        items = self.item_table(batch.history)[ITEM_FEATURE].to_padded_dense(length)\n"
+                "        ids = batch.history[ITEM_FEATURE].to_padded_dense(length)\n"
+                "        items = items + self.genre_projection(self.item_genres[ids])\n",
+            )
+        ),
+    ),
+    Rule(
+        "mmr_reranking",
+        "Maximal marginal relevance re-ranks the top of the list for genre diversity (Carbonell & Goldstein 1998).",
+        lambda c: (
+            _is_sasrec(c)
+            and c.has("model", SCORE_LINE)
+            and not c.has("model", "MMR_LAMBDA")
+            and (c.metric("ild@10", 1) < 0.6 or (c.signal("low_diversity") or 0) > 0.5)
+        ),
+        lambda c: (
+            ("" if c.has("model", "item_genres") else edit("model", INIT_END, INIT_END + GENRES))
+            + edit(
+                "model",
+                "class SASRec(nn.Module):\n",
+                (TEMPLATES / "mmr_rerank.py.txt").read_text() + "class SASRec(nn.Module):\n",
+            )
+            + edit(
+                "model",
+                SCORE_LINE,
+                "        return mmr_rerank(last @ self.embed_items(every_item).T, self.item_genres)\n",
+            )
+        ),
+    ),
+    Rule(
+        "popularity_penalty",
+        "Recommendations far more popular than users' histories: subtract a log-popularity penalty at scoring.",
+        lambda c: (
+            _is_sasrec(c)
+            and c.has("model", SCORE_LINE)
+            and not c.has("model", "POPULARITY_PENALTY")
+            and c.metric("popularity_lift@10", 0) > 2.0
+        ),
+        lambda c: (
+            _after_init(
+                c,
+                "        popularity = torch.as_tensor(spec.item_popularity, dtype=torch.float32)\n"
+                '        self.register_buffer("log_popularity", torch.log1p(popularity))\n',
+            )
+            + edit_line(c, "model", "DROPOUT = ", "POPULARITY_PENALTY = 0.1\nDROPOUT = ")
+            + edit(
+                "model",
+                SCORE_LINE,
+                "        return last @ self.embed_items(every_item).T - POPULARITY_PENALTY * self.log_popularity\n",
+            )
+        ),
+    ),
+    Rule(
+        "rating_weighted_positives",
+        "Weight positives by their rating: strongly liked items teach more than lukewarm ones.",
+        lambda c: c.has("reward", "np.ones(len(ratings)"),
+        lambda c: rewrite(
+            "reward",
+            '"""Positives weighted by rating (mean 1); events without a rating weigh 1."""\n\n'
+            "import numpy as np\n\n\n"
+            "def event_weights(ratings):\n"
+            "    ratings = np.asarray(ratings, dtype=np.float32)\n"
+            "    rated = np.isfinite(ratings)\n"
+            "    weights = np.ones(len(ratings), dtype=np.float32)\n"
+            "    if rated.any():\n"
+            "        weights[rated] = ratings[rated] / ratings[rated].mean()\n"
+            "    return weights\n",
+        ),
+    ),
+)
+
+
+def applicable(ctx: RuleContext, tried: set[str]) -> list[Rule]:
+    """Rules whose precondition holds and that were not yet tried on this parent."""
+    return [rule for rule in RULES if rule.name not in tried and rule.applies(ctx)]
+
+
+def reply_for(rule: Rule, ctx: RuleContext) -> str:
+    """The rule's proposal as a reply: the rule's name and rationale, then its edits."""
+    return f"Rule {rule.name}: {rule.why}\n\n{rule.propose(ctx)}"

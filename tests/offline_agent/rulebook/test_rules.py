@@ -1,0 +1,117 @@
+"""Every rule: its evidence triggers it, its edit applies, and the result still trains."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from offline_agent.edits import apply_change, parse_reply
+from offline_agent.rulebook.rules import RULES, RuleContext, applicable, reply_for
+from recsys.batches import make_batch
+from recsys.candidate import Candidate, ModelSpec, load_candidate
+
+NUM_ITEMS = 30
+SPEC = ModelSpec(
+    num_items=NUM_ITEMS,
+    num_users=5,
+    max_len=8,
+    item_popularity=torch.arange(NUM_ITEMS + 1).float(),
+    item_genres=(torch.rand(NUM_ITEMS + 1, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float(),
+)
+OVERFIT = [{"valid_ndcg@10": v} for v in (0.05, 0.09, 0.08, 0.07, 0.06, 0.05)]
+IMPROVING = [{"valid_ndcg@10": v} for v in (0.05, 0.07, 0.09)]
+BY_NAME = {rule.name: rule for rule in RULES}
+
+
+def _sources(seeds_dir, seed):
+    return dict(load_candidate(seeds_dir / seed).sources)
+
+
+def _apply(name, ctx):
+    rule = BY_NAME[name]
+    assert rule.applies(ctx), f"{name} should apply"
+    return apply_change(ctx.sources, parse_reply(reply_for(rule, ctx)))
+
+
+def _trains(tmp_path, sources):
+    """The transformed candidate loads, trains one step and scores every item."""
+    folder = tmp_path / "candidate"
+    Candidate("t", "", sources, {}).write(folder)
+    candidate = load_candidate(folder)
+    torch.manual_seed(0)
+    model = candidate.function("model", "build_model")(SPEC)
+    task = candidate.function("loss", "build_train_task")(SPEC)
+    optimizer = candidate.function("optim", "build_optimizer")(model.parameters())
+    batch = make_batch(
+        np.array([0, 1]), [np.array([1, 2, 3]), np.array([4, 5])], [np.array([2, 3, 4]), np.array([5, 6])]
+    )
+    loss = task(model, batch)
+    assert torch.isfinite(loss)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        assert model.eval().score(batch).shape == (2, NUM_ITEMS + 1)
+    weights = candidate.function("reward", "event_weights")(np.array([1.0, 5.0, np.nan], dtype=np.float32))
+    assert len(weights) == 3 and np.isfinite(weights).all()
+    return candidate
+
+
+CASES = [
+    ("full_cross_entropy", "sasrec_bce", {}, [], "F.cross_entropy"),
+    ("sampled_softmax", "sasrec_bce", {}, [], "NEGATIVES = 256"),
+    ("sampled_softmax", "mf_bpr", {}, [], "NEGATIVES = 256"),
+    ("uniformity_regularizer", "sasrec_ce", {"coverage@10": 0.1}, [], "UNIFORMITY_WEIGHT"),
+    ("more_dropout", "sasrec_ce", {}, OVERFIT, "DROPOUT = 0.3"),
+    ("adamw_weight_decay", "sasrec_ce", {}, OVERFIT, "AdamW(params, weight_decay=0.01"),
+    ("warmup_cosine", "sasrec_ce", {}, IMPROVING, "def build_scheduler"),
+    ("deeper", "sasrec_ce", {}, [], "BLOCKS = 3"),
+    ("more_heads", "sasrec_ce", {}, [], "HEADS = 4"),
+    ("wider", "mf_bpr", {}, [], "DIM = 128"),
+    ("smaller_batches", "sasrec_bce", {}, IMPROVING, "batch_size=64"),
+    ("higher_learning_rate", "sasrec_bce", {}, IMPROVING, "lr=2e-3"),
+    ("genre_side_features", "sasrec_ce", {"calibration_kl@10": 0.9}, [], "genre_projection"),
+    ("mmr_reranking", "sasrec_ce", {"ild@10": 0.3}, [], "mmr_rerank("),
+    ("popularity_penalty", "sasrec_ce", {"popularity_lift@10": 3.0}, [], "POPULARITY_PENALTY"),
+    ("rating_weighted_positives", "sasrec_ce", {}, [], "ratings[rated].mean()"),
+]
+
+
+@pytest.mark.parametrize(("name", "seed", "metrics", "history", "marker"), CASES)
+def test_each_rule_applies_on_its_evidence_and_the_result_trains(
+    tmp_path, seeds_dir, name, seed, metrics, history, marker
+):
+    ctx = RuleContext(_sources(seeds_dir, seed), metrics, history)
+    updated = _apply(name, ctx)
+    assert marker in "".join(updated.values())
+    _trains(tmp_path, updated)
+
+
+def test_rules_chain_sampled_softmax_then_more_negatives_then_logq(tmp_path, seeds_dir):
+    sources = _apply("sampled_softmax", RuleContext(_sources(seeds_dir, "sasrec_bce")))
+    assert not BY_NAME["logq_correction"].applies(RuleContext(sources, {"popularity_lift@10": 1.0}))
+    sources = _apply("more_negatives", RuleContext(sources))
+    assert "NEGATIVES = 512" in sources["loss"]
+    sources = _apply("logq_correction", RuleContext(sources, {"popularity_lift@10": 2.4}))
+    assert 'SAMPLER = "popularity"' in sources["loss"] and "LOGQ = True" in sources["loss"]
+    _trains(tmp_path, sources)
+
+
+def test_preconditions_follow_the_evidence_and_tried_rules_are_skipped(seeds_dir):
+    calm = RuleContext(_sources(seeds_dir, "sasrec_ce"), {"coverage@10": 0.6, "ild@10": 0.8}, IMPROVING[:1])
+    names = {rule.name for rule in applicable(calm, set())}
+    assert {"deeper", "wider", "rating_weighted_positives"} <= names
+    assert not names & {
+        "more_dropout",
+        "adamw_weight_decay",
+        "mmr_reranking",
+        "uniformity_regularizer",
+        "full_cross_entropy",
+    }
+    collapsed = RuleContext(calm.sources, calm.metrics, calm.history, {"signals": {"embedding_collapse": 0.9}})
+    assert "uniformity_regularizer" in {rule.name for rule in applicable(collapsed, set())}
+    assert "deeper" not in {rule.name for rule in applicable(calm, {"deeper"})}
+
+
+def test_the_catalogue_holds_at_least_fifteen_distinct_improvements():
+    assert len({rule.name for rule in RULES}) >= 15
