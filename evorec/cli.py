@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from evorec.exceptions import EvorecError
+from evorec.exceptions import ConfigError, EvorecError
 
 console = Console()
 error_console = Console(stderr=True, soft_wrap=True)
@@ -170,6 +170,48 @@ def train(
     else:
         console.print(metrics_table(result))
         console.print(f"result: {folder / 'result.json'}")
+
+
+@app.command("evolve")
+def evolve(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Evolution YAML (seed, dataset, budgets, proposer).")],
+    resume: Annotated[bool, typer.Option(help="Continue the run in the config's run_dir.")] = False,
+    iterations: Annotated[int | None, typer.Option(help="Override the config's iteration budget.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """The offline loop: propose edits, evaluate them in the sandbox, keep the best; resumable."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from evorec.main_job import prepared_dataset
+    from evorec.settings import get_settings
+    from offline_agent.evolve import Evolution, load_evolution_config
+    from offline_agent.report import export_best, write_report
+
+    settings = load_evolution_config(config)
+    if iterations is not None:
+        settings = settings.model_copy(update={"iterations": iterations})
+    run_dir = Path(settings.run_dir)
+    if (run_dir / "evolution.db").exists() and not resume:
+        raise ConfigError(f"{run_dir} holds an earlier run: pass --resume to continue it, or set another run_dir")
+    prepared = prepared_dataset(settings.dataset, get_settings(data_dir))
+    evolution = Evolution(settings, prepared.path)
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console,
+    ) as progress:  # fmt: skip
+        task = progress.add_task(
+            "evolving", total=settings.iterations, completed=evolution.db.get_state("iteration", 0)
+        )
+
+        def show(iteration: int, summary: Any) -> None:
+            best = f"{summary.best.fitness:.4f}" if summary.best else "—"
+            progress.update(task, completed=iteration, description=f"best {best} · ${summary.usd:.4f}")
+
+        summary = evolution.run(on_progress=show)
+    best = export_best(evolution.db, run_dir / "best")
+    markdown, page = write_report(evolution.db, run_dir, settings.database.fitness, summary.stopped)
+    console.print(markdown.read_text())
+    console.print(f"report: {page}\nbest candidate: {run_dir / 'best' if best else 'none evaluated'}")
 
 
 @app.command("run")

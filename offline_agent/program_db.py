@@ -39,6 +39,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from evorec.exceptions import ConfigError
+
 Status = Literal["pending", "evaluated", "failed"]
 
 metadata = MetaData()
@@ -99,7 +101,7 @@ class DatabaseConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str = "sqlite:///evolution.db"
+    url: str = Field(default="", description="SQLAlchemy URL; empty: evolution.db in the run directory")
     islands: int = Field(default=3, ge=1)
     fitness: str = Field(default="ndcg@10", description="the validation metric that ranks candidates")
     features: tuple[FeatureDimension, ...] = (
@@ -156,6 +158,8 @@ class ProgramDatabase:
     """
 
     def __init__(self, config: DatabaseConfig) -> None:
+        if not config.url:
+            raise ConfigError("the program database needs a URL, e.g. sqlite:///runs/evolve/evolution.db")
         self.config = config
         self.engine: Engine = create_engine(config.url)
         if self.engine.dialect.name == "sqlite":
@@ -173,13 +177,21 @@ class ProgramDatabase:
                 self._insert(conn, content_hash, island, None, 0, 0, "initial", blocks)
         return True
 
-    def add(self, blocks: dict[str, str], content_hash: str, parent: Program, iteration: int) -> Program | None:
-        """Add a proposed child of ``parent`` on the parent's island as ``pending``; None when that
-        island already holds the same code."""
+    def add(
+        self,
+        blocks: dict[str, str],
+        content_hash: str,
+        parent: Program,
+        iteration: int,
+        feedback: dict[str, Any] | None = None,
+    ) -> Program | None:
+        """Add a proposed child of ``parent`` on the parent's island as ``pending`` (with what is known
+        of it already, e.g. the proposer's rationale); None when that island holds the same code."""
         with self.engine.begin() as conn:
             return self._insert(
-                conn, content_hash, parent.island, parent.key, iteration, parent.generation + 1, "proposed", blocks
-            )
+                conn, content_hash, parent.island, parent.key, iteration, parent.generation + 1, "proposed", blocks,
+                results={"feedback": feedback or {}},
+            )  # fmt: skip
 
     def _insert(
         self,
@@ -226,6 +238,7 @@ class ProgramDatabase:
         """Store an evaluation's outcome: metrics (then the grid may change), or the failure reason."""
         with self.engine.begin() as conn:
             program = self._get(conn, key)
+            feedback = {**program.feedback, **(feedback or {})}
             if metrics is None:
                 values: dict[str, Any] = {"status": "failed", "reason": reason, "feedback": feedback or {}}
             else:

@@ -11,17 +11,17 @@ Isolation, strongest available first (the outcome lists what applied):
 - ``audit-hook``: inside the child, Python refuses sockets and writes outside the work dir (the
   fallback where the OS refuses namespaces).
 
-The child runs ``entry.py`` in the work dir and reports through ``result.json`` there.
+The child applies the isolation itself (:mod:`offline_agent.sandbox_child`) before it runs
+``entry.py``, so that sandboxes can start from several threads at once (no ``preexec_fn``);
+the parent keeps the clock and the kill. The child reports through ``result.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
-MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 ENV_ALLOWED = ("PATH", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
 SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH", re.IGNORECASE)
@@ -92,10 +90,6 @@ class _Cgroups:
                 continue
             self.paths[controller] = path
 
-    def join(self) -> None:
-        for path in self.paths.values():
-            (path / "cgroup.procs").write_text(str(os.getpid()))
-
     def out_of_memory(self) -> bool:
         path = self.paths.get("memory")
         try:
@@ -120,32 +114,6 @@ class _Cgroups:
                 path.rmdir()
 
 
-def _isolate(workdir: bytes, cgroups: _Cgroups, limits: SandboxLimits, applied_path: str) -> None:
-    """Runs in the child between fork and exec: join cgroups, then cut network and writes."""
-    applied = ["session", "scrubbed-env"]
-    cgroups.join()
-    applied += [f"cgroup-{name}" for name in cgroups.paths]
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-    applied.append("rlimit-as")
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-    if libc.unshare(CLONE_NEWNET) == 0:
-        applied.append("netns")
-    if (
-        libc.unshare(CLONE_NEWNS) == 0
-        and libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0
-        and libc.mount(workdir, workdir, None, MS_BIND, None) == 0
-    ):
-        with open("/proc/self/mountinfo") as handle:
-            points = sorted({line.split()[4] for line in handle}, key=len)
-        for point in points:
-            if point.encode() != workdir and not point.startswith(("/proc", "/sys", "/dev")):
-                libc.mount(None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
-        applied.append("readonly-fs")
-    with open(applied_path, "w") as handle:
-        handle.write(",".join([*applied, "audit-hook"]))
-
-
 def run_sandboxed(
     entry_source: str,
     workdir: Path,
@@ -160,7 +128,10 @@ def run_sandboxed(
     applied_path = workdir / ".isolation"
     cgroups = _Cgroups(limits)
     started = time.monotonic()
-    command = [sys.executable, "-m", "offline_agent.sandbox_child", str(workdir)]
+    command = [
+        sys.executable, "-m", "offline_agent.sandbox_child", str(workdir), str(limits.memory_bytes),
+        *(str(path) for path in cgroups.paths.values()),
+    ]  # fmt: skip
     stderr_path = workdir / "stderr.log"
     try:
         with stderr_path.open("wb") as stderr:
@@ -172,7 +143,6 @@ def run_sandboxed(
                 stdout=stderr,
                 stderr=stderr,
                 start_new_session=True,
-                preexec_fn=lambda: _isolate(bytes(workdir), cgroups, limits, str(applied_path)),
             )
             try:
                 returncode: int | None = child.wait(timeout=limits.wall_seconds)

@@ -7,10 +7,15 @@ Python audit hooks cannot be removed once installed.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import resource
 import runpy
 import sys
 from typing import Any
+
+CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 BLOCKED_NETWORK = {"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"}
@@ -45,8 +50,40 @@ def install_guard(workdir: str) -> None:
     sys.addaudithook(guard)
 
 
+def isolate(workdir: str, memory_bytes: int, cgroups: list[str]) -> list[str]:
+    """Join the run's cgroups, cap the address space, cut the network, make all but ``workdir``
+    read-only. Returns what applied; what the OS refuses is left to the audit hook."""
+    applied = ["session", "scrubbed-env"]
+    for path in cgroups:
+        with open(os.path.join(path, "cgroup.procs"), "w") as handle:
+            handle.write(str(os.getpid()))
+        applied.append("cgroup-" + os.path.basename(os.path.dirname(path)))
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    applied.append("rlimit-as")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    if libc.unshare(CLONE_NEWNET) == 0:
+        applied.append("netns")
+    root = workdir.encode()
+    if (
+        libc.unshare(CLONE_NEWNS) == 0
+        and libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0
+        and libc.mount(root, root, None, MS_BIND, None) == 0
+    ):
+        with open("/proc/self/mountinfo") as handle:
+            points = sorted({line.split()[4] for line in handle}, key=len)
+        for point in points:
+            if point != workdir and not point.startswith(("/proc", "/sys", "/dev")):
+                libc.mount(None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+        applied.append("readonly-fs")
+    return [*applied, "audit-hook"]
+
+
 def main() -> None:
-    workdir = sys.argv[1]
+    workdir, memory_bytes, cgroups = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    applied = isolate(workdir, memory_bytes, cgroups)
+    with open(os.path.join(workdir, ".isolation"), "w") as handle:
+        handle.write(",".join(applied))
     install_guard(workdir)
     os.chdir(workdir)
     sys.argv = [os.path.join(workdir, "entry.py")]

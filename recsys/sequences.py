@@ -43,6 +43,20 @@ class UserSequences:
         items = frame["item_idx"].to_numpy(np.int64)
         return cls(prepared.num_users, prepared.num_items, items, split, ratings, offsets)
 
+    def head(self, num_users: int) -> UserSequences:
+        """The first ``num_users`` users (the same catalogue): a slice for quick smoke runs."""
+        if num_users >= self.num_users:
+            return self
+        end = self.offsets[num_users]
+        return UserSequences(
+            num_users,
+            self.num_items,
+            self.items[:end],
+            self.split[:end],
+            self.ratings[:end],
+            self.offsets[: num_users + 1],
+        )
+
     def events(self, user: int) -> tuple[np.ndarray, np.ndarray]:
         start, end = self.offsets[user], self.offsets[user + 1]
         return self.items[start:end], self.split[start:end]

@@ -58,6 +58,7 @@ class TrainerConfig:
     max_epochs: int | None = None
     budget_seconds: float | None = None
     max_len: int | None = None
+    max_users: int | None = None  # train and evaluate on the first users only (smoke runs)
     eval_batch_size: int = 512
     threads: int | None = None
     checkpoint_dir: Path | None = None
@@ -130,6 +131,8 @@ class Trainer:
             plan = replace(plan, max_len=self.config.max_len)
         self.plan = plan
         self.sequences = UserSequences.from_prepared(prepared)
+        if self.config.max_users is not None:
+            self.sequences = self.sequences.head(self.config.max_users)
         self.catalog = ItemCatalog.build(prepared, self.sequences)
         self.spec = ModelSpec(
             prepared.num_items,

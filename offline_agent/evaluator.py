@@ -1,0 +1,141 @@
+"""The evaluation cascade of one candidate: static checks, a smoke run, budgeted training.
+
+Static checks read the code without running it. The smoke run trains briefly on the first
+users (seconds) to catch crashes and NaNs cheaply; only a candidate that passes gets the budgeted
+run on the whole dataset. Both runs execute in the sandbox: candidate code never runs in this
+process. Validation metrics are for selection; test metrics are kept apart and never shown to
+proposers or used to rank.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from offline_agent.sandbox import SandboxLimits, run_sandboxed
+from recsys.candidate import BLOCKS, REQUIRED, REQUIRED_VALUES
+
+Stage = Literal["static", "smoke", "train"]
+
+ENTRY = """\
+import json
+from pathlib import Path
+
+from recsys.candidate import load_candidate
+from recsys.data.prepared import PreparedDataset
+from recsys.trainer import Trainer, TrainerConfig
+
+job = json.loads(Path("job.json").read_text())
+prepared = PreparedDataset.open(Path(job.pop("dataset")), verify=False)
+result = Trainer(load_candidate(Path("candidate")), prepared, TrainerConfig(progress=False, **job)).fit()
+Path("result.json").write_text(json.dumps(result.to_json()))
+"""
+
+
+class EvaluationConfig(BaseModel):
+    """Budgets of the cascade; ``dataset`` is a prepared folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = Field(default="", description="prepared folder; the evolution run fills it in")
+    seed: int = 0
+    smoke_users: int = Field(default=200, ge=10)
+    smoke_seconds: float = Field(default=60, gt=0)
+    train_seconds: float = Field(default=600, gt=0)
+    max_epochs: int | None = Field(default=None, ge=1)
+    threads: int = Field(default=1, ge=1)
+    overhead_seconds: float = Field(default=180, ge=0, description="start-up and evaluation time on top of training")
+    memory_gib: float = Field(default=8, gt=0)
+    work_dir: str | None = Field(default=None, description="where sandboxes run (default: a temporary folder)")
+
+
+@dataclass
+class EvaluationOutcome:
+    status: Literal["evaluated", "failed"]
+    stage: Stage
+    reason: str | None
+    valid: dict[str, float] | None = None
+    test: dict[str, float] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    isolation: tuple[str, ...] = ()
+
+
+def static_check(sources: dict[str, str]) -> str | None:
+    """The first contract problem visible without running code, or None."""
+    for block in BLOCKS:
+        try:
+            tree = ast.parse(sources[block], filename=f"{block}.py")
+        except SyntaxError as exc:
+            return f"{block}.py, line {exc.lineno}: syntax error: {exc.msg}"
+        defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assigned = {
+            t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
+        }
+        for function in REQUIRED[block]:
+            if function not in defined:
+                return f"{block}.py: function {function} is missing"
+        for name in REQUIRED_VALUES.get(block, ()):
+            if name not in assigned:
+                return f"{block}.py: {name} is missing"
+    return None
+
+
+def _stage(sources: dict[str, str], config: EvaluationConfig, job: dict[str, Any], wall: float, root: Path) -> Any:
+    workdir = Path(tempfile.mkdtemp(prefix="evaluation-", dir=root))
+    try:
+        candidate = workdir / "candidate"
+        candidate.mkdir()
+        for block, source in sources.items():
+            (candidate / f"{block}.py").write_text(source)
+        (workdir / "job.json").write_text(json.dumps({"dataset": config.dataset, **job}))
+        limits = SandboxLimits(wall_seconds=wall, memory_bytes=int(config.memory_gib * 2**30))
+        threads = str(config.threads)
+        return run_sandboxed(ENTRY, workdir, limits, env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> EvaluationOutcome:
+    """Run the cascade; the outcome says where it stopped and why."""
+    started = time.monotonic()
+    problem = static_check(sources)
+    if problem is not None:
+        return EvaluationOutcome("failed", "static", problem)
+    root = Path(config.work_dir) if config.work_dir else Path(tempfile.gettempdir())
+    root.mkdir(parents=True, exist_ok=True)
+    common = {"seed": config.seed, "threads": config.threads}
+    stages: list[tuple[Stage, dict[str, Any], float]] = [
+        ("smoke", {**common, "max_users": config.smoke_users, "max_epochs": 1, "budget_seconds": config.smoke_seconds},
+         config.smoke_seconds + config.overhead_seconds),
+        ("train", {**common, "max_epochs": config.max_epochs, "budget_seconds": config.train_seconds},
+         config.train_seconds + config.overhead_seconds),
+    ]  # fmt: skip
+    outcome = None
+    for stage, job, wall in stages:
+        outcome = _stage(sources, config, job, wall, root)
+        if outcome.status != "ok":
+            return EvaluationOutcome(
+                "failed", stage, f"{outcome.status}: {outcome.reason}", seconds=time.monotonic() - started,
+                isolation=outcome.isolation,
+            )  # fmt: skip
+    assert outcome is not None and outcome.output is not None
+    result = outcome.output
+    return EvaluationOutcome(
+        "evaluated",
+        "train",
+        None,
+        valid=result["valid"],
+        test=result["test"],
+        history=result["history"],
+        seconds=time.monotonic() - started,
+        isolation=outcome.isolation,
+    )

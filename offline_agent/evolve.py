@@ -1,0 +1,251 @@
+"""The offline evolution loop: propose, apply, evaluate, store; resumable at any point.
+
+Each iteration samples a parent (and inspirations) on one island, asks the proposer for an edit,
+applies it, rejects near-duplicates, writes the child as ``pending``, runs the evaluation cascade
+in the sandbox and stores the outcome. The iteration counter is saved as soon as a child is
+written, so a run killed at any moment resumes by evaluating its pending children and goes on
+with the next iteration: no candidate lost, none evaluated twice, the seed never added again.
+Failures of the proposer, of an edit or of a candidate are recorded with their reason and the
+run goes on; a spent time, token or dollar budget ends it cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from evorec.exceptions import ConfigError
+from offline_agent.edits import EditError, apply_change, behaviour_hash, parse_reply
+from offline_agent.evaluator import EvaluationConfig, EvaluationOutcome, evaluate_candidate
+from offline_agent.llm.base import BudgetExhausted, LLMConfig, LLMError, Spend
+from offline_agent.llm.registry import build_llm
+from offline_agent.program_db import DatabaseConfig, Program, ProgramDatabase
+from offline_agent.proposers import LLMProposer, NoProposal, ProposalRequest, Proposer, RulebookProposer
+from recsys.candidate import load_candidate
+
+log = logging.getLogger(__name__)
+REJECTIONS_KEPT = 8
+JOURNAL_SHOWN = 12
+
+
+class ProposerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["rulebook", "llm"] = "rulebook"
+    llm: LLMConfig | None = None
+    rulebook_explore: float = Field(default=0.3, ge=0, le=1)
+
+
+class EvolutionConfig(BaseModel):
+    """One evolution run, as written in its YAML file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed_candidate: str = "offline_agent/seeds/sasrec_bce"
+    dataset: str = "ml-latest-small"
+    run_dir: str = "runs/evolve"
+    iterations: int = Field(default=20, ge=0)
+    max_seconds: float | None = Field(default=None, gt=0)
+    max_usd: float | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+    seed: int = 0
+    workers: int = Field(default=1, ge=1, description="candidates evaluated at once")
+    proposer: ProposerConfig = ProposerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    evaluation: EvaluationConfig = EvaluationConfig(dataset="")
+
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{Path(self.run_dir).resolve() / 'evolution.db'}"
+
+
+def load_evolution_config(path: Path) -> EvolutionConfig:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such config file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return EvolutionConfig.model_validate(raw.get("evolve", raw))
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid evolution config:\n{exc}") from exc
+
+
+@dataclass
+class EvolutionSummary:
+    iterations: int
+    evaluated: int
+    failed: int
+    best: Program | None
+    stopped: str
+    seconds: float
+    usd: float
+    tokens: int
+
+
+def build_proposer(config: ProposerConfig, spend: Spend) -> Proposer:
+    if config.kind == "rulebook":
+        return RulebookProposer(config.rulebook_explore)
+    if config.llm is None:
+        raise ConfigError("proposer.kind is llm but proposer.llm is not configured")
+    return LLMProposer(build_llm(config.llm), spend)
+
+
+class Evolution:
+    """Example::
+
+    summary = Evolution(config, prepared_path).run(on_progress=print)
+    """
+
+    def __init__(self, config: EvolutionConfig, prepared_path: Path) -> None:
+        self.config = config
+        self.run_dir = Path(config.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.db = ProgramDatabase(config.database.model_copy(update={"url": config.database_url()}))
+        self.evaluation = config.evaluation.model_copy(
+            update={
+                "dataset": str(prepared_path),
+                "work_dir": config.evaluation.work_dir or str(self.run_dir / "sandboxes"),
+            }
+        )
+        self.spend = Spend(config.max_usd, config.max_tokens, **self.db.get_state("spend", {}))
+        self.proposer = build_proposer(config.proposer, self.spend)
+        self.rng = random.Random(f"{config.seed}:{self.db.get_state('iteration', 0)}")
+
+    # --- bookkeeping --------------------------------------------------------------------------
+
+    def _journal(self) -> list[str]:
+        """Past edits with their outcome, best first."""
+        entries = []
+        for child in self.db.programs():
+            if child.parent_key is None or child.origin != "proposed" or child.status == "pending":
+                continue
+            parent = self.db.get(child.parent_key)
+            rationale = str(child.feedback.get("rationale", "")).splitlines()[0][:160] if child.feedback else ""
+            if child.status == "failed":
+                entries.append((-1.0, f"{rationale} -> failed: {child.reason}"))
+            else:
+                delta = (child.fitness or 0) - (parent.fitness or 0)
+                entries.append(
+                    (delta, f"{rationale} -> {self.config.database.fitness} {child.fitness:.4f} ({delta:+.4f})")
+                )
+        return [text for _, text in sorted(entries, key=lambda e: -e[0])[:JOURNAL_SHOWN]]
+
+    def _reject(self, reason: str) -> None:
+        rejections = self.db.get_state("rejections", [])
+        self.db.set_state("rejections", [*rejections, reason][-REJECTIONS_KEPT:])
+        log.info("proposal rejected: %s", reason)
+
+    def _tried_rules(self, parent: Program) -> set[str]:
+        children = [c for c in self.db.programs(island=parent.island) if c.parent_key == parent.key]
+        return {str(c.feedback["rule"]) for c in children if c.feedback.get("rule")}
+
+    def _record(self, program: Program, outcome: EvaluationOutcome, extra: dict[str, Any]) -> Program:
+        feedback = {
+            **extra,
+            "stage": outcome.stage,
+            "history": outcome.history,
+            "best_epoch": max(range(len(outcome.history)), key=lambda i: outcome.history[i]["valid_ndcg@10"]) + 1
+            if outcome.history
+            else None,
+            "test_metrics": outcome.test,  # kept apart: never shown to proposers, never ranked on
+            "isolation": list(outcome.isolation),
+            "seconds": round(outcome.seconds, 1),
+            "evaluated_at": time.time(),
+        }
+        return self.db.record_evaluation(program.key, outcome.valid, feedback, outcome.reason)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def _propose(self, iteration: int) -> tuple[Program, dict[str, Any]] | None:
+        island = iteration % self.config.database.islands
+        parent, inspirations = self.db.sample(island, self.rng)
+        request = ProposalRequest(
+            parent, inspirations, self._journal(), self.db.get_state("rejections", []), self._tried_rules(parent),
+            self.config.database.fitness,
+        )  # fmt: skip
+        try:
+            proposal = self.proposer.propose(request, self.rng)
+        except (LLMError, NoProposal) as exc:
+            self._reject(f"iteration {iteration}: {exc}")
+            return None
+        finally:
+            self.db.set_state("spend", {"usd": self.spend.usd, "tokens": self.spend.tokens, "calls": self.spend.calls})
+        try:
+            change = parse_reply(proposal.text)
+            sources = apply_change(parent.blocks, change)
+        except EditError as exc:
+            self._reject(f"iteration {iteration}: {exc}")
+            return None
+        extra = {"rationale": change.rationale, "rule": proposal.rule, "proposer": proposal.proposer}
+        child = self.db.add(sources, behaviour_hash(sources), parent, iteration, feedback=extra)
+        if child is None:
+            self._reject(f"iteration {iteration}: the change only repeats a candidate already on island {island}")
+            return None
+        return child, extra
+
+    def _evaluate_all(self, jobs: list[tuple[Program, dict[str, Any]]]) -> None:
+        with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
+            outcomes = list(pool.map(lambda job: evaluate_candidate(job[0].blocks, self.evaluation), jobs))
+        for (program, extra), outcome in zip(jobs, outcomes, strict=True):
+            stored = self._record(program, outcome, extra)
+            log.info(
+                "%s %s: %s", program.key[:12], stored.status,
+                f"{stored.fitness:.4f}" if stored.fitness is not None else stored.reason,
+            )  # fmt: skip
+
+    def run(self, on_progress: Callable[[int, EvolutionSummary], None] | None = None) -> EvolutionSummary:
+        started = time.monotonic()
+        seed = load_candidate(Path(self.config.seed_candidate))
+        sources = dict(seed.sources)
+        if self.db.add_initial(sources, behaviour_hash(sources)):
+            log.info("seeded %d islands with %s", self.config.database.islands, seed.name)
+        pending = self.db.pending()
+        if pending:
+            log.info("evaluating %d pending candidate(s) first", len(pending))
+            self._evaluate_all([(p, dict(p.feedback)) for p in pending])
+        stopped = "iterations"
+        iteration = int(self.db.get_state("iteration", 0))
+        while iteration < self.config.iterations:
+            if self.config.max_seconds is not None and time.monotonic() - started >= self.config.max_seconds:
+                stopped = "time budget"
+                break
+            jobs: list[tuple[Program, dict[str, Any]]] = []
+            try:
+                while len(jobs) < self.config.workers and iteration < self.config.iterations:
+                    iteration += 1
+                    job = self._propose(iteration)
+                    self.db.set_state("iteration", iteration)
+                    if job is not None:
+                        jobs.append(job)
+            except BudgetExhausted as exc:
+                stopped = f"LLM budget: {exc}"
+                self._evaluate_all(jobs)
+                break
+            self._evaluate_all(jobs)
+            self.db.migrate(iteration)
+            if on_progress is not None:
+                on_progress(iteration, self.summary(stopped, started))
+        return self.summary(stopped, started)
+
+    def summary(self, stopped: str, started: float) -> EvolutionSummary:
+        counts = self.db.counts()
+        return EvolutionSummary(
+            iterations=int(self.db.get_state("iteration", 0)),
+            evaluated=counts.get("evaluated", 0),
+            failed=counts.get("failed", 0),
+            best=self.db.best(),
+            stopped=stopped,
+            seconds=round(time.monotonic() - started, 1),
+            usd=round(self.spend.usd, 6),
+            tokens=self.spend.tokens,
+        )

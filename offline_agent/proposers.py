@@ -1,0 +1,120 @@
+"""Proposers: where the next edit comes from. The rulebook (offline default) or a language model.
+
+Both answer a :class:`ProposalRequest` with reply text in the SEARCH/REPLACE format, so the
+controller parses and applies every proposal the same way.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Protocol
+
+import jinja2
+
+from evorec.exceptions import EvorecError
+from offline_agent.llm.base import LLM, LLMReply, Spend
+from offline_agent.program_db import Program
+from offline_agent.rulebook.rules import RuleContext, applicable, reply_for
+
+SHOWN_METRICS = ("ndcg@10", "hr@10", "mrr@10", "coverage@10", "novelty@10", "popularity_lift@10", "gini@10",
+                 "ild@10", "calibration_kl@10", "ndcg@10_light", "ndcg@10_medium", "ndcg@10_heavy")  # fmt: skip
+
+
+class NoProposal(EvorecError):
+    """The proposer has nothing to offer for this parent (e.g. no rule applies)."""
+
+
+@dataclass(frozen=True)
+class ProposalRequest:
+    parent: Program
+    inspirations: list[Program]
+    journal: list[str]
+    rejections: list[str]
+    tried_rules: set[str] = field(default_factory=set)
+    fitness: str = "ndcg@10"
+
+
+@dataclass(frozen=True)
+class Proposal:
+    text: str
+    proposer: str
+    rule: str | None = None
+    reply: LLMReply | None = None
+
+
+class Proposer(Protocol):
+    name: str
+
+    def propose(self, request: ProposalRequest, rng: random.Random) -> Proposal: ...
+
+
+def feedback_text(program: Program) -> str:
+    """The directional feedback of a program as prompt text (diagnosis and critiques, when present)."""
+    parts = []
+    if program.feedback.get("diagnosis"):
+        parts.append(f"Diagnosis: {program.feedback['diagnosis']}")
+    if program.feedback.get("critiques"):
+        parts.append(f"User-simulator critiques: {program.feedback['critiques']}")
+    history = program.feedback.get("history") or []
+    if history:
+        curve = ", ".join(f"{h['valid_ndcg@10']:.4f}" for h in history[-10:])
+        parts.append(
+            f"Validation NDCG@10 over the last epochs: {curve} (best epoch {program.feedback.get('best_epoch')})"
+        )
+    return "\n".join(parts)
+
+
+def build_prompt(request: ProposalRequest) -> str:
+    template = jinja2.Template(
+        resources.files("offline_agent").joinpath("prompts/proposal.j2").read_text(), undefined=jinja2.StrictUndefined
+    )
+    metrics = [(name, request.parent.metrics[name]) for name in SHOWN_METRICS if name in request.parent.metrics]
+    return template.render(
+        parent=request.parent,
+        parent_metrics=metrics,
+        fitness=request.fitness,
+        feedback=feedback_text(request.parent),
+        journal=request.journal,
+        inspirations=request.inspirations,
+        rejections=request.rejections,
+    )
+
+
+def system_prompt() -> str:
+    return resources.files("offline_agent").joinpath("prompts/system.txt").read_text()
+
+
+class RulebookProposer:
+    """Picks a rule whose precondition holds and that was not yet tried on this parent: the
+    first in catalogue order (known best first) most of the time, another applicable one otherwise."""
+
+    name = "rulebook"
+
+    def __init__(self, explore: float = 0.3) -> None:
+        self.explore = explore
+
+    def propose(self, request: ProposalRequest, rng: random.Random) -> Proposal:
+        parent = request.parent
+        context = RuleContext(parent.blocks, parent.metrics, parent.feedback.get("history") or [], parent.feedback)
+        rules = applicable(context, request.tried_rules)
+        if not rules:
+            raise NoProposal(f"no rule applies to {parent.key[:12]} that was not tried on it already")
+        rule = rng.choice(rules) if rng.random() < self.explore else rules[0]
+        return Proposal(reply_for(rule, context), self.name, rule=rule.name)
+
+
+class LLMProposer:
+    """Asks a language model, within the run's spend budget."""
+
+    def __init__(self, llm: LLM, spend: Spend) -> None:
+        self.llm = llm
+        self.spend = spend
+        self.name = llm.name
+
+    def propose(self, request: ProposalRequest, rng: random.Random) -> Proposal:
+        self.spend.check()
+        reply = self.llm.generate(system_prompt(), build_prompt(request))
+        self.spend.charge(reply)
+        return Proposal(reply.text, self.name, reply=reply)

@@ -1,0 +1,128 @@
+"""The evolution report: score over iterations, the lineage of the best, the edits that mattered.
+
+Written as Markdown (for the terminal and reviews) and as a self-contained HTML page with the
+score plot embedded, beside the best candidate exported as a standalone directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+from offline_agent.program_db import Program, ProgramDatabase
+from recsys.candidate import Candidate
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def export_best(db: ProgramDatabase, directory: Path) -> Program | None:
+    """Write the best candidate's blocks to ``directory``; None when nothing was evaluated."""
+    best = db.best()
+    if best is not None:
+        description = f"Evolved: {best.feedback.get('rationale', '')[:200]}"
+        Candidate(f"evolved-{best.content_hash[:12]}", description, best.blocks, {}).write(directory)
+    return best
+
+
+def score_plot(db: ProgramDatabase, fitness: str) -> bytes:
+    """PNG: each evaluated candidate's fitness by iteration, and the best so far."""
+    evaluated = sorted(db.programs(status="evaluated"), key=lambda p: p.iteration)
+    figure, axis = plt.subplots(figsize=(7, 3.5), dpi=110)
+    if evaluated:
+        scores = [p.fitness or 0.0 for p in evaluated]
+        axis.scatter([p.iteration for p in evaluated], scores, s=14, alpha=0.6, label="candidate")
+        best, steps = float("-inf"), []
+        for program in evaluated:
+            best = max(best, program.fitness or float("-inf"))
+            steps.append(best)
+        axis.step([p.iteration for p in evaluated], steps, where="post", color="C3", label="best so far")
+        axis.legend(loc="lower right")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlabel("iteration")
+    axis.set_ylabel(f"validation {fitness}")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
+    programs = db.programs()
+    best = db.best()
+    counts = db.counts()
+    spend = db.get_state("spend", {})
+    lines = [
+        "# Evolution report",
+        "",
+        f"- iterations: {db.get_state('iteration', 0)}; stopped by: {stopped}",
+        f"- candidates: {counts.get('evaluated', 0)} evaluated, {counts.get('failed', 0)} failed, "
+        f"{counts.get('pending', 0)} pending",
+        f"- LLM spend: ${spend.get('usd', 0.0):.4f}, {spend.get('tokens', 0)} tokens",
+        "",
+    ]
+    if best is not None:
+        test = best.feedback.get("test_metrics") or {}
+        lines += [
+            "## Best candidate",
+            "",
+            f"`{best.key[:16]}` (island {best.island}, generation {best.generation}): validation {fitness} "
+            f"**{_fmt(best.fitness)}**; test {fitness} {_fmt(test.get(fitness))} (reported, never used to select)",
+            "",
+            "## Lineage of the best (newest first)",
+            "",
+            f"| candidate | origin | validation {fitness} | change |",
+            "|---|---|---|---|",
+        ]
+        for program in db.lineage(best.key):
+            rationale = str(program.feedback.get("rationale", "") or program.origin).splitlines()[0][:140]
+            lines.append(f"| `{program.key[:12]}` | {program.origin} | {_fmt(program.fitness)} | {rationale} |")
+    mattered = []
+    for child in programs:
+        if child.origin == "proposed" and child.status == "evaluated" and child.parent_key:
+            parent = db.get(child.parent_key)
+            delta = (child.fitness or 0) - (parent.fitness or 0)
+            mattered.append((delta, child))
+    if mattered:
+        lines += ["", "## Edits that mattered", "", f"| Δ {fitness} | rule / proposer | change |", "|---|---|---|"]
+        for delta, child in sorted(mattered, key=lambda pair: -abs(pair[0]))[:10]:
+            rationale = str(child.feedback.get("rationale", "")).splitlines()[0][:140]
+            source = child.feedback.get("rule") or child.feedback.get("proposer", "")
+            lines.append(f"| {delta:+.4f} | {source} | {rationale} |")
+    failures = Counter(str(p.reason).split(":")[0] for p in programs if p.status == "failed")
+    if failures:
+        lines += ["", "## Failures", ""] + [f"- {count} × {reason}" for reason, count in failures.most_common()]
+    rejections = db.get_state("rejections", [])
+    if rejections:
+        lines += ["", "## Last rejected proposals", ""] + [f"- {reason}" for reason in rejections]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(db: ProgramDatabase, run_dir: Path, fitness: str, stopped: str) -> tuple[Path, Path]:
+    markdown = report_markdown(db, fitness, stopped)
+    markdown_path = run_dir / "report.md"
+    markdown_path.write_text(markdown)
+    image = base64.b64encode(score_plot(db, fitness)).decode()
+    body = "\n".join(f"<pre>{html.escape(line)}</pre>" if line.startswith("|") else html.escape(line) + "<br>"
+                     for line in markdown.splitlines())  # fmt: skip
+    page = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Evolution report</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;}pre{margin:0}</style></head>"
+        f"<body><h1>Evolution report</h1><img alt='validation {html.escape(fitness)} by iteration' "
+        f"src='data:image/png;base64,{image}'><div>{body}</div></body></html>"
+    )
+    html_path = run_dir / "report.html"
+    html_path.write_text(page)
+    return markdown_path, html_path

@@ -1,0 +1,96 @@
+"""`evorec evolve` end to end with the rulebook, and a run killed with SIGKILL then resumed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from offline_agent.program_db import DatabaseConfig, ProgramDatabase
+from recsys.candidate import load_candidate
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1500)]
+
+
+def _config(tmp_path: Path, prepared: Path, seeds: Path, iterations: int, islands: int = 1) -> Path:
+    path = tmp_path / "evolve.yaml"
+    path.write_text(
+        "evolve:\n"
+        f"  seed_candidate: {seeds / 'mf_bpr'}\n"
+        f"  dataset: {prepared}\n"
+        f"  run_dir: {tmp_path / 'run'}\n"
+        f"  iterations: {iterations}\n"
+        f"  database: {{islands: {islands}, migration_interval: 2}}\n"
+        "  evaluation: {smoke_users: 30, smoke_seconds: 5, train_seconds: 5, max_epochs: 1, overhead_seconds: 120}\n"
+    )
+    return path
+
+
+def _evorec(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "evorec", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, **kwargs,
+    )  # fmt: skip
+
+
+def _db(tmp_path: Path, islands: int = 1) -> ProgramDatabase:
+    return ProgramDatabase(DatabaseConfig(url=f"sqlite:///{tmp_path / 'run' / 'evolution.db'}", islands=islands))
+
+
+def test_evolve_improves_on_nothing_silently_and_reports_everything(tmp_path, prepared_small, seeds_dir):
+    config = _config(tmp_path, prepared_small.path, seeds_dir, iterations=2)
+    done = _evorec("evolve", "--config", str(config))
+    _, err = done.communicate(timeout=900)
+    assert done.returncode == 0, err[-3000:]
+    db = _db(tmp_path)
+    programs = db.programs()
+    assert db.get_state("iteration") == 2 and not db.pending()
+    assert [p.origin for p in programs].count("initial") == 1
+    children = [p for p in programs if p.origin == "proposed"]
+    assert children and all(p.feedback.get("rule") and p.feedback.get("rationale") for p in children)
+    assert all("netns" in p.feedback["isolation"] for p in programs if p.status == "evaluated")
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Lineage of the best" in report and "never used to select" in report
+    assert "data:image/png;base64," in (tmp_path / "run" / "report.html").read_text()
+    assert load_candidate(tmp_path / "run" / "best").content_hash
+    again = _evorec("evolve", "--config", str(config))
+    again.wait(timeout=120)
+    assert again.returncode == 2 and "pass --resume" in again.stderr.read()
+
+
+def test_a_run_killed_mid_evaluation_resumes_without_loss_or_repetition(tmp_path, prepared_small, seeds_dir):
+    config = _config(tmp_path, prepared_small.path, seeds_dir, iterations=3, islands=2)
+    run = _evorec("evolve", "--config", str(config))
+    deadline = time.monotonic() + 600
+    db_file = tmp_path / "run" / "evolution.db"
+    while time.monotonic() < deadline:  # wait until a proposed child is being evaluated
+        if db_file.exists():
+            pending = [p for p in _db(tmp_path, 2).pending() if p.origin == "proposed"]
+            if pending:
+                break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the run never reached a proposed candidate")
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    before = {p.key: p for p in _db(tmp_path, 2).programs()}
+    interrupted = {key for key, p in before.items() if p.status == "pending"}
+    assert interrupted
+
+    resumed = _evorec("evolve", "--config", str(config), "--resume")
+    _, err = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, err[-3000:]
+    after = {p.key: p for p in _db(tmp_path, 2).programs()}
+    assert set(before) <= set(after)  # no candidate lost
+    assert not [p for p in after.values() if p.status == "pending"]
+    for key, program in before.items():  # finished evaluations were not redone
+        if program.status != "pending":
+            assert after[key].feedback.get("evaluated_at") == program.feedback.get("evaluated_at")
+    assert all(after[key].status in ("evaluated", "failed") for key in interrupted)
+    assert [p.origin for p in after.values()].count("initial") == 2  # one per island, never re-added
+    assert _db(tmp_path, 2).get_state("iteration") == 3
