@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from offline_agent.llm.base import BudgetExhausted, LLMConfig, Spend
+from offline_agent.llm.registry import build_llm
+from offline_agent.program_db import Program
+from offline_agent.proposers import LLMProposer, NoProposal, ProposalRequest, RulebookProposer, build_prompt
+from offline_agent.rulebook.rules import RULES
+from recsys.candidate import load_candidate
+
+
+def _parent(seeds_dir, seed="sasrec_bce", **feedback):
+    blocks = dict(load_candidate(seeds_dir / seed).sources)
+    metrics = {"ndcg@10": 0.05, "coverage@10": 0.1, "popularity_lift@10": 2.5}
+    return Program("abc@0", "abc", 0, None, 0, 0, "initial", blocks, "evaluated", 0.05, metrics, feedback)
+
+
+def test_the_prompt_shows_code_metrics_feedback_journal_and_rejections_but_never_test_metrics(seeds_dir):
+    parent = _parent(
+        seeds_dir,
+        test_metrics={"ndcg@10": 0.987654},
+        history=[{"valid_ndcg@10": 0.04}, {"valid_ndcg@10": 0.05}],
+        best_epoch=2,
+        diagnosis="item embeddings collapsed: effective rank 3 of 64",
+    )
+    request = ProposalRequest(
+        parent, [], ["Rule deeper -> ndcg@10 0.0600 (+0.0100)"], ["edit 1: SEARCH text not found"]
+    )
+    prompt = build_prompt(request)
+    assert "class SASRec(" in prompt and "binary_cross_entropy_with_logits" in prompt
+    assert "- coverage@10: 0.1000" in prompt and "effective rank 3" in prompt
+    assert "Rule deeper -> ndcg@10 0.0600" in prompt and "SEARCH text not found" in prompt
+    assert "0.987654" not in prompt and "0.9877" not in prompt
+
+
+def test_the_rulebook_follows_evidence_and_runs_out_of_untried_rules(seeds_dir):
+    parent = _parent(seeds_dir)
+    proposer = RulebookProposer(explore=0.0)
+    first = proposer.propose(ProposalRequest(parent, [], [], []), random.Random(0))
+    assert first.rule == "full_cross_entropy" and "Rule full_cross_entropy" in first.text
+    every_rule = {rule.name for rule in RULES}
+    with pytest.raises(NoProposal, match="no rule applies"):
+        proposer.propose(ProposalRequest(parent, [], [], [], tried_rules=every_rule), random.Random(0))
+
+
+def test_the_llm_proposer_charges_its_spend_and_stops_at_the_budget(seeds_dir, tmp_path):
+    replies = tmp_path / "replies.jsonl"
+    replies.write_text(
+        "\n".join(json.dumps({"text": "idea", "prompt_tokens": 900, "output_tokens": 100}) for _ in range(3))
+    )
+    spend = Spend(max_tokens=1500)
+    proposer = LLMProposer(build_llm(LLMConfig(provider="replay", replay_file=str(replies))), spend)
+    request = ProposalRequest(_parent(seeds_dir), [], [], [])
+    assert proposer.propose(request, random.Random(0)).text == "idea"
+    assert (spend.tokens, spend.calls) == (1000, 1)
+    proposer.propose(request, random.Random(0))
+    with pytest.raises(BudgetExhausted, match="2000 of the 1500 token budget"):
+        proposer.propose(request, random.Random(0))
