@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from evorec.config_files import load_yaml_model
 from evorec.exceptions import ConfigError
 from offline_agent.edits import EditError, apply_change, behaviour_hash, parse_reply
 from offline_agent.evaluator import EvaluationConfig, EvaluationOutcome, evaluate_candidate
@@ -68,16 +68,7 @@ class EvolutionConfig(BaseModel):
 
 
 def load_evolution_config(path: Path) -> EvolutionConfig:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such config file") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    try:
-        return EvolutionConfig.model_validate(raw.get("evolve", raw))
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid evolution config:\n{exc}") from exc
+    return load_yaml_model(path, EvolutionConfig, "evolution config", section="evolve")
 
 
 @dataclass

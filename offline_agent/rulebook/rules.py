@@ -99,10 +99,16 @@ INIT_END = "        self.final_norm = nn.LayerNorm(DIM)\n"
 GENRES = '        self.register_buffer("item_genres", torch.as_tensor(spec.item_genres, dtype=torch.float32))\n'
 
 
-def _after_init(ctx: RuleContext, *lines: str) -> str:
-    """One edit appending ``lines`` to SASRec's ``__init__`` (with the genre buffer when needed)."""
-    needs_genres = any("item_genres" in line for line in lines) and not ctx.has("model", "item_genres")
-    return edit("model", INIT_END, INIT_END + (GENRES if needs_genres else "") + "".join(lines))
+def _after_init(ctx: RuleContext, *lines: str, genres: bool = False) -> str:
+    """One edit appending ``lines`` to SASRec's ``__init__``, with the genre buffer when needed."""
+    wants_genres = genres or any("item_genres" in line for line in lines)
+    added = (GENRES if wants_genres and not ctx.has("model", "item_genres") else "") + "".join(lines)
+    return edit("model", INIT_END, INIT_END + added) if added else ""
+
+
+def _sasrec_scoring_without(ctx: RuleContext, marker: str) -> bool:
+    """SASRec whose scoring line is still the plain dot product and lacks ``marker``."""
+    return _is_sasrec(ctx) and ctx.has("model", SCORE_LINE) and not ctx.has("model", marker)
 
 
 RULES: tuple[Rule, ...] = (
@@ -256,13 +262,11 @@ RULES: tuple[Rule, ...] = (
         "mmr_reranking",
         "Maximal marginal relevance re-ranks the top of the list for genre diversity (Carbonell & Goldstein 1998).",
         lambda c: (
-            _is_sasrec(c)
-            and c.has("model", SCORE_LINE)
-            and not c.has("model", "MMR_LAMBDA")
+            _sasrec_scoring_without(c, "MMR_LAMBDA")
             and (c.metric("ild@10", 1) < 0.6 or (c.signal("low_diversity") or 0) > 0.5)
         ),
         lambda c: (
-            ("" if c.has("model", "item_genres") else edit("model", INIT_END, INIT_END + GENRES))
+            _after_init(c, genres=True)
             + edit(
                 "model",
                 "class SASRec(nn.Module):\n",
@@ -278,12 +282,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "popularity_penalty",
         "Recommendations far more popular than users' histories: subtract a log-popularity penalty at scoring.",
-        lambda c: (
-            _is_sasrec(c)
-            and c.has("model", SCORE_LINE)
-            and not c.has("model", "POPULARITY_PENALTY")
-            and c.metric("popularity_lift@10", 0) > 2.0
-        ),
+        lambda c: _sasrec_scoring_without(c, "POPULARITY_PENALTY") and c.metric("popularity_lift@10", 0) > 2.0,
         lambda c: (
             _after_init(
                 c,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evorec.exceptions import ConfigError
+from evorec.config_files import load_yaml_model
 from recsys.data.splits import SplitMethod
 
 
@@ -50,13 +49,4 @@ class PrepareConfig(_Strict):
 
 
 def load_prepare_config(path: Path) -> PrepareConfig:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such config file") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    try:
-        return PrepareConfig.model_validate(raw.get("prepare", raw))
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid prepare config:\n{exc}") from exc
+    return load_yaml_model(path, PrepareConfig, "prepare config", section="prepare")

@@ -23,10 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from evorec.exceptions import ConfigError
+from evorec.config_files import load_yaml_model
 
 Column = str | int
 """A column named by its header name, or by its 0-based position in a file without a header."""
@@ -140,16 +139,6 @@ class DatasetSource(_Strict):
 
 def load_source_yaml(path: Path) -> DatasetSource:
     """Read a dataset description from YAML; relative paths in it are taken from the file's folder."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such dataset description file") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with 'name' and 'interactions', got {type(raw).__name__}")
-    raw.setdefault("base_dir", str(path.parent.resolve()))
-    try:
-        return DatasetSource.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid dataset description:\n{exc}") from exc
+    return load_yaml_model(
+        path, DatasetSource, "dataset description", defaults={"base_dir": str(path.parent.resolve())}
+    )
