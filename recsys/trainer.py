@@ -50,8 +50,9 @@ class TrainingError(EvorecError):
 class TrainerConfig:
     """Harness knobs: none of them changes the protocol.
 
-    ``max_epochs`` caps the candidate's plan; ``budget_seconds`` stops training (even mid-epoch)
-    once spent; ``checkpoint_dir`` holds ``last.pt`` (to resume) and ``best.pt``.
+    ``max_epochs`` caps the candidate's plan. ``budget_seconds`` stops this invocation's training
+    (even mid-epoch) once spent, however long earlier sessions of a resumed run took.
+    ``checkpoint_dir`` holds ``last.pt`` (to resume) and ``best.pt``.
     """
 
     seed: int = 0
@@ -177,17 +178,18 @@ class Trainer:
             if config.resume and (checkpoint / "last.pt").exists():
                 state = _TrainState.load(checkpoint / "last.pt", model, optimizer, generator, scheduler)
                 log.info("resumed %s after epoch %d", self.candidate.name, state.epoch)
-        started = time.monotonic() - state.seconds
+        started = time.monotonic() - state.seconds  # total training time, across resumed sessions
+        invocation = time.monotonic()  # the budget applies to this invocation only
         stopped = "epochs"
         while state.epoch < plan.epochs:
             if state.bad_epochs >= plan.patience:
                 stopped = "patience"
                 break
-            if config.budget_seconds is not None and time.monotonic() - started >= config.budget_seconds:
+            if config.budget_seconds is not None and time.monotonic() - invocation >= config.budget_seconds:
                 stopped = "budget"
                 break
             epoch = state.epoch + 1
-            loss, steps, partial = self._train_epoch(model, task, optimizer, scheduler, generator, epoch, started)
+            loss, steps, partial = self._train_epoch(model, task, optimizer, scheduler, generator, epoch, invocation)
             valid = self._evaluate(model, "valid")
             improved = valid[SELECTION_METRIC] > state.best_metric
             if improved:

@@ -68,3 +68,15 @@ def test_a_nan_loss_stops_with_a_clear_error(seeds_dir, prepared_small, tmp_path
     )
     with pytest.raises(TrainingError, match=r"the loss became nan at epoch 1, step 0"):
         Trainer(load_candidate(tmp_path / "mf"), prepared_small, TrainerConfig(progress=False)).fit()
+
+
+def test_the_budget_applies_to_each_resumed_invocation_not_to_the_total(seeds_dir, prepared_small, tmp_path):
+    import torch
+
+    _fit(seeds_dir, prepared_small, max_epochs=1, checkpoint_dir=tmp_path)
+    payload = torch.load(tmp_path / "last.pt", weights_only=False)
+    payload["seconds"] = 1e6  # earlier sessions took far longer than this invocation's budget
+    torch.save(payload, tmp_path / "last.pt")
+    resumed = _fit(seeds_dir, prepared_small, max_epochs=2, checkpoint_dir=tmp_path, resume=True, budget_seconds=60)
+    assert resumed.epochs == 2 and resumed.stopped == "epochs"
+    assert resumed.seconds > 1e6  # the total still counts every session
