@@ -139,6 +139,9 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Folder for checkpoints, epochs.jsonl and result.json.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in --out.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+    diagnose: Annotated[
+        bool, typer.Option(help="Run the diagnosis probes on the best model (diagnosis.json and .md in --out).")
+    ] = True,
     data_dir: DataDir = None,
 ) -> None:
     """Train one candidate with early stopping on validation NDCG@10; test metrics once, at the end.
@@ -149,7 +152,7 @@ def train(
     import json
 
     from evorec.main_job import prepared_dataset
-    from evorec.reports import metrics_table
+    from evorec.reports import diagnosis_table, metrics_table
     from evorec.settings import get_settings
     from recsys.candidate import load_candidate
     from recsys.trainer import Trainer, TrainerConfig
@@ -164,12 +167,23 @@ def train(
     result = trainer.fit()
     if not trainer.world.is_main:
         return
-    (folder / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    payload = result.to_json()
+    report = None
+    if diagnose and trainer.world.world_size == 1:
+        from offline_agent.diagnosis.report import diagnose_trained
+
+        report = diagnose_trained(trainer, loaded, sample_size=512, list_users=(), seed=seed)
+        payload["diagnosis"] = report.to_json()
+        (folder / "diagnosis.json").write_text(json.dumps(payload["diagnosis"], indent=2) + "\n")
+        (folder / "diagnosis.md").write_text(report.to_markdown() + "\n")
+    (folder / "result.json").write_text(json.dumps(payload, indent=2) + "\n")
     if as_json:
-        print(json.dumps(result.to_json()))
-    else:
-        console.print(metrics_table(result))
-        console.print(f"result: {folder / 'result.json'}")
+        print(json.dumps(payload))
+        return
+    console.print(metrics_table(result))
+    if report is not None:
+        console.print(diagnosis_table(report))
+    console.print(f"result: {folder / 'result.json'}")
 
 
 @app.command("evolve")

@@ -11,7 +11,10 @@ from rich.table import Table
 from recsys.data.prepared import PreparedDataset
 
 if TYPE_CHECKING:
+    from offline_agent.diagnosis.report import DiagnosisReport
     from recsys.trainer import TrainResult
+
+SEVERITY_STYLE = {"severe": "bold red", "mild": "yellow", "none": "green"}
 
 
 def prepared_summary_table(path: Path) -> Group:
@@ -62,4 +65,15 @@ def metrics_table(result: TrainResult) -> Table:
         table.add_column(column, justify="right" if column != "metric" else "left")
     for name in sorted(result.test):
         table.add_row(name, f"{result.valid.get(name, float('nan')):.4f}", f"{result.test[name]:.4f}")
+    return table
+
+
+def diagnosis_table(report: DiagnosisReport) -> Table:
+    """The diagnosis findings, most severe first, coloured by severity."""
+    table = Table(title=f"diagnosis ({report.seconds:.1f} s)")
+    for column in ("probe", "severity", "signal", "finding"):
+        table.add_column(column, justify="right" if column == "signal" else "left")
+    for finding in sorted(report.findings, key=lambda f: -f.signal):
+        style = SEVERITY_STYLE.get(finding.severity, "")
+        table.add_row(finding.probe, f"[{style}]{finding.severity}[/]", f"{finding.signal:.2f}", finding.interpretation)
     return table

@@ -29,14 +29,23 @@ ENTRY = """\
 import json
 from pathlib import Path
 
+from offline_agent.diagnosis.report import diagnose_trained
 from recsys.candidate import load_candidate
 from recsys.data.prepared import PreparedDataset
 from recsys.trainer import Trainer, TrainerConfig
 
 job = json.loads(Path("job.json").read_text())
 prepared = PreparedDataset.open(Path(job.pop("dataset")), verify=False)
-result = Trainer(load_candidate(Path("candidate")), prepared, TrainerConfig(progress=False, **job)).fit()
-Path("result.json").write_text(json.dumps(result.to_json()))
+diagnosis = job.pop("diagnosis", None)
+candidate = load_candidate(Path("candidate"))
+trainer = Trainer(candidate, prepared, TrainerConfig(progress=False, **job))
+result = trainer.fit().to_json()
+if diagnosis is not None:
+    try:
+        result["diagnosis"] = diagnose_trained(trainer, candidate, **diagnosis).to_json()
+    except Exception as exc:  # the training result stands; the reason goes into the feedback
+        result["diagnosis_error"] = f"{type(exc).__name__}: {exc}"
+Path("result.json").write_text(json.dumps(result))
 """
 
 
@@ -54,6 +63,9 @@ class EvaluationConfig(BaseModel):
     threads: int = Field(default=1, ge=1)
     overhead_seconds: float = Field(default=180, ge=0, description="start-up and evaluation time on top of training")
     memory_gib: float = Field(default=8, gt=0)
+    diagnose: bool = Field(default=True, description="run the diagnosis probes on the trained candidate")
+    diagnosis_users: int = Field(default=512, ge=10, description="users the per-user probes sample")
+    list_users: tuple[int, ...] = Field(default=(), description="users whose top-10 the simulator critiques")
     work_dir: str | None = Field(default=None, description="where sandboxes run (default: a temporary folder)")
 
 
@@ -67,6 +79,8 @@ class EvaluationOutcome:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     isolation: tuple[str, ...] = ()
+    diagnosis: dict[str, Any] | None = None
+    diagnosis_error: str | None = None
 
 
 def static_check(sources: dict[str, str]) -> str | None:
@@ -113,10 +127,14 @@ def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> Eva
     root = Path(config.work_dir) if config.work_dir else Path(tempfile.gettempdir())
     root.mkdir(parents=True, exist_ok=True)
     common = {"seed": config.seed, "threads": config.threads}
+    diagnosis = {}
+    if config.diagnose:
+        request = {"sample_size": config.diagnosis_users, "list_users": list(config.list_users), "seed": config.seed}
+        diagnosis = {"diagnosis": request}
     stages: list[tuple[Stage, dict[str, Any], float]] = [
         ("smoke", {**common, "max_users": config.smoke_users, "max_epochs": 1, "budget_seconds": config.smoke_seconds},
          config.smoke_seconds + config.overhead_seconds),
-        ("train", {**common, "max_epochs": config.max_epochs, "budget_seconds": config.train_seconds},
+        ("train", {**common, "max_epochs": config.max_epochs, "budget_seconds": config.train_seconds, **diagnosis},
          config.train_seconds + config.overhead_seconds),
     ]  # fmt: skip
     outcome = None
@@ -138,4 +156,6 @@ def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> Eva
         history=result["history"],
         seconds=time.monotonic() - started,
         isolation=outcome.isolation,
+        diagnosis=result.get("diagnosis"),
+        diagnosis_error=result.get("diagnosis_error"),
     )

@@ -11,6 +11,7 @@ run goes on; a spent time, token or dollar budget ends it cleanly.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -24,13 +25,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evorec.config_files import load_yaml_model
 from evorec.exceptions import ConfigError
+from offline_agent.diagnosis.report import DiagnosisReport
 from offline_agent.edits import EditError, apply_change, behaviour_hash, parse_reply
 from offline_agent.evaluator import EvaluationConfig, EvaluationOutcome, evaluate_candidate
 from offline_agent.llm.base import BudgetExhausted, LLMConfig, LLMError, Spend
 from offline_agent.llm.registry import build_llm
 from offline_agent.program_db import DatabaseConfig, Program, ProgramDatabase
 from offline_agent.proposers import LLMProposer, NoProposal, ProposalRequest, Proposer, RulebookProposer
+from offline_agent.simulator.aggregate import LLMAggregator, simulate
+from offline_agent.simulator.cache import ReplyCache
+from offline_agent.simulator.critiques import LLMCritic
+from offline_agent.simulator.personas import sample_users
 from recsys.candidate import load_candidate
+from recsys.data.prepared import PreparedDataset
+from recsys.sequences import UserSequences
 
 log = logging.getLogger(__name__)
 REJECTIONS_KEPT = 8
@@ -43,6 +51,21 @@ class ProposerConfig(BaseModel):
     kind: Literal["rulebook", "llm"] = "rulebook"
     llm: LLMConfig | None = None
     rulebook_explore: float = Field(default=0.3, ge=0, le=1)
+
+
+class FeedbackConfig(BaseModel):
+    """What the proposer learns of a candidate beyond its fitness.
+
+    ``directional``: the diagnosis probes and the simulated users' critiques (the default);
+    ``scalar``: the fitness only (an ablation). ``critic`` is the language model that writes the
+    critiques; without one they are built from measured persona/list mismatches.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["directional", "scalar"] = "directional"
+    personas: int = Field(default=8, ge=0, description="simulated users who critique each candidate")
+    critic: LLMConfig | None = None
 
 
 class EvolutionConfig(BaseModel):
@@ -60,6 +83,7 @@ class EvolutionConfig(BaseModel):
     seed: int = 0
     workers: int = Field(default=1, ge=1, description="candidates evaluated at once")
     proposer: ProposerConfig = ProposerConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
     database: DatabaseConfig = DatabaseConfig()
     evaluation: EvaluationConfig = EvaluationConfig(dataset="")
 
@@ -102,15 +126,29 @@ class Evolution:
         self.run_dir = Path(config.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.db = ProgramDatabase(config.database.model_copy(update={"url": config.database_url()}))
+        self.prepared = PreparedDataset.open(prepared_path, verify=False)
+        self.sequences = UserSequences.from_prepared(self.prepared)
+        self.directional = config.feedback.mode == "directional"
+        personas = config.feedback.personas if self.directional else 0
+        list_users = tuple(int(u) for u in sample_users(self.sequences, personas, config.seed)) if personas else ()
         self.evaluation = config.evaluation.model_copy(
             update={
                 "dataset": str(prepared_path),
                 "work_dir": config.evaluation.work_dir or str(self.run_dir / "sandboxes"),
+                "diagnose": self.directional and config.evaluation.diagnose,
+                "list_users": list_users,
             }
         )
         self.spend = Spend(config.max_usd, config.max_tokens, **self.db.get_state("spend", {}))
         self.proposer = build_proposer(config.proposer, self.spend)
+        self.critic, self.aggregator = self._critics(config.feedback.critic)
         self.rng = random.Random(f"{config.seed}:{self.db.get_state('iteration', 0)}")
+
+    def _critics(self, config: LLMConfig | None) -> tuple[LLMCritic | None, LLMAggregator | None]:
+        if config is None or not self.directional:
+            return None, None
+        llm, cache = build_llm(config), ReplyCache(self.run_dir / "critiques.sqlite")
+        return LLMCritic(llm, cache, self.spend), LLMAggregator(llm, cache, self.spend)
 
     # --- bookkeeping --------------------------------------------------------------------------
 
@@ -129,6 +167,8 @@ class Evolution:
                 entries.append(
                     (delta, f"{rationale} -> {self.config.database.fitness} {child.fitness:.4f} ({delta:+.4f})")
                 )
+            for check in child.feedback.get("probe_checks", []):
+                entries.append((0.0, check))
         return [text for _, text in sorted(entries, key=lambda e: -e[0])[:JOURNAL_SHOWN]]
 
     def _reject(self, reason: str) -> None:
@@ -152,8 +192,41 @@ class Evolution:
             "isolation": list(outcome.isolation),
             "seconds": round(outcome.seconds, 1),
             "evaluated_at": time.time(),
+            **self._directional_feedback(program, outcome),
         }
         return self.db.record_evaluation(program.key, outcome.valid, feedback, outcome.reason)
+
+    def _directional_feedback(self, program: Program, outcome: EvaluationOutcome) -> dict[str, Any]:
+        """The diagnosis, the simulated users' critiques, and which new probes tested which complaints."""
+        if outcome.diagnosis_error:
+            log.warning("%s: the diagnosis failed: %s", program.key[:12], outcome.diagnosis_error)
+            return {"diagnosis_error": outcome.diagnosis_error}
+        if outcome.diagnosis is None:
+            return {}
+        report = DiagnosisReport.from_json(outcome.diagnosis)
+        extra: dict[str, Any] = {"diagnosis": outcome.diagnosis, "signals": report.signals()}
+        folder = self.run_dir / "candidates" / program.key[:12]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "diagnosis.json").write_text(json.dumps(outcome.diagnosis, indent=2) + "\n")
+        (folder / "diagnosis.md").write_text(report.to_markdown() + "\n")
+        if report.lists:
+            simulation = simulate(self.prepared, self.sequences, report.lists, self.critic, self.aggregator)
+            extra["critiques"] = {**simulation.to_json(), "markdown": simulation.to_markdown()}
+            extra["complaints"] = simulation.signals
+            (folder / "critiques.json").write_text(json.dumps(simulation.to_json(), indent=2) + "\n")
+            (folder / "critiques.md").write_text(simulation.to_markdown())
+        parent = self.db.get(program.parent_key) if program.parent_key else None
+        complaints = parent.feedback.get("complaints", {}) if parent else {}
+        extra["probe_checks"] = [
+            f"probe {check.probe} ({check.measures}) {'verified' if check.verified else 'dropped'}: {check.reason}"
+            + (
+                f"; it tests a complaint of {complaints[check.measures]:.0%} of personas"
+                if check.measures in complaints
+                else ""
+            )
+            for check in report.verifications
+        ]
+        return extra
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -162,7 +235,7 @@ class Evolution:
         parent, inspirations = self.db.sample(island, self.rng)
         request = ProposalRequest(
             parent, inspirations, self._journal(), self.db.get_state("rejections", []), self._tried_rules(parent),
-            self.config.database.fitness,
+            self.config.database.fitness, self.directional,
         )  # fmt: skip
         try:
             proposal = self.proposer.propose(request, self.rng)

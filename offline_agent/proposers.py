@@ -14,6 +14,7 @@ from typing import Protocol
 import jinja2
 
 from evorec.exceptions import EvorecError
+from offline_agent.diagnosis.report import DiagnosisReport
 from offline_agent.llm.base import LLM, LLMReply, Spend
 from offline_agent.program_db import Program
 from offline_agent.rulebook.rules import RuleContext, applicable, reply_for
@@ -34,6 +35,14 @@ class ProposalRequest:
     rejections: list[str]
     tried_rules: set[str] = field(default_factory=set)
     fitness: str = "ndcg@10"
+    directional: bool = True  # False: the proposer sees the fitness only (the scalar-feedback ablation)
+
+    def context(self) -> RuleContext:
+        """What the rulebook may look at: everything, or only the fitness when feedback is scalar."""
+        parent = self.parent
+        if not self.directional:
+            return RuleContext(parent.blocks, {self.fitness: parent.fitness or 0.0})
+        return RuleContext(parent.blocks, parent.metrics, parent.feedback.get("history") or [], parent.feedback)
 
 
 @dataclass(frozen=True)
@@ -54,9 +63,10 @@ def feedback_text(program: Program) -> str:
     """The directional feedback of a program as prompt text (diagnosis and critiques, when present)."""
     parts = []
     if program.feedback.get("diagnosis"):
-        parts.append(f"Diagnosis: {program.feedback['diagnosis']}")
+        findings = DiagnosisReport.from_json(program.feedback["diagnosis"]).prompt_text()
+        parts.append("Diagnosis probes (most severe first):\n" + (findings or "- nothing above mild"))
     if program.feedback.get("critiques"):
-        parts.append(f"User-simulator critiques: {program.feedback['critiques']}")
+        parts.append("User-simulator critiques:\n" + str(program.feedback["critiques"]["markdown"]))
     history = program.feedback.get("history") or []
     if history:
         curve = ", ".join(f"{h['valid_ndcg@10']:.4f}" for h in history[-10:])
@@ -70,12 +80,13 @@ def build_prompt(request: ProposalRequest) -> str:
     template = jinja2.Template(
         resources.files("offline_agent").joinpath("prompts/proposal.j2").read_text(), undefined=jinja2.StrictUndefined
     )
-    metrics = [(name, request.parent.metrics[name]) for name in SHOWN_METRICS if name in request.parent.metrics]
+    shown = SHOWN_METRICS if request.directional else (request.fitness,)
+    metrics = [(name, request.parent.metrics[name]) for name in shown if name in request.parent.metrics]
     return template.render(
         parent=request.parent,
         parent_metrics=metrics,
         fitness=request.fitness,
-        feedback=feedback_text(request.parent),
+        feedback=feedback_text(request.parent) if request.directional else "",
         journal=request.journal,
         inspirations=request.inspirations,
         rejections=request.rejections,
@@ -96,11 +107,10 @@ class RulebookProposer:
         self.explore = explore
 
     def propose(self, request: ProposalRequest, rng: random.Random) -> Proposal:
-        parent = request.parent
-        context = RuleContext(parent.blocks, parent.metrics, parent.feedback.get("history") or [], parent.feedback)
+        context = request.context()
         rules = applicable(context, request.tried_rules)
         if not rules:
-            raise NoProposal(f"no rule applies to {parent.key[:12]} that was not tried on it already")
+            raise NoProposal(f"no rule applies to {request.parent.key[:12]} that was not tried on it already")
         rule = rng.choice(rules) if rng.random() < self.explore else rules[0]
         return Proposal(reply_for(rule, context), self.name, rule=rule.name)
 

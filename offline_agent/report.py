@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from matplotlib.ticker import MaxNLocator
 
 from offline_agent.program_db import Program, ProgramDatabase
 from recsys.candidate import Candidate
+
+SEVERITY_SHOWN = 0.25  # probe signals below this are healthy and left out of the chain
 
 
 def _fmt(value: float | None) -> str:
@@ -89,6 +92,10 @@ def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
         for program in db.lineage(best.key):
             rationale = str(program.feedback.get("rationale", "") or program.origin).splitlines()[0][:140]
             lines.append(f"| `{program.key[:12]}` | {program.origin} | {_fmt(program.fitness)} | {rationale} |")
+        lines += feedback_chain(db, best, fitness)
+    checks = [check for program in programs for check in program.feedback.get("probe_checks", [])]
+    if checks:
+        lines += ["", "## Probes proposed by the agent", ""] + [f"- {check}" for check in checks]
     mattered = []
     for child in programs:
         if child.origin == "proposed" and child.status == "evaluated" and child.parent_key:
@@ -108,6 +115,30 @@ def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
     if rejections:
         lines += ["", "## Last rejected proposals", ""] + [f"- {reason}" for reason in rejections]
     return "\n".join(lines) + "\n"
+
+
+def _evidence(program: Program) -> str:
+    """The feedback a proposer saw on ``program``: the strongest probe signals and complaints."""
+    signals = sorted(program.feedback.get("signals", {}).items(), key=lambda kv: -kv[1])
+    complaints = sorted(program.feedback.get("complaints", {}).items(), key=lambda kv: -kv[1])
+    parts = [f"{name} {value:.2f}" for name, value in signals[:3] if value >= SEVERITY_SHOWN]
+    parts += [f"{share:.0%} of personas: {name}" for name, share in complaints[:2] if share > 0]
+    status = (program.feedback.get("critiques") or {}).get("assessment", {}).get("status")
+    return "; ".join(([f"simulator {status}"] if status else []) + parts) or "—"
+
+
+def feedback_chain(db: ProgramDatabase, best: Program, fitness: str) -> list[str]:
+    """Each step of the best's lineage: what the feedback said about the parent, the edit it led to, the result."""
+    lineage = list(db.lineage(best.key))[::-1]
+    if len(lineage) < 2:
+        return []
+    lines = ["", "## Feedback chain of the best (oldest first)", "",
+             f"| parent feedback | edit | Δ validation {fitness} |", "|---|---|---|"]  # fmt: skip
+    for parent, child in itertools.pairwise(lineage):
+        edit = child.feedback.get("rule") or str(child.feedback.get("rationale", "")).splitlines()[0][:80]
+        delta = (child.fitness or 0.0) - (parent.fitness or 0.0)
+        lines.append(f"| {_evidence(parent)} | {edit} | {delta:+.4f} |")
+    return lines
 
 
 def write_report(db: ProgramDatabase, run_dir: Path, fitness: str, stopped: str) -> tuple[Path, Path]:

@@ -122,6 +122,7 @@ class Trainer:
         self.prepared = prepared
         self.config = config or TrainerConfig()
         self.epoch_log = epoch_log
+        self.model: nn.Module | None = None  # the best epoch's model, once fit() returns
         self.world = init_world() if launched_by_torchrun() else WorldInfo(0, 1)
         if self.world.world_size > 1 and self.config.resume:
             raise TrainingError("resuming is supported in single-process training only")
@@ -222,6 +223,7 @@ class Trainer:
         if state.best_state is None:
             raise TrainingError(f"{self.candidate.name}: no epoch was completed within the budget")
         model.load_state_dict(state.best_state)
+        self.model = model
         test = self._evaluate(model, "test")
         return TrainResult(
             candidate=self.candidate.name,

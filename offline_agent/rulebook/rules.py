@@ -16,6 +16,9 @@ from typing import Any
 
 TEMPLATES = Path(__file__).parent / "templates"
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+PROBE_TEMPLATES = {"era_mismatch": "era_gap_probe.py"}
+"""Complaints the built-in probes do not measure, and the probe the rulebook adds for each."""
+COMPLAINT_SHARE = 0.3  # share of simulated users raising a complaint before it counts
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,22 @@ class RuleContext:
         return float(self.metrics.get(name, default))
 
     def signal(self, name: str) -> float | None:
-        """A diagnosis signal (e.g. ``embedding_collapse``) from the feedback, when measured."""
-        value = self.feedback.get("signals", {}).get(name)
-        return None if value is None else float(value)
+        """How strongly the feedback points at ``name`` (e.g. ``popularity_bias``): the diagnosis
+        probe's signal or the share of simulated users complaining of it, whichever is larger."""
+        values = [self.feedback.get(kind, {}).get(name) for kind in ("signals", "complaints")]
+        present = [float(v) for v in values if v is not None]
+        return max(present) if present else None
+
+    def unmeasured_complaint(self) -> str | None:
+        """A frequent simulator complaint that no probe measures and for which a probe template exists."""
+        complaints = self.feedback.get("complaints", {})
+        for complaint, template in PROBE_TEMPLATES.items():
+            measured = (
+                complaint in self.feedback.get("signals", {}) or f'measures="{complaint}"' in self.sources["diagnosis"]
+            )
+            if complaints.get(complaint, 0.0) >= COMPLAINT_SHARE and not measured and (TEMPLATES / template).exists():
+                return complaint
+        return None
 
     def constant(self, block: str, name: str) -> float | None:
         match = re.search(rf"^{name} = ([0-9.e-]+)$", self.sources[block], re.MULTILINE)
@@ -60,10 +76,17 @@ class RuleContext:
 
 @dataclass(frozen=True)
 class Rule:
+    """``addresses``: the diagnosis signals / complaints the rule answers; the stronger they are,
+    the earlier the rule is tried (see :func:`by_evidence`)."""
+
     name: str
     why: str
     applies: Callable[[RuleContext], bool]
     propose: Callable[[RuleContext], str]
+    addresses: tuple[str, ...] = ()
+
+    def evidence(self, ctx: RuleContext) -> float:
+        return max((ctx.signal(name) or 0.0 for name in self.addresses), default=0.0)
 
 
 def edit(block: str, search: str, replace: str) -> str:
@@ -117,12 +140,14 @@ RULES: tuple[Rule, ...] = (
         "Full softmax cross-entropy over the catalogue beats BCE with one negative (SASRec+, RecSys 2023).",
         lambda c: _is_bce(c),
         lambda c: rewrite("loss", (SEEDS / "sasrec_ce" / "loss.py").read_text()),
+        addresses=("weak_ranking_margin",),
     ),
     Rule(
         "sampled_softmax",
         "Sampled softmax with many negatives approaches full cross-entropy at a fraction of its cost.",
         lambda c: _is_bce(c) or c.has("loss", "def logsigmoid") or c.has("loss", "F.logsigmoid(margin)"),
         lambda c: rewrite("loss", (TEMPLATES / "sampled_softmax_loss.py").read_text()),
+        addresses=("weak_ranking_margin",),
     ),
     Rule(
         "more_negatives",
@@ -131,6 +156,7 @@ RULES: tuple[Rule, ...] = (
         lambda c: _set_constant(
             "loss", "NEGATIVES", c.constant("loss", "NEGATIVES") or 0, int(2 * (c.constant("loss", "NEGATIVES") or 0))
         ),
+        addresses=("weak_ranking_margin",),
     ),
     Rule(
         "logq_correction",
@@ -140,6 +166,7 @@ RULES: tuple[Rule, ...] = (
             and (c.metric("popularity_lift@10", 0) > 1.5 or (c.signal("popularity_bias") or 0) > 0.5)
         ),
         lambda c: edit("loss", 'SAMPLER = "uniform"\nLOGQ = False\n', 'SAMPLER = "popularity"\nLOGQ = True\n'),
+        addresses=("popularity_bias",),
     ),
     Rule(
         "uniformity_regularizer",
@@ -166,6 +193,7 @@ RULES: tuple[Rule, ...] = (
                 "        return loss + UNIFORMITY_WEIGHT * uniformity(model.embed_items(sample))\n",
             )
         ),
+        addresses=("embedding_collapse", "low_coverage"),
     ),
     Rule(
         "more_dropout",
@@ -257,6 +285,7 @@ RULES: tuple[Rule, ...] = (
                 "        items = items + self.genre_projection(self.item_genres[ids])\n",
             )
         ),
+        addresses=("genre_calibration",),
     ),
     Rule(
         "mmr_reranking",
@@ -278,6 +307,7 @@ RULES: tuple[Rule, ...] = (
                 "        return mmr_rerank(last @ self.embed_items(every_item).T, self.item_genres)\n",
             )
         ),
+        addresses=("low_diversity",),
     ),
     Rule(
         "popularity_penalty",
@@ -296,6 +326,21 @@ RULES: tuple[Rule, ...] = (
                 "        return last @ self.embed_items(every_item).T - POPULARITY_PENALTY * self.log_popularity\n",
             )
         ),
+        addresses=("popularity_bias", "low_coverage"),
+    ),
+    Rule(
+        "probe_for_complaint",
+        "Simulated users raise a complaint no probe measures: add a probe for it, kept only if verified.",
+        lambda c: c.unmeasured_complaint() is not None and c.has("diagnosis", "PROBES = []"),
+        lambda c: rewrite("diagnosis", (TEMPLATES / PROBE_TEMPLATES[str(c.unmeasured_complaint())]).read_text()),
+        addresses=tuple(PROBE_TEMPLATES),
+    ),
+    Rule(
+        "sequential_model",
+        "The lists ignore the order of the history: model it with causal self-attention (SASRec).",
+        lambda c: not _is_sasrec(c) and (c.signal("sequence_insensitivity") or 0) >= 0.5,
+        lambda c: rewrite("model", (SEEDS / "sasrec_bce" / "model.py").read_text()),
+        addresses=("sequence_insensitivity",),
     ),
     Rule(
         "rating_weighted_positives",
@@ -318,8 +363,10 @@ RULES: tuple[Rule, ...] = (
 
 
 def applicable(ctx: RuleContext, tried: set[str]) -> list[Rule]:
-    """Rules whose precondition holds and that were not yet tried on this parent."""
-    return [rule for rule in RULES if rule.name not in tried and rule.applies(ctx)]
+    """Rules whose precondition holds and that were not yet tried on this parent, strongest evidence first
+    (catalogue order, known best first, among equals): the feedback sets the direction of the next edit."""
+    rules = [rule for rule in RULES if rule.name not in tried and rule.applies(ctx)]
+    return sorted(rules, key=lambda rule: -rule.evidence(ctx))
 
 
 def reply_for(rule: Rule, ctx: RuleContext) -> str:

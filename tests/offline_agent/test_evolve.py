@@ -26,6 +26,7 @@ def _config(tmp_path: Path, prepared: Path, seeds: Path, iterations: int, island
         f"  run_dir: {tmp_path / 'run'}\n"
         f"  iterations: {iterations}\n"
         f"  database: {{islands: {islands}, migration_interval: 2}}\n"
+        "  feedback: {personas: 4}\n"
         "  evaluation: {smoke_users: 30, smoke_seconds: 5, train_seconds: 5, max_epochs: 1, overhead_seconds: 120}\n"
     )
     return path
@@ -54,6 +55,12 @@ def test_evolve_improves_on_nothing_silently_and_reports_everything(tmp_path, pr
     children = [p for p in programs if p.origin == "proposed"]
     assert children and all(p.feedback.get("rule") and p.feedback.get("rationale") for p in children)
     assert all("netns" in p.feedback["isolation"] for p in programs if p.status == "evaluated")
+    for program in (p for p in programs if p.status == "evaluated"):  # directional feedback on every candidate
+        assert {"sequence_insensitivity", "popularity_bias"} <= set(program.feedback["signals"])
+        assert program.feedback["critiques"]["assessment"]["status"] in ("CRITICAL", "NEEDS_IMPROVEMENT", "STABLE")
+        assert len(program.feedback["critiques"]["critiques"]) == 4 and "era_mismatch" in program.feedback["complaints"]
+        folder = tmp_path / "run" / "candidates" / program.key[:12]
+        assert (folder / "diagnosis.md").read_text().startswith("| probe |") and (folder / "critiques.json").exists()
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Lineage of the best" in report and "never used to select" in report
     assert "data:image/png;base64," in (tmp_path / "run" / "report.html").read_text()

@@ -5,12 +5,21 @@ import random
 
 import pytest
 
+from offline_agent.diagnosis.report import DiagnosisReport, Finding
 from offline_agent.llm.base import BudgetExhausted, LLMConfig, Spend
 from offline_agent.llm.registry import build_llm
 from offline_agent.program_db import Program
 from offline_agent.proposers import LLMProposer, NoProposal, ProposalRequest, RulebookProposer, build_prompt
 from offline_agent.rulebook.rules import RULES
 from recsys.candidate import load_candidate
+
+DIAGNOSIS = DiagnosisReport(
+    [
+        Finding("embedding_collapse", "embedding_collapse", {"effective_rank": 3.0}, 0.9, "severe",
+                "item embeddings collapsed: effective rank 3 of 64", "builtin"),
+        Finding("repetition", "repetition", {"consumed_share_unmasked": 0.0}, 0.0, "none", "healthy probe", "builtin"),
+    ]
+).to_json()  # fmt: skip
 
 
 def _parent(seeds_dir, seed="sasrec_bce", **feedback):
@@ -25,16 +34,21 @@ def test_the_prompt_shows_code_metrics_feedback_journal_and_rejections_but_never
         test_metrics={"ndcg@10": 0.987654},
         history=[{"valid_ndcg@10": 0.04}, {"valid_ndcg@10": 0.05}],
         best_epoch=2,
-        diagnosis="item embeddings collapsed: effective rank 3 of 64",
+        diagnosis=DIAGNOSIS,
+        critiques={"markdown": "six of ten are 1990s blockbusters; I mostly watch 1950s film-noir"},
     )
     request = ProposalRequest(
         parent, [], ["Rule deeper -> ndcg@10 0.0600 (+0.0100)"], ["edit 1: SEARCH text not found"]
     )
     prompt = build_prompt(request)
     assert "class SASRec(" in prompt and "binary_cross_entropy_with_logits" in prompt
-    assert "- coverage@10: 0.1000" in prompt and "effective rank 3" in prompt
+    assert "- coverage@10: 0.1000" in prompt and "effective rank 3" in prompt and "film-noir" in prompt
+    assert "healthy probe" not in prompt  # only mild and severe findings are shown
     assert "Rule deeper -> ndcg@10 0.0600" in prompt and "SEARCH text not found" in prompt
     assert "0.987654" not in prompt and "0.9877" not in prompt
+    scalar = build_prompt(ProposalRequest(parent, [], [], [], directional=False))
+    assert "class SASRec(" in scalar and "- ndcg@10: 0.0500" in scalar
+    assert "coverage@10" not in scalar and "effective rank" not in scalar and "film-noir" not in scalar
 
 
 def test_the_rulebook_follows_evidence_and_runs_out_of_untried_rules(seeds_dir):
@@ -60,3 +74,17 @@ def test_the_llm_proposer_charges_its_spend_and_stops_at_the_budget(seeds_dir, t
     proposer.propose(request, random.Random(0))
     with pytest.raises(BudgetExhausted, match="2000 of the 1500 token budget"):
         proposer.propose(request, random.Random(0))
+
+
+def test_the_rulebook_sees_only_the_fitness_when_feedback_is_scalar(seeds_dir):
+    parent = _parent(seeds_dir, "sasrec_ce", signals={"low_diversity": 0.9}, history=[{"valid_ndcg@10": 0.05}])
+    directional = ProposalRequest(parent, [], [], []).context()
+    scalar = ProposalRequest(parent, [], [], [], directional=False).context()
+    assert directional.signal("low_diversity") == 0.9 and directional.metric("coverage@10") == 0.1
+    assert scalar.signal("low_diversity") is None and scalar.metrics == {"ndcg@10": 0.05} and not scalar.history
+    proposer = RulebookProposer(explore=0.0)
+    assert proposer.propose(ProposalRequest(parent, [], [], []), random.Random(0)).rule == "mmr_reranking"
+    assert (
+        proposer.propose(ProposalRequest(parent, [], [], [], directional=False), random.Random(0)).rule
+        != "mmr_reranking"
+    )

@@ -115,3 +115,45 @@ def test_preconditions_follow_the_evidence_and_tried_rules_are_skipped(seeds_dir
 
 def test_the_catalogue_holds_at_least_fifteen_distinct_improvements():
     assert len({rule.name for rule in RULES}) >= 15
+
+
+def test_a_sequence_blind_model_gets_self_attention_and_still_trains(tmp_path, seeds_dir):
+    sources = _sources(seeds_dir, "mf_bpr")
+    assert not BY_NAME["sequential_model"].applies(RuleContext(sources, {}, [], {"signals": {}}))
+    blind = RuleContext(sources, {}, [], {"signals": {"sequence_insensitivity": 0.9}})
+    updated = _apply("sequential_model", blind)
+    assert "class SASRec(" in updated["model"] and updated["loss"] == sources["loss"]
+    _trains(tmp_path, updated)
+
+
+def test_a_complaint_no_probe_measures_gets_a_probe_once(tmp_path, seeds_dir):
+    from offline_agent.diagnosis.probes import Probe
+
+    sources = _sources(seeds_dir, "sasrec_ce")
+    complaint = {"complaints": {"era_mismatch": 0.5}, "signals": {"popularity_bias": 0.1}}
+    assert not BY_NAME["probe_for_complaint"].applies(
+        RuleContext(sources, {}, [], {"complaints": {"era_mismatch": 0.1}})
+    )
+    updated = _apply("probe_for_complaint", RuleContext(sources, {}, [], complaint))
+    assert 'measures="era_mismatch"' in updated["diagnosis"]
+    probes = _trains(tmp_path, updated).function("diagnosis", "PROBES")
+    assert [type(p) for p in probes] == [Probe]
+    assert not BY_NAME["probe_for_complaint"].applies(RuleContext(updated, {}, [], complaint))
+    measured = {**complaint, "signals": {"era_mismatch": 0.2}}
+    assert not BY_NAME["probe_for_complaint"].applies(RuleContext(sources, {}, [], measured))
+
+
+def test_complaints_count_as_evidence_like_probe_signals(seeds_dir):
+    sources = _sources(seeds_dir, "sasrec_ce")
+    ctx = RuleContext(sources, {}, [], {"signals": {"low_diversity": 0.2}, "complaints": {"low_diversity": 0.7}})
+    assert ctx.signal("low_diversity") == 0.7 and ctx.signal("repetition") is None
+    assert BY_NAME["mmr_reranking"].applies(ctx)
+
+
+def test_the_strongest_evidence_decides_which_rule_comes_first(seeds_dir):
+    sources = _sources(seeds_dir, "mf_bpr")
+    plain = [rule.name for rule in applicable(RuleContext(sources, {}, [], {}), set())]
+    assert plain[0] == "sampled_softmax"  # catalogue order without feedback
+    blind = RuleContext(sources, {}, [], {"signals": {"sequence_insensitivity": 0.9, "weak_ranking_margin": 0.4}})
+    ordered = [rule.name for rule in applicable(blind, set())]
+    assert ordered[0] == "sequential_model" and ordered[1] == "sampled_softmax"

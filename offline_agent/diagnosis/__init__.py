@@ -1,0 +1,1 @@
+"""Model diagnosis: probes that measure what is wrong inside a trained candidate, and their verification."""
