@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from evorec.cli_registry import promote_app, registry_app
 from evorec.exceptions import ConfigError, EvorecError
 
 console = Console()
@@ -25,6 +26,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Fetch, prepare and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(promote_app, name="promote")
+app.add_typer(registry_app, name="registry")
 
 DataDir = Annotated[
     Path | None,
@@ -142,6 +145,9 @@ def train(
     diagnose: Annotated[
         bool, typer.Option(help="Run the diagnosis probes on the best model (diagnosis.json and .md in --out).")
     ] = True,
+    export: Annotated[
+        bool, typer.Option(help="Export the best model for serving (artifact/ in --out: model.pt2, manifest.json).")
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Train one candidate with early stopping on validation NDCG@10; test metrics once, at the end.
@@ -176,6 +182,10 @@ def train(
         payload["diagnosis"] = report.to_json()
         (folder / "diagnosis.json").write_text(json.dumps(payload["diagnosis"], indent=2) + "\n")
         (folder / "diagnosis.md").write_text(report.to_markdown() + "\n")
+    if export:
+        from serving.artifacts import export_trained
+
+        payload["artifact"] = str(export_trained(trainer, result, folder / "artifact"))
     (folder / "result.json").write_text(json.dumps(payload, indent=2) + "\n")
     if as_json:
         print(json.dumps(payload))
@@ -236,6 +246,39 @@ def run(data_dir: DataDir = None) -> None:
 
     out = run_main_job(get_settings(data_dir))
     _print_summary(out)
+
+
+@app.command("serve")
+def serve(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Server YAML (section serve).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset whose users and items are served.")] = None,
+    registry: Annotated[
+        str | None, typer.Option(help="Registry SQLAlchemy URL (default: $EVOREC_REGISTRY_URL).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """The recommendation server: GET/POST /recommend, /health, /models, /metrics (Prometheus), /docs.
+
+    It serves the registry's production model and hot-swaps a newly promoted one without failing a request.
+    """
+    import uvicorn
+
+    from evorec.config_files import load_yaml_model
+    from evorec.main_job import prepared_dataset
+    from evorec.settings import get_settings
+    from serving.catalog import ServingCatalog
+    from serving.registry import Registry, default_registry_url
+    from serving.server import ServerConfig, create_app
+
+    settings = load_yaml_model(config, ServerConfig, "server config", section="serve") if config else ServerConfig()
+    overrides = {"dataset": dataset, "registry_url": registry, "host": host, "port": port}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    paths = get_settings(data_dir)
+    catalog = ServingCatalog.build(prepared_dataset(settings.dataset, paths))
+    store = Registry(settings.registry_url or default_registry_url(paths))
+    uvicorn.run(create_app(settings, catalog, store), host=settings.host, port=settings.port, log_level="info")
 
 
 def main() -> None:

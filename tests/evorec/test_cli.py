@@ -23,8 +23,11 @@ def _evorec(*args: str, env_data_dir=None) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["data"], ["data", "fetch"], ["data", "prepare"], ["data", "show"], ["train"], ["run"]]
-)
+    "command",
+    [[], ["data"], ["data", "fetch"], ["data", "prepare"], ["data", "show"], ["train"], ["run"], ["evolve"], ["serve"],
+     ["promote"], ["promote", "approve"], ["promote", "reject"], ["promote", "rollback"], ["registry"],
+     ["registry", "list"], ["registry", "show"], ["registry", "register"]],
+)  # fmt: skip
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -75,16 +78,24 @@ def test_train_prints_the_metric_set_as_json_and_writes_it(tmp_path, prepared_sm
     out = tmp_path / "run"
     result = _evorec(
         "train", "--candidate", str(seeds_dir / "mf_bpr"), "--dataset", str(prepared_small.path),
-        "--max-epochs", "2", "--out", str(out), "--json",
+        "--max-epochs", "2", "--out", str(out), "--json", "--export",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     printed = json.loads(result.stdout.strip().splitlines()[-1])
     assert printed == json.loads((out / "result.json").read_text())
     assert printed["epochs"] == 2 and 0.0 <= printed["test"]["ndcg@10"] <= 1.0
     assert len([line for line in result.stderr.splitlines() if line.startswith('{"epoch"')]) == 2
+    assert {f["probe"] for f in printed["diagnosis"]["findings"]} >= {"popularity_bias", "sequence_insensitivity"}
+    assert (out / "diagnosis.md").exists() and (out / "artifact" / "model.pt2").exists()
 
 
 def test_train_names_a_broken_candidate(tmp_path):
     (tmp_path / "c").mkdir()
     result = _evorec("train", "--candidate", str(tmp_path / "c"))
     assert result.returncode == 2 and "missing block(s) model.py" in result.stderr
+
+
+def test_a_refused_promotion_exits_2_with_the_reason(tmp_path):
+    registry = f"sqlite:///{tmp_path / 'registry.db'}"
+    result = _evorec("promote", "approve", "7", "--reason", "ship it", "--registry", registry)
+    assert result.returncode == 2 and "7" in result.stderr and "Traceback" not in result.stderr

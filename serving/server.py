@@ -1,0 +1,254 @@
+"""The recommendation server: FastAPI over the registry's production model (and experiment arms).
+
+Models come from the registry as exported programs (:mod:`serving.artifacts`), so no candidate
+code runs here. A background task polls the registry; a newly promoted version is loaded first and
+then swapped in with one assignment, so requests in flight finish on the model they started with
+and none fails. Requests are scored in micro-batches (:mod:`serving.batcher`).
+
+Run with ``evorec serve`` (uvicorn), or build the app with :func:`create_app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Body, FastAPI, HTTPException, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.artifacts import LoadedModel, load_artifact
+from serving.batcher import MicroBatcher
+from serving.catalog import ServingCatalog, UnknownItems
+from serving.registry import Registry
+from serving.routing import assign_arm
+
+log = logging.getLogger(__name__)
+PRODUCTION = "production"
+MAX_K = 100
+
+
+class ExperimentArm(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    version: int | None = Field(default=None, description="registry version id; none means the production model")
+    weight: float = Field(default=1.0, gt=0)
+
+
+class ServerConfig(BaseModel):
+    """``evorec serve`` settings (YAML section ``serve``). Without ``arms`` every user gets production."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    registry_url: str | None = None
+    dataset: str = "ml-latest-small"
+    model_name: str = "default"
+    salt: str = Field(default="evorec", description="experiment salt: a new salt reshuffles users across arms")
+    arms: tuple[ExperimentArm, ...] = ()
+    max_batch: int = Field(default=32, ge=1, le=4096)
+    max_wait_ms: float = Field(default=2.0, ge=0)
+    reload_seconds: float = Field(default=2.0, gt=0)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class RecommendBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = Field(default=None, description="routes the user to an arm; a random id if omitted")
+    history: list[str] = Field(min_length=1, max_length=10_000, description="item ids, oldest first")
+    k: int = Field(default=10, ge=1, le=MAX_K)
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    title: str
+    score: float
+
+
+class Recommendation(BaseModel):
+    user_id: str | None
+    arm: str
+    model_version: int
+    items: list[RecommendedItem]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The models serving right now: arm name -> (registry version id, loaded model)."""
+
+    arms: dict[str, tuple[int, LoadedModel]]
+
+
+class ModelPool:
+    """Loads the arms' models from the registry and swaps in a new deployment when they change."""
+
+    def __init__(self, registry: Registry, config: ServerConfig) -> None:
+        self.registry = registry
+        self.config = config
+        self.deployment = Deployment({})
+        self._loaded: dict[int, LoadedModel] = {}
+
+    def _wanted(self) -> dict[str, int]:
+        production = self.registry.production(self.config.model_name)
+        arms = self.config.arms or (ExperimentArm(name=PRODUCTION),)
+        wanted = {}
+        for arm in arms:
+            version = arm.version if arm.version is not None else (production.id if production else None)
+            if version is not None:
+                wanted[arm.name] = version
+        return wanted
+
+    def refresh(self) -> bool:
+        """Load what the registry says should serve; True when the deployment changed."""
+        wanted = self._wanted()
+        current = {arm: version for arm, (version, _) in self.deployment.arms.items()}
+        if wanted == current:
+            return False
+        for version in set(wanted.values()) - set(self._loaded):
+            self._loaded[version] = load_artifact(self.registry.get(version).artifact_uri)
+            log.info("loaded model version %d", version)
+        self.deployment = Deployment({arm: (v, self._loaded[v]) for arm, v in wanted.items()})
+        self._loaded = {v: self._loaded[v] for v in set(wanted.values())}
+        log.info("serving %s", ", ".join(f"{arm}=v{v}" for arm, v in wanted.items()) or "nothing")
+        return True
+
+
+class Metrics:
+    """Prometheus metrics of one app (its own registry, so several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "evorec_request_seconds", "Request latency", ["endpoint"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )  # fmt: skip
+        self.requests = Counter(
+            "evorec_requests", "Recommendation requests", ["model_version", "arm", "status"], registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "evorec_batch_size", "Requests scored per forward pass", registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )  # fmt: skip
+
+
+def create_app(config: ServerConfig, catalog: ServingCatalog, registry: Registry) -> FastAPI:
+    """The server app; ``catalog`` gives ids, titles and histories; ``registry`` the models."""
+    pool = ModelPool(registry, config)
+    metrics = Metrics()
+    batcher = MicroBatcher(config.max_batch, config.max_wait_ms / 1000, metrics.batch_size.observe)
+
+    async def reload_forever() -> None:
+        while True:
+            await asyncio.sleep(config.reload_seconds)
+            try:
+                await asyncio.to_thread(pool.refresh)
+            except Exception:  # a broken artifact must not take the serving model down
+                log.exception("reloading models failed; the current deployment keeps serving")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(pool.refresh)
+        batcher.start()
+        reloader = asyncio.create_task(reload_forever())
+        yield
+        reloader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reloader
+        await batcher.stop()
+
+    app = FastAPI(
+        title="evorec recommendation server",
+        description="Top-k recommendations from the model in production (and experiment arms).",
+        lifespan=lifespan,
+    )
+
+    @app.middleware("http")
+    async def time_requests(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        metrics.latency.labels(request.url.path).observe(time.perf_counter() - started)
+        return response
+
+    async def recommend_for(user_id: str | None, user: int, history: np.ndarray, k: int) -> Recommendation:
+        arms = pool.deployment.arms
+        if not arms:
+            raise HTTPException(503, "no model is in production yet; promote one with `evorec promote approve ID`")
+        names = list(arms)
+        arm = names[0] if len(names) == 1 else assign_arm(config.salt, user_id or "", names, _weights(config, names))
+        version, model = arms[arm]
+        try:
+            ranking = await batcher.submit(model, user, history, k)
+        except Exception as exc:
+            metrics.requests.labels(str(version), arm, "error").inc()
+            raise HTTPException(500, f"scoring failed: {exc}") from exc
+        metrics.requests.labels(str(version), arm, "ok").inc()
+        items = [
+            RecommendedItem(item_id=str(catalog.item_ids[i]), title=str(catalog.titles[i]), score=round(s, 6))
+            for i, s in zip(ranking.items, ranking.scores, strict=True)
+        ]
+        return Recommendation(user_id=user_id, arm=arm, model_version=version, items=items)
+
+    @app.get("/recommend", response_model=Recommendation, responses={404: {"description": "unknown user"}})
+    async def recommend(
+        user_id: Annotated[str, Query(min_length=1, max_length=200, description="a known user's id")],
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    ) -> Recommendation:
+        """Top-k for a known user, from their history in the prepared data."""
+        known = catalog.history(user_id)
+        if known is None:
+            raise HTTPException(404, f"unknown user {user_id!r}; POST /recommend with their history instead")
+        user, history = known
+        return await recommend_for(user_id, user, history, k)
+
+    @app.post("/recommend", response_model=Recommendation, responses={422: {"description": "unknown item ids"}})
+    async def recommend_history(body: Annotated[RecommendBody, Body()]) -> Recommendation:
+        """Top-k for a history sent in the request (new or anonymous users)."""
+        try:
+            history = catalog.indices(body.history)
+        except UnknownItems as exc:
+            raise HTTPException(422, str(exc)) from exc
+        known = catalog.history(body.user_id) if body.user_id else None
+        return await recommend_for(body.user_id, known[0] if known else 0, history, body.k)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """200 when a model is serving, 503 otherwise (for readiness probes)."""
+        arms = pool.deployment.arms
+        if not arms:
+            raise HTTPException(503, "no model is serving")
+        return {"status": "ok", "arms": {arm: version for arm, (version, _) in arms.items()}}
+
+    @app.get("/models")
+    async def models() -> dict[str, Any]:
+        """The deployed versions with their manifests, and the registry's production version."""
+        production = registry.production(config.model_name)
+        return {
+            "production_version": production.id if production else None,
+            "arms": {arm: _describe(version, m) for arm, (version, m) in pool.deployment.arms.items()},
+        }
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _describe(version: int, model: LoadedModel) -> dict[str, Any]:
+    manifest = model.manifest
+    return {"version": version, "candidate": manifest.candidate, "content_hash": manifest.content_hash,
+            "dataset": manifest.dataset, "metrics": manifest.metrics}  # fmt: skip
+
+
+def _weights(config: ServerConfig, names: list[str]) -> list[float]:
+    by_name = {arm.name: arm.weight for arm in config.arms}
+    return [by_name.get(name, 1.0) for name in names]

@@ -1,0 +1,89 @@
+"""Real exported models of real (briefly) trained seeds, a real registry, and a live uvicorn server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from recsys.candidate import load_candidate
+from recsys.trainer import Trainer, TrainerConfig
+from serving.artifacts import export_trained
+from serving.catalog import ServingCatalog
+from serving.registry import Registry
+from serving.server import ServerConfig, create_app
+
+
+def _export(prepared, seeds_dir: Path, seed: str, folder: Path) -> Path:
+    trainer = Trainer(load_candidate(seeds_dir / seed), prepared, TrainerConfig(max_epochs=1, progress=False))
+    return export_trained(trainer, trainer.fit(), folder / seed)
+
+
+@pytest.fixture(scope="session")
+def artifacts(prepared_small, seeds_dir, tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("artifacts")
+    return {seed: _export(prepared_small, seeds_dir, seed, folder) for seed in ("sasrec_ce", "mf_bpr")}
+
+
+def promote(registry: Registry, artifact: Path, candidate: str) -> int:
+    """Register an artifact and walk it through the states to production, as the loops would."""
+    version = registry.register(
+        candidate_id=candidate, content_hash=candidate, artifact_uri=str(artifact), metrics={}, actor="test",
+        reason="trained in a test",
+    )  # fmt: skip
+    for state in ("queued", "experimenting", "awaiting_approval"):
+        registry.transition(version.id, state, actor="test", reason=f"to {state}")
+    registry.approve(version.id, actor="reviewer", reason="looks good")
+    return version.id
+
+
+class LiveServer:
+    def __init__(self, app, port: int) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def registry(tmp_path) -> Iterator[Registry]:
+    with Registry(f"sqlite:///{tmp_path / 'registry.db'}") as opened:
+        yield opened
+
+
+@pytest.fixture(scope="session")
+def catalog(prepared_small) -> ServingCatalog:
+    return ServingCatalog.build(prepared_small)
+
+
+@pytest.fixture
+def live(registry, catalog, artifacts) -> Iterator[tuple[LiveServer, httpx.Client, int]]:
+    """A server with sasrec_ce in production, polling the registry every 0.2 s."""
+    version = promote(registry, artifacts["sasrec_ce"], "sasrec_ce")
+    app = create_app(ServerConfig(reload_seconds=0.2), catalog, registry)
+    with LiveServer(app, free_port()) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        yield server, client, version
