@@ -10,6 +10,7 @@ proposers or used to rank.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import shutil
 import tempfile
@@ -37,9 +38,18 @@ from recsys.trainer import Trainer, TrainerConfig
 job = json.loads(Path("job.json").read_text())
 prepared = PreparedDataset.open(Path(job.pop("dataset")), verify=False)
 diagnosis = job.pop("diagnosis", None)
+export = job.pop("export", False)
 candidate = load_candidate(Path("candidate"))
 trainer = Trainer(candidate, prepared, TrainerConfig(progress=False, **job))
-result = trainer.fit().to_json()
+fitted = trainer.fit()
+result = fitted.to_json()
+if export:
+    from serving.artifacts import export_trained
+
+    try:
+        export_trained(trainer, fitted, Path("artifact"))
+    except Exception as exc:  # the evaluation stands; the model just cannot be served
+        result["export_error"] = f"{type(exc).__name__}: {exc}"
 if diagnosis is not None:
     try:
         result["diagnosis"] = diagnose_trained(trainer, candidate, **diagnosis).to_json()
@@ -66,6 +76,9 @@ class EvaluationConfig(BaseModel):
     diagnose: bool = Field(default=True, description="run the diagnosis probes on the trained candidate")
     diagnosis_users: int = Field(default=512, ge=10, description="users the per-user probes sample")
     list_users: tuple[int, ...] = Field(default=(), description="users whose top-10 the simulator critiques")
+    export_dir: str | None = Field(
+        default=None, description="export the trained model for serving (inside the sandbox) into this folder"
+    )
     work_dir: str | None = Field(default=None, description="where sandboxes run (default: a temporary folder)")
 
 
@@ -81,6 +94,14 @@ class EvaluationOutcome:
     isolation: tuple[str, ...] = ()
     diagnosis: dict[str, Any] | None = None
     diagnosis_error: str | None = None
+    artifact: str | None = None  # the serving artifact's folder, when exported
+    export_error: str | None = None
+
+
+def content_key(sources: dict[str, str]) -> str:
+    """A short content hash of the blocks: the artifact folder's name."""
+    digest = hashlib.sha256("".join(f"{block}\0{sources[block]}\0" for block in sorted(sources)).encode())
+    return digest.hexdigest()[:16]
 
 
 def static_check(sources: dict[str, str]) -> str | None:
@@ -103,7 +124,15 @@ def static_check(sources: dict[str, str]) -> str | None:
     return None
 
 
-def _stage(sources: dict[str, str], config: EvaluationConfig, job: dict[str, Any], wall: float, root: Path) -> Any:
+def _stage(
+    sources: dict[str, str],
+    config: EvaluationConfig,
+    job: dict[str, Any],
+    wall: float,
+    root: Path,
+    artifact_to: Path | None = None,
+) -> Any:
+    """One sandboxed run; an artifact the run exported is copied to ``artifact_to`` before the work dir goes."""
     workdir = Path(tempfile.mkdtemp(prefix="evaluation-", dir=root))
     try:
         candidate = workdir / "candidate"
@@ -113,7 +142,11 @@ def _stage(sources: dict[str, str], config: EvaluationConfig, job: dict[str, Any
         (workdir / "job.json").write_text(json.dumps({"dataset": config.dataset, **job}))
         limits = SandboxLimits(wall_seconds=wall, memory_bytes=int(config.memory_gib * 2**30))
         threads = str(config.threads)
-        return run_sandboxed(ENTRY, workdir, limits, env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+        outcome = run_sandboxed(ENTRY, workdir, limits, env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+        if artifact_to is not None and outcome.status == "ok" and (workdir / "artifact").is_dir():
+            shutil.rmtree(artifact_to, ignore_errors=True)
+            shutil.copytree(workdir / "artifact", artifact_to)
+        return outcome
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -127,19 +160,20 @@ def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> Eva
     root = Path(config.work_dir) if config.work_dir else Path(tempfile.gettempdir())
     root.mkdir(parents=True, exist_ok=True)
     common = {"seed": config.seed, "threads": config.threads}
-    diagnosis = {}
+    extra: dict[str, Any] = {"export": config.export_dir is not None}
     if config.diagnose:
         request = {"sample_size": config.diagnosis_users, "list_users": list(config.list_users), "seed": config.seed}
-        diagnosis = {"diagnosis": request}
+        extra["diagnosis"] = request
+    artifact = Path(config.export_dir) / content_key(sources) if config.export_dir else None
     stages: list[tuple[Stage, dict[str, Any], float]] = [
         ("smoke", {**common, "max_users": config.smoke_users, "max_epochs": 1, "budget_seconds": config.smoke_seconds},
          config.smoke_seconds + config.overhead_seconds),
-        ("train", {**common, "max_epochs": config.max_epochs, "budget_seconds": config.train_seconds, **diagnosis},
+        ("train", {**common, "max_epochs": config.max_epochs, "budget_seconds": config.train_seconds, **extra},
          config.train_seconds + config.overhead_seconds),
     ]  # fmt: skip
     outcome = None
     for stage, job, wall in stages:
-        outcome = _stage(sources, config, job, wall, root)
+        outcome = _stage(sources, config, job, wall, root, artifact if stage == "train" else None)
         if outcome.status != "ok":
             return EvaluationOutcome(
                 "failed", stage, f"{outcome.status}: {outcome.reason}", seconds=time.monotonic() - started,
@@ -158,4 +192,6 @@ def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> Eva
         isolation=outcome.isolation,
         diagnosis=result.get("diagnosis"),
         diagnosis_error=result.get("diagnosis_error"),
+        artifact=str(artifact) if artifact is not None and artifact.is_dir() else None,
+        export_error=result.get("export_error"),
     )
