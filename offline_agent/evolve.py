@@ -176,6 +176,19 @@ class Evolution:
         self.db.set_state("rejections", [*rejections, reason][-REJECTIONS_KEPT:])
         log.info("proposal rejected: %s", reason)
 
+    def _rule_record(self) -> dict[str, tuple[int, int]]:
+        """Per rule, how many children it produced in this run and how many beat their parent."""
+        record: dict[str, tuple[int, int]] = {}
+        for child in self.db.programs():
+            rule = child.feedback.get("rule") if child.feedback else None
+            if not rule or child.parent_key is None or child.status == "pending":
+                continue
+            parent = self.db.get(child.parent_key)
+            improved = child.status == "evaluated" and (child.fitness or 0.0) > (parent.fitness or 0.0)
+            tries, improvements = record.get(str(rule), (0, 0))
+            record[str(rule)] = (tries + 1, improvements + int(improved))
+        return record
+
     def _tried_rules(self, parent: Program) -> set[str]:
         children = [c for c in self.db.programs(island=parent.island) if c.parent_key == parent.key]
         return {str(c.feedback["rule"]) for c in children if c.feedback.get("rule")}
@@ -235,7 +248,7 @@ class Evolution:
         parent, inspirations = self.db.sample(island, self.rng)
         request = ProposalRequest(
             parent, inspirations, self._journal(), self.db.get_state("rejections", []), self._tried_rules(parent),
-            self.config.database.fitness, self.directional,
+            self.config.database.fitness, self.directional, self._rule_record(),
         )  # fmt: skip
         try:
             proposal = self.proposer.propose(request, self.rng)

@@ -88,3 +88,13 @@ def test_the_rulebook_sees_only_the_fitness_when_feedback_is_scalar(seeds_dir):
         proposer.propose(ProposalRequest(parent, [], [], [], directional=False), random.Random(0)).rule
         != "mmr_reranking"
     )
+
+
+def test_the_rulebook_learns_which_rules_improve_their_parents_in_this_run(seeds_dir):
+    parent = _parent(seeds_dir, "sasrec_ce")
+    proposer = RulebookProposer(explore=0.0)
+    fresh = proposer.propose(ProposalRequest(parent, [], [], []), random.Random(0)).rule
+    record = {fresh: (6, 0), "deeper": (3, 3)}  # the first choice kept failing, deeper kept improving
+    others = {rule.name: (3, 0) for rule in RULES if rule.name not in record}  # every other rule failed thrice
+    learned = proposer.propose(ProposalRequest(parent, [], [], [], rule_record={**others, **record}), random.Random(0))
+    assert fresh != "deeper" and learned.rule == "deeper"
