@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -87,3 +93,42 @@ def live(registry, catalog, artifacts) -> Iterator[tuple[LiveServer, httpx.Clien
     app = create_app(ServerConfig(reload_seconds=0.2), catalog, registry)
     with LiveServer(app, free_port()) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield server, client, version
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server (initdb + pg_ctl), when the binaries and psycopg are installed."""
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if not initdb or not pg_ctl or importlib.util.find_spec("psycopg") is None:
+        pytest.skip("PostgreSQL server binaries or psycopg are not installed")
+    folder = Path(tempfile.mkdtemp(prefix="evorec-postgres-"))  # outside pytest's root-only folder
+    as_owner: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(folder, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", free_port()
+    subprocess.run([*as_owner, initdb, "-D", str(data), "-A", "trust", "-U", "evorec"], check=True, capture_output=True)
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    start = [*as_owner, pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"]
+    subprocess.run(start, check=True, capture_output=True)
+    yield f"postgresql+psycopg://evorec@127.0.0.1:{port}"
+    subprocess.run([*as_owner, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> Callable[[str], str]:
+    """Makes a fresh empty database per call, on SQLite and on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return lambda name: f"sqlite:///{tmp_path / name}.db"
+    import psycopg
+
+    server = request.getfixturevalue("postgres_server")
+
+    def create(name: str) -> str:
+        database = f"{name}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(server.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{database}"')
+        return f"{server}/{database}"
+
+    return create

@@ -42,8 +42,13 @@ def _url(path: Path) -> str:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    with Registry(_url(tmp_path / "registry.db")) as opened:
+def registry_url(database_url: Callable[[str], str]) -> str:
+    return database_url("registry")
+
+
+@pytest.fixture
+def registry(registry_url: str) -> Iterator[Registry]:
+    with Registry(registry_url) as opened:
         yield opened
 
 
@@ -285,9 +290,9 @@ def test_expected_state_refuses_a_move_someone_else_made_first(registry: Registr
     assert registry.get(version_id).state == "experimenting"
 
 
-def test_nothing_reaches_production_without_an_approval_row(registry: Registry, tmp_path: Path) -> None:
+def test_nothing_reaches_production_without_an_approval_row(registry: Registry, registry_url: str) -> None:
     version_id = _awaiting(registry)
-    with create_engine(_url(tmp_path / "registry.db")).begin() as connection:  # edited behind the registry's back
+    with create_engine(registry_url).begin() as connection:  # edited behind the registry's back
         connection.execute(text("UPDATE model_versions SET state = 'approved' WHERE id = :id"), {"id": version_id})
     with pytest.raises(RegistryError, match=f"version {version_id} has no approval in the audit log"):
         registry.transition(version_id, "production", actor="mallory", reason="ship it")
@@ -402,8 +407,8 @@ def _race_operations(url: str, fresh_url: str, ids: dict[str, Any], worker: int,
     return outcomes
 
 
-def test_concurrent_processes_serialise_and_keep_the_invariants(tmp_path: Path) -> None:
-    url, fresh_url = _url(tmp_path / "registry.db"), _url(tmp_path / "fresh.db")
+def test_concurrent_processes_serialise_and_keep_the_invariants(database_url: Callable[[str], str]) -> None:
+    url, fresh_url = database_url("registry"), database_url("fresh")
     with Registry(url) as registry:
         queued = _register(registry)
         _advance(registry, queued, "queued")
