@@ -1,0 +1,196 @@
+"""One simulated A/B experiment: a pre-registered plan, hashed assignment, arms served by registry models.
+
+The plan is written before the run (``plan.json`` in the run folder) and the run only reads it:
+arms, split, unit, duration, metrics, α, power and the minimum detectable effect. Users are
+assigned by salted hash of their id (the serving layer's routing), each arm's slates come from
+its registry model through the serving layer's scoring (in process), and the run writes the event log (Parquet) and one row per user with the experiment's and
+the pre-period's metrics, plus the guardrails measured on the served slates.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ab_testing.events import EventLog
+from ab_testing.ground_truth import GroundTruth
+from ab_testing.population import Population, PopulationConfig, simulate
+from recsys.data.prepared import PreparedDataset
+from recsys.evaluation import ItemCatalog, list_diversity
+from recsys.sequences import UserSequences
+from serving.artifacts import LoadedModel
+from serving.batcher import rank
+from serving.routing import assign_arm
+
+SCORING_CHUNK = 256
+
+
+class ArmPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    version: int | None = Field(default=None, description="registry version id; none: the production model")
+    weight: float = Field(default=1.0, gt=0, description="share of users, relative to the other arms")
+
+
+class ExperimentPlan(BaseModel):
+    """A pre-registered experiment (YAML section ``experiment``); the first arm is the control."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    dataset: str = "ml-latest-small"
+    arms: tuple[ArmPlan, ...] = Field(min_length=2)
+    salt: str | None = Field(default=None, description="assignment salt; the experiment's name by default")
+    unit: str = Field(default="user", pattern="^user$", description="the randomisation unit")
+    users: int = Field(default=20_000, ge=100)
+    days: int = Field(default=14, ge=1)
+    pre_period_days: int = Field(default=7, ge=0, description="days before the start, the CUPED covariates")
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    power: float = Field(default=0.8, gt=0, lt=1)
+    mde: float = Field(default=0.02, gt=0, description="minimum detectable relative effect on the north star")
+    seed: int = 0
+    population: dict[str, Any] = Field(default_factory=dict, description="overrides of the population settings")
+
+    @model_validator(mode="after")
+    def _distinct_arms(self) -> ExperimentPlan:
+        names = [arm.name for arm in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be distinct, got {names}")
+        return self
+
+    @property
+    def assignment_salt(self) -> str:
+        return self.salt or self.name
+
+    def population_config(self) -> PopulationConfig:
+        settings = {"users": self.users, "days": self.days, "pre_period_days": self.pre_period_days, "seed": self.seed}
+        return PopulationConfig(**{**self.population, **settings})
+
+
+def assign(plan: ExperimentPlan, user_ids: Sequence[str]) -> np.ndarray:
+    """Arm index of each user, by salted hash of the id (the same routing the server uses)."""
+    names = [arm.name for arm in plan.arms]
+    weights = [arm.weight for arm in plan.arms]
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[assign_arm(plan.assignment_salt, user, names, weights)] for user in user_ids])
+
+
+def simulated_user_ids(count: int) -> list[str]:
+    return [f"sim-{user}" for user in range(count)]
+
+
+@dataclass
+class ServedPolicy:
+    """An arm's model as a population policy, instrumented for the guardrails.
+
+    The model sees the real user the simulated one was drawn from (``source_user``: user-id based
+    models need a known id) and the simulated history. Latency is recorded per request, each
+    request being one user's slate scored in a micro-batch of ``SCORING_CHUNK``.
+    """
+
+    model: LoadedModel
+    source_user: np.ndarray
+    catalog: ItemCatalog
+    slate_size: int
+    latencies_ms: list[float] = field(default_factory=list)
+    exposure: np.ndarray | None = None
+    diversity_sum: dict[int, float] = field(default_factory=dict)
+    diversity_count: dict[int, int] = field(default_factory=dict)
+
+    def __call__(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        slates = np.zeros((len(users), self.slate_size), dtype=np.int64)
+        for start in range(0, len(users), SCORING_CHUNK):
+            chunk = slice(start, start + SCORING_CHUNK)
+            began = time.perf_counter()
+            sources, batch = self.source_user[users[chunk]], histories[chunk]
+            rankings = rank(self.model, sources, batch, [self.slate_size] * len(batch))
+            elapsed = (time.perf_counter() - began) * 1000
+            self.latencies_ms.extend([elapsed / len(rankings)] * len(rankings))
+            for row, ranking in enumerate(rankings, start):
+                slates[row, : len(ranking.items)] = ranking.items
+        self._observe(users, slates)
+        return slates
+
+    def _observe(self, users: np.ndarray, slates: np.ndarray) -> None:
+        if self.exposure is None:
+            self.exposure = np.zeros(len(self.catalog.popularity), dtype=np.int64)
+        np.add.at(self.exposure, slates.ravel(), 1)
+        diversity = list_diversity(torch.from_numpy(slates), self.catalog).numpy()
+        for user, value in zip(users.tolist(), diversity.tolist(), strict=True):
+            self.diversity_sum[user] = self.diversity_sum.get(user, 0.0) + value
+            self.diversity_count[user] = self.diversity_count.get(user, 0) + 1
+
+    def diversity(self, users: int) -> np.ndarray:
+        """Per user, the mean genre diversity of the slates they were shown (NaN if none)."""
+        out = np.full(users, np.nan)
+        for user, total in self.diversity_sum.items():
+            out[user] = total / self.diversity_count[user]
+        return out
+
+
+@dataclass(frozen=True)
+class ExperimentRun:
+    """What a run produced: the per-user frame, arm-level guardrails, and where it was written."""
+
+    plan: ExperimentPlan
+    users: pd.DataFrame
+    guardrails: dict[str, dict[str, float]]
+    folder: Path
+    seconds: float
+
+
+def run_experiment(
+    plan: ExperimentPlan,
+    prepared: PreparedDataset,
+    models: dict[str, LoadedModel],
+    folder: Path,
+    ground_truth: GroundTruth | None = None,
+) -> ExperimentRun:
+    """Simulate the plan with ``models`` (arm name -> served model) and write the run to ``folder``."""
+    started = time.monotonic()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n")
+    sequences = UserSequences.from_prepared(prepared)
+    truth = ground_truth or GroundTruth.fit(prepared, seed=plan.seed)
+    population = Population.sample(truth, sequences, plan.population_config())
+    catalog = ItemCatalog.build(prepared, sequences)
+    slate_size = population.config.slate_size
+    policies = {
+        arm.name: ServedPolicy(models[arm.name], population.source_user, catalog, slate_size) for arm in plan.arms
+    }
+    control = models[plan.arms[0].name]
+    pre_period = ServedPolicy(control, population.source_user, catalog, slate_size)  # everyone on the control
+    assignment = assign(plan, simulated_user_ids(population.num_users))
+    with EventLog([arm.name for arm in plan.arms], folder / "events.parquet") as log:
+        summary = simulate(population, dict(policies), assignment, log=log, pre_policy=pre_period)
+    frame = summary.to_frame()
+    frame.insert(0, "user_id", simulated_user_ids(population.num_users))
+    diversity = np.full(population.num_users, np.nan)
+    for policy in policies.values():  # each user saw one arm: take the values where there are some
+        diversity = np.where(np.isnan(diversity), policy.diversity(population.num_users), diversity)
+    frame["diversity"] = diversity
+    frame["pre_diversity"] = pre_period.diversity(population.num_users)
+    frame.to_parquet(folder / "users.parquet", index=False)
+    guardrails = {name: _arm_guardrails(policy, catalog) for name, policy in policies.items()}
+    (folder / "guardrails.json").write_text(json.dumps(guardrails, indent=2) + "\n")
+    return ExperimentRun(plan, frame, guardrails, folder, round(time.monotonic() - started, 1))
+
+
+def _arm_guardrails(policy: ServedPolicy, catalog: ItemCatalog) -> dict[str, float]:
+    shown = policy.exposure if policy.exposure is not None else np.zeros(1)
+    latencies = np.asarray(policy.latencies_ms) if policy.latencies_ms else np.zeros(1)
+    return {
+        "coverage": float((shown[1:] > 0).mean()),
+        "p50_latency_ms": round(float(np.percentile(latencies, 50)), 3),
+        "p99_latency_ms": round(float(np.percentile(latencies, 99)), 3),
+    }

@@ -1,0 +1,55 @@
+"""A simulated experiment end to end: two trained, exported models as arms, hashed assignment, logs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ab_testing.events import EventLog
+from ab_testing.experiment import ArmPlan, ExperimentPlan, assign, run_experiment, simulated_user_ids
+from recsys.candidate import load_candidate
+from recsys.trainer import Trainer, TrainerConfig
+from serving.artifacts import export_trained, load_artifact
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def models(prepared_small, seeds_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("arms")
+    loaded = {}
+    for arm, seed in (("control", "mf_bpr"), ("treatment", "sasrec_ce")):
+        trainer = Trainer(load_candidate(seeds_dir / seed), prepared_small, TrainerConfig(max_epochs=1, progress=False))
+        loaded[arm] = load_artifact(str(export_trained(trainer, trainer.fit(), folder / seed)))
+    return loaded
+
+
+PLAN = ExperimentPlan(
+    name="exp-1", arms=(ArmPlan(name="control"), ArmPlan(name="treatment")), users=600, days=4, pre_period_days=2
+)
+
+
+def test_assignment_is_a_stable_salted_hash_with_the_planned_split():
+    users = simulated_user_ids(4000)
+    first = assign(PLAN, users)
+    assert np.array_equal(first, assign(PLAN, users))
+    assert 0.46 < first.mean() < 0.54
+    resalted = assign(PLAN.model_copy(update={"salt": "other"}), users)
+    assert 0.4 < (first == resalted).mean() < 0.6  # a new salt reshuffles users
+    skewed = PLAN.model_copy(update={"arms": (ArmPlan(name="control", weight=3), ArmPlan(name="treatment"))})
+    assert 0.2 < assign(skewed, users).mean() < 0.3
+
+
+def test_a_run_writes_the_plan_the_events_and_per_user_metrics(prepared_small, models, tmp_path):
+    run = run_experiment(PLAN, prepared_small, models, tmp_path / "exp-1")
+    frame = pd.read_parquet(tmp_path / "exp-1" / "users.parquet")
+    assert len(frame) == 600 and set(frame["arm"]) == {"control", "treatment"}
+    assert {"retained_d7", "active_days", "mean_satisfaction", "clicks", "diversity", "pre_active_days"} <= set(frame)
+    assert ExperimentPlan.model_validate_json((tmp_path / "exp-1" / "plan.json").read_text()) == PLAN
+    events = EventLog.read(tmp_path / "exp-1" / "events.parquet")
+    assert set(events["day"]) == set(range(-2, 4)) and set(events["arm"]) == {"control", "treatment"}
+    visited = frame["active_days"] > 0
+    assert frame.loc[visited, "diversity"].between(0, 1).all() and frame.loc[~visited, "diversity"].isna().all()
+    for guardrails in run.guardrails.values():
+        assert 0 < guardrails["coverage"] <= 1 and 0 < guardrails["p50_latency_ms"] <= guardrails["p99_latency_ms"]
