@@ -48,3 +48,18 @@ def prepared_small(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def seeds_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "offline_agent" / "seeds"
+
+
+@pytest.fixture(scope="session")
+def artifacts(prepared_small, seeds_dir, tmp_path_factory) -> dict[str, Path]:
+    """sasrec_ce and mf_bpr trained for one epoch on ``prepared_small`` and exported for serving."""
+    from recsys.candidate import load_candidate
+    from recsys.trainer import Trainer, TrainerConfig
+    from serving.artifacts import export_trained
+
+    folder = tmp_path_factory.mktemp("artifacts")
+    exported = {}
+    for seed in ("sasrec_ce", "mf_bpr"):
+        trainer = Trainer(load_candidate(seeds_dir / seed), prepared_small, TrainerConfig(max_epochs=1, progress=False))
+        exported[seed] = export_trained(trainer, trainer.fit(), folder / seed)
+    return exported

@@ -8,25 +8,18 @@ import pytest
 
 from ab_testing.events import EventLog
 from ab_testing.experiment import ArmPlan, ExperimentPlan, assign, run_experiment, simulated_user_ids
-from recsys.candidate import load_candidate
-from recsys.trainer import Trainer, TrainerConfig
-from serving.artifacts import export_trained, load_artifact
+from serving.artifacts import load_artifact
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def models(prepared_small, seeds_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("arms")
-    loaded = {}
-    for arm, seed in (("control", "mf_bpr"), ("treatment", "sasrec_ce")):
-        trainer = Trainer(load_candidate(seeds_dir / seed), prepared_small, TrainerConfig(max_epochs=1, progress=False))
-        loaded[arm] = load_artifact(str(export_trained(trainer, trainer.fit(), folder / seed)))
-    return loaded
+def models(artifacts):
+    return {"control": load_artifact(str(artifacts["mf_bpr"])), "treatment": load_artifact(str(artifacts["sasrec_ce"]))}
 
 
 PLAN = ExperimentPlan(
-    name="exp-1", arms=(ArmPlan(name="control"), ArmPlan(name="treatment")), users=600, days=4, pre_period_days=2
+    name="exp-1", arms=(ArmPlan(name="control"), ArmPlan(name="treatment")), users=300, days=3, pre_period_days=1
 )
 
 
@@ -44,11 +37,11 @@ def test_assignment_is_a_stable_salted_hash_with_the_planned_split():
 def test_a_run_writes_the_plan_the_events_and_per_user_metrics(prepared_small, models, tmp_path):
     run = run_experiment(PLAN, prepared_small, models, tmp_path / "exp-1")
     frame = pd.read_parquet(tmp_path / "exp-1" / "users.parquet")
-    assert len(frame) == 600 and set(frame["arm"]) == {"control", "treatment"}
+    assert len(frame) == 300 and set(frame["arm"]) == {"control", "treatment"}
     assert {"retained_d7", "active_days", "mean_satisfaction", "clicks", "diversity", "pre_active_days"} <= set(frame)
     assert ExperimentPlan.model_validate_json((tmp_path / "exp-1" / "plan.json").read_text()) == PLAN
     events = EventLog.read(tmp_path / "exp-1" / "events.parquet")
-    assert set(events["day"]) == set(range(-2, 4)) and set(events["arm"]) == {"control", "treatment"}
+    assert set(events["day"]) == set(range(-1, 3)) and set(events["arm"]) == {"control", "treatment"}
     visited = frame["active_days"] > 0
     assert frame.loc[visited, "diversity"].between(0, 1).all() and frame.loc[~visited, "diversity"].isna().all()
     for guardrails in run.guardrails.values():

@@ -1,4 +1,4 @@
-"""Real exported models of real (briefly) trained seeds, a real registry, and a live uvicorn server."""
+"""A real registry (SQLite, and PostgreSQL when installed) and a live uvicorn server."""
 
 from __future__ import annotations
 
@@ -18,23 +18,9 @@ import httpx
 import pytest
 import uvicorn
 
-from recsys.candidate import load_candidate
-from recsys.trainer import Trainer, TrainerConfig
-from serving.artifacts import export_trained
 from serving.catalog import ServingCatalog
 from serving.registry import Registry
 from serving.server import ServerConfig, create_app
-
-
-def _export(prepared, seeds_dir: Path, seed: str, folder: Path) -> Path:
-    trainer = Trainer(load_candidate(seeds_dir / seed), prepared, TrainerConfig(max_epochs=1, progress=False))
-    return export_trained(trainer, trainer.fit(), folder / seed)
-
-
-@pytest.fixture(scope="session")
-def artifacts(prepared_small, seeds_dir, tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("artifacts")
-    return {seed: _export(prepared_small, seeds_dir, seed, folder) for seed in ("sasrec_ce", "mf_bpr")}
 
 
 def promote(registry: Registry, artifact: Path, candidate: str) -> int:

@@ -18,7 +18,7 @@ def test_no_generated_request_makes_the_server_fail(live):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         def no_server_error(case):
             case.call_and_validate(checks=[not_a_server_error])
 
