@@ -1,10 +1,11 @@
 """One simulated A/B experiment: a pre-registered plan, hashed assignment, arms served by registry models.
 
 The plan is written before the run (``plan.json`` in the run folder) and the run only reads it:
-arms, split, unit, duration, metrics, α, power and the minimum detectable effect. Users are
-assigned by salted hash of their id (the serving layer's routing), each arm's slates come from
-its registry model through the serving layer's scoring (in process), and the run writes the event log (Parquet) and one row per user with the experiment's and
-the pre-period's metrics, plus the guardrails measured on the served slates.
+arms, split, unit, duration, metrics, alpha, power and the minimum detectable effect. Users are
+assigned by salted hash of their id (the serving layer's routing); each arm's slates come from its
+model through the serving layer's scoring, in process. The run writes the event log (Parquet),
+one row per user with the experiment's and the pre-period's metrics, and the guardrails measured
+on the served slates.
 """
 
 from __future__ import annotations

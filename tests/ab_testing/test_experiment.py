@@ -46,3 +46,21 @@ def test_a_run_writes_the_plan_the_events_and_per_user_metrics(prepared_small, m
     assert frame.loc[visited, "diversity"].between(0, 1).all() and frame.loc[~visited, "diversity"].isna().all()
     for guardrails in run.guardrails.values():
         assert 0 < guardrails["coverage"] <= 1 and 0 < guardrails["p50_latency_ms"] <= guardrails["p99_latency_ms"]
+
+
+def test_the_analysis_tests_every_registered_metric_and_explains_its_verdict(prepared_small, models, tmp_path):
+    from ab_testing.analysis import analyse
+
+    plan = PLAN.model_copy(update={"users": 2000, "days": 8})
+    run = run_experiment(plan, prepared_small, models, tmp_path / "exp-2")
+    [analysis] = analyse(run)
+    assert (analysis.control, analysis.treatment) == ("control", "treatment")
+    assert {"retained_d7", "active_days", "satisfaction", "ctr", "consumption", "diversity"} == set(
+        analysis.comparisons
+    )
+    assert "retained_d14" not in analysis.comparisons  # the run is shorter than 14 days
+    assert analysis.comparisons["active_days"].variance_reduction is not None
+    assert not analysis.srm.mismatch
+    report = analysis.to_json()
+    assert report["ship"] == analysis.ship and report["reasons"][0].startswith(("Ship", "Do not ship"))
+    assert {g["name"] for g in report["arm_guardrails"]} == {"coverage", "p99_latency_ms"}

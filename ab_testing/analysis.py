@@ -1,0 +1,126 @@
+"""From an experiment run to its verdict: each pre-registered metric's test, the SRM check, the decision.
+
+North stars are per-user retention, active days and long-term satisfaction (CUPED on the
+pre-period, where every user was served the control); proxies are CTR (delta-method ratio test,
+users as the unit) and consumption; the guardrails are per-user genre diversity (a non-inferiority
+margin), and arm-level catalogue coverage and p99 scoring latency (point estimates against their
+margins, as they have no per-user values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ab_testing.decision import Decision, MetricSpec, decide
+from ab_testing.experiment import ExperimentRun
+from ab_testing.statistics import Comparison, SRMResult, cuped_welch, ratio_test, srm_check, welch_test
+
+COVARIATES = {"active_days": "pre_active_days", "retained_d7": "pre_active_days",
+              "retained_d14": "pre_active_days", "satisfaction": "pre_satisfaction"}  # fmt: skip
+ARM_GUARDRAILS = {"coverage": ("increase", 0.10), "p99_latency_ms": ("decrease", 0.25)}  # direction, relative margin
+
+
+def default_metrics(days: int) -> list[MetricSpec]:
+    """The pre-registered metric set; retention at day N only when the experiment lasts N days."""
+    retention = [MetricSpec(name=f"retained_d{day}", kind="north_star", test="cuped") for day in (7, 14) if days > day]
+    return [
+        *retention,
+        MetricSpec(name="active_days", kind="north_star", test="cuped"),
+        MetricSpec(name="satisfaction", kind="north_star", test="cuped"),
+        MetricSpec(name="ctr", kind="proxy", test="ratio"),
+        MetricSpec(name="consumption", kind="proxy"),
+        MetricSpec(name="diversity", kind="guardrail", non_inferiority_margin=0.02),
+    ]
+
+
+@dataclass(frozen=True)
+class ArmGuardrail:
+    name: str
+    control: float
+    treatment: float
+    relative_change: float
+    margin: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The verdict of one treatment arm against the control."""
+
+    treatment: str
+    control: str
+    comparisons: dict[str, Comparison]
+    specs: list[MetricSpec]
+    srm: SRMResult
+    decision: Decision
+    arm_guardrails: list[ArmGuardrail]
+
+    @property
+    def ship(self) -> bool:
+        return self.decision.ship and all(g.passed for g in self.arm_guardrails)
+
+    def reasons(self) -> list[str]:
+        failed = [
+            f"{g.name} {g.relative_change:+.1%} against a margin of {g.margin:.0%}: worse" for g in self.arm_guardrails
+            if not g.passed
+        ]  # fmt: skip
+        return [*self.decision.reasons, *failed]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "treatment": self.treatment,
+            "control": self.control,
+            "ship": self.ship,
+            "reasons": self.reasons(),
+            "metrics": {name: {"kind": spec.kind, **asdict(self.comparisons[spec.name])} for name, spec in
+                        ((s.name, s) for s in self.specs)},
+            "srm": asdict(self.srm),
+            "arm_guardrails": [asdict(g) for g in self.arm_guardrails],
+        }  # fmt: skip
+
+
+def _compare(spec: MetricSpec, treated: pd.DataFrame, control: pd.DataFrame, alpha: float) -> Comparison:
+    if spec.test == "ratio":
+        return ratio_test(treated["clicks"], treated["impressions"], control["clicks"], control["impressions"], alpha)
+    if spec.test == "cuped":
+        covariate = COVARIATES[spec.name]
+        return cuped_welch(
+            treated[spec.name].astype(float), control[spec.name].astype(float),
+            treated[covariate].astype(float), control[covariate].astype(float), alpha,
+        )  # fmt: skip
+    values_t, values_c = treated[spec.name].astype(float), control[spec.name].astype(float)
+    return welch_test(values_t[np.isfinite(values_t)], values_c[np.isfinite(values_c)], alpha)
+
+
+def _arm_guardrails(run: ExperimentRun, treatment: str, control: str) -> list[ArmGuardrail]:
+    checks = []
+    for name, (direction, margin) in ARM_GUARDRAILS.items():
+        before, after = run.guardrails[control][name], run.guardrails[treatment][name]
+        change = (after - before) / before if before else 0.0
+        harm = -change if direction == "increase" else change
+        checks.append(ArmGuardrail(name, before, after, change, margin, harm <= margin))
+    return checks
+
+
+def analyse(run: ExperimentRun, specs: list[MetricSpec] | None = None) -> list[Analysis]:
+    """One analysis per treatment arm against the control (the plan's first arm)."""
+    plan = run.plan
+    specs = specs or default_metrics(plan.days)
+    frame = run.users
+    counts = frame["arm"].value_counts()
+    names = [arm.name for arm in plan.arms]
+    weights = np.array([arm.weight for arm in plan.arms])
+    srm = srm_check([int(counts.get(name, 0)) for name in names], weights / weights.sum())
+    control = names[0]
+    analyses = []
+    for treatment in names[1:]:
+        treated, baseline = frame[frame["arm"] == treatment], frame[frame["arm"] == control]
+        comparisons = {spec.name: _compare(spec, treated, baseline, plan.alpha) for spec in specs}
+        decision = decide(comparisons, specs, srm, plan.alpha)
+        analyses.append(Analysis(treatment, control, comparisons, specs, srm, decision,
+                                 _arm_guardrails(run, treatment, control)))  # fmt: skip
+    return analyses
