@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ab_testing.events import EventLog
 from ab_testing.ground_truth import GroundTruth
 from ab_testing.population import Population, PopulationConfig, simulate
+from evorec.exceptions import EvorecError
 from recsys.data.prepared import PreparedDataset
 from recsys.evaluation import ItemCatalog, list_diversity
 from recsys.sequences import UserSequences
@@ -33,6 +34,12 @@ from serving.batcher import rank
 from serving.routing import assign_arm
 
 SCORING_CHUNK = 256
+SEGMENTS = ("light", "medium", "heavy")  # users by activity tercile
+RUN_FILES = ("plan.json", "users.parquet", "visits.npy", "guardrails.json", "run.json")
+
+
+class ExperimentError(EvorecError):
+    """An experiment cannot be run or read as planned."""
 
 
 class ArmPlan(BaseModel):
@@ -84,6 +91,13 @@ def assign(plan: ExperimentPlan, user_ids: Sequence[str]) -> np.ndarray:
     weights = [arm.weight for arm in plan.arms]
     index = {name: i for i, name in enumerate(names)}
     return np.array([index[assign_arm(plan.assignment_salt, user, names, weights)] for user in user_ids])
+
+
+def activity_segments(activity: np.ndarray) -> np.ndarray:
+    """Light, medium or heavy: each user's activity tercile (ties broken by position)."""
+    ranks = np.empty(len(activity), dtype=np.int64)
+    ranks[np.argsort(activity, kind="stable")] = np.arange(len(activity))
+    return np.array(SEGMENTS)[ranks * len(SEGMENTS) // max(len(activity), 1)]
 
 
 def simulated_user_ids(count: int) -> list[str]:
@@ -141,13 +155,30 @@ class ServedPolicy:
 
 @dataclass(frozen=True)
 class ExperimentRun:
-    """What a run produced: the per-user frame, arm-level guardrails, and where it was written."""
+    """What a run produced: the per-user frame, daily visits, arm-level guardrails, and its folder."""
 
     plan: ExperimentPlan
     users: pd.DataFrame
+    visits: np.ndarray  # users X days: came back on each day of the experiment
     guardrails: dict[str, dict[str, float]]
     folder: Path
     seconds: float
+
+    @classmethod
+    def load(cls, folder: Path) -> ExperimentRun:
+        """A finished run from its folder (to analyse or report it again)."""
+        missing = [name for name in RUN_FILES if not (folder / name).exists()]
+        if missing:
+            raise ExperimentError(f"{folder}: not a finished experiment run ({', '.join(missing)} missing)")
+        meta = json.loads((folder / "run.json").read_text())
+        return cls(
+            ExperimentPlan.model_validate_json((folder / "plan.json").read_text()),
+            pd.read_parquet(folder / "users.parquet"),
+            np.load(folder / "visits.npy"),
+            json.loads((folder / "guardrails.json").read_text()),
+            folder,
+            float(meta["seconds"]),
+        )
 
 
 def run_experiment(
@@ -181,10 +212,17 @@ def run_experiment(
         diversity = np.where(np.isnan(diversity), policy.diversity(population.num_users), diversity)
     frame["diversity"] = diversity
     frame["pre_diversity"] = pre_period.diversity(population.num_users)
+    activity = population.activity
+    frame["segment"] = pd.cut(
+        activity, np.quantile(activity, [0, 1 / 3, 2 / 3, 1]), labels=SEGMENTS, include_lowest=True
+    )
     frame.to_parquet(folder / "users.parquet", index=False)
+    np.save(folder / "visits.npy", summary.experiment.visits)
     guardrails = {name: _arm_guardrails(policy, catalog) for name, policy in policies.items()}
     (folder / "guardrails.json").write_text(json.dumps(guardrails, indent=2) + "\n")
-    return ExperimentRun(plan, frame, guardrails, folder, round(time.monotonic() - started, 1))
+    seconds = round(time.monotonic() - started, 1)
+    (folder / "run.json").write_text(json.dumps({"seconds": seconds, "users": population.num_users}) + "\n")
+    return ExperimentRun(plan, frame, summary.experiment.visits, guardrails, folder, seconds)
 
 
 def _arm_guardrails(policy: ServedPolicy, catalog: ItemCatalog) -> dict[str, float]:

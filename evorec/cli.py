@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from evorec.cli_experiment import experiment_app
 from evorec.cli_registry import promote_app, registry_app
 from evorec.exceptions import ConfigError, EvorecError
 
@@ -27,6 +28,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Fetch, prepare and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(promote_app, name="promote")
+app.add_typer(experiment_app, name="experiment")
 app.add_typer(registry_app, name="registry")
 
 DataDir = Annotated[

@@ -7,7 +7,17 @@ import pandas as pd
 import pytest
 
 from ab_testing.events import EventLog
-from ab_testing.experiment import ArmPlan, ExperimentPlan, assign, run_experiment, simulated_user_ids
+from ab_testing.analysis import analyse
+from ab_testing.experiment import (
+    ArmPlan,
+    ExperimentError,
+    ExperimentPlan,
+    ExperimentRun,
+    assign,
+    run_experiment,
+    simulated_user_ids,
+)
+from ab_testing.report import write_report
 from serving.artifacts import load_artifact
 
 pytestmark = pytest.mark.integration
@@ -49,9 +59,7 @@ def test_a_run_writes_the_plan_the_events_and_per_user_metrics(prepared_small, m
 
 
 def test_the_analysis_tests_every_registered_metric_and_explains_its_verdict(prepared_small, models, tmp_path):
-    from ab_testing.analysis import analyse
-
-    plan = PLAN.model_copy(update={"users": 2000, "days": 8})
+    plan = PLAN.model_copy(update={"users": 1000, "days": 8})
     run = run_experiment(plan, prepared_small, models, tmp_path / "exp-2")
     [analysis] = analyse(run)
     assert (analysis.control, analysis.treatment) == ("control", "treatment")
@@ -64,3 +72,46 @@ def test_the_analysis_tests_every_registered_metric_and_explains_its_verdict(pre
     report = analysis.to_json()
     assert report["ship"] == analysis.ship and report["reasons"][0].startswith(("Ship", "Do not ship"))
     assert {g["name"] for g in report["arm_guardrails"]} == {"coverage", "p99_latency_ms"}
+
+
+@pytest.mark.slow
+def test_experiment_run_list_and_report_from_the_command_line(prepared_small, artifacts, tmp_path):
+    import subprocess
+    import sys
+
+    from serving.registry import Registry
+
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    with Registry(url) as registry:
+        ids = []
+        for seed in ("mf_bpr", "sasrec_ce"):
+            version = registry.register(candidate_id=seed, content_hash=seed, artifact_uri=str(artifacts[seed]),
+                                        metrics={}, actor="test", reason="trained")  # fmt: skip
+            ids.append(version.id)
+        for state in ("queued", "experimenting", "awaiting_approval"):
+            registry.transition(ids[0], state, actor="test", reason="bootstrap")
+        registry.approve(ids[0], actor="reviewer", reason="bootstrap production")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        f"experiment:\n  name: cli-1\n  dataset: {prepared_small.path}\n  users: 300\n  days: 3\n"
+        f"  pre_period_days: 1\n  arms:\n    - {{name: control}}\n    - {{name: treatment, version: {ids[1]}}}\n"
+    )
+    runs = tmp_path / "runs"
+
+    def evorec(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "evorec", *args], capture_output=True, text=True, timeout=600)
+
+    ran = evorec("experiment", "run", "--config", str(plan), "--registry", url, "--runs", str(runs))
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    page = (runs / "cli-1" / "report-treatment.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "Health checks" in page
+    markdown = (runs / "cli-1" / "report-treatment.md").read_text()
+    assert "sample ratio" in markdown and "| active_days | north_star |" in markdown
+    listed = evorec("experiment", "list", "--runs", str(runs))
+    assert listed.returncode == 0 and "cli-1" in listed.stdout
+    (runs / "cli-1" / "report-treatment.md").unlink()  # `evorec experiment report` rewrites it the same way
+    run = ExperimentRun.load(runs / "cli-1")
+    [analysis] = analyse(run)
+    assert write_report(run, analysis)["md"].read_text() == markdown
+    with pytest.raises(ExperimentError, match="not a finished experiment run"):
+        ExperimentRun.load(tmp_path)

@@ -1,0 +1,80 @@
+"""`evorec experiment run|list|report`: simulated A/B experiments of registry model versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evorec.exceptions import EvorecError
+
+experiment_app = typer.Typer(help="Run simulated A/B experiments and read their reports.", no_args_is_help=True)
+console = Console()
+RUNS = Path("runs") / "experiments"
+
+Runs = Annotated[Path, typer.Option("--runs", help="Folder holding one sub-folder per experiment run.")]
+
+
+@experiment_app.command("run")
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Experiment plan YAML (section experiment).")],
+    registry: Annotated[str | None, typer.Option(help="Registry URL (default: $EVOREC_REGISTRY_URL).")] = None,
+    runs: Runs = RUNS,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Cache of prepared data.")] = None,
+) -> None:
+    """Run a pre-registered plan: each arm is a registry version (none: the production model)."""
+    from ab_testing.analysis import analyse
+    from ab_testing.experiment import ExperimentPlan, run_experiment
+    from ab_testing.report import write_report
+    from evorec.config_files import load_yaml_model
+    from evorec.main_job import prepared_dataset
+    from evorec.settings import get_settings
+    from serving.artifacts import load_artifact
+    from serving.registry import Registry, default_registry_url
+
+    plan = load_yaml_model(config, ExperimentPlan, "experiment plan", section="experiment")
+    settings = get_settings(data_dir)
+    with Registry(registry or default_registry_url(settings)) as store:
+        models = {}
+        for arm in plan.arms:
+            version = store.get(arm.version) if arm.version is not None else store.production()
+            if version is None:
+                raise EvorecError(f"arm {arm.name} names no version and no model is in production")
+            models[arm.name] = load_artifact(version.artifact_uri)
+    console.print(f"running {plan.name}: {plan.users:,} users, {plan.days} days")
+    experiment = run_experiment(plan, prepared_dataset(plan.dataset, settings), models, runs / plan.name)
+    for analysis in analyse(experiment):
+        paths = write_report(experiment, analysis)
+        verdict = "[green]ship (awaiting approval)[/]" if analysis.ship else "[red]do not ship[/]"
+        console.print(f"{analysis.treatment}: {verdict}: {analysis.reasons()[0]}")
+        console.print(f"report: {paths['html']}")
+
+
+@experiment_app.command("list")
+def list_runs(runs: Runs = RUNS) -> None:
+    """The experiment runs in --runs with their verdicts."""
+    import json
+
+    table = Table(title=f"experiments in {runs}")
+    for column in ("experiment", "treatment", "verdict", "first reason"):
+        table.add_column(column)
+    for report in sorted(runs.glob("*/report-*.json")):
+        payload = json.loads(report.read_text())
+        verdict = "ship" if payload["ship"] else "do not ship"
+        table.add_row(report.parent.name, payload["treatment"], verdict, payload["reasons"][0])
+    console.print(table)
+
+
+@experiment_app.command("report")
+def report(folder: Annotated[Path, typer.Argument(help="An experiment run folder.")]) -> None:
+    """Analyse a finished run again and rewrite its reports (JSON, Markdown, HTML)."""
+    from ab_testing.analysis import analyse
+    from ab_testing.experiment import ExperimentRun
+    from ab_testing.report import write_report
+
+    experiment = ExperimentRun.load(folder)
+    for analysis in analyse(experiment):
+        console.print(f"report: {write_report(experiment, analysis)['html']}")
