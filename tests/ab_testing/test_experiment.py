@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ab_testing.events import EventLog
 from ab_testing.analysis import analyse
+from ab_testing.events import EventLog
 from ab_testing.experiment import (
     ArmPlan,
     ExperimentError,
