@@ -21,10 +21,10 @@ from ab_testing.statistics import Comparison, SRMResult, cuped_welch, ratio_test
 
 COVARIATES = {"active_days": "pre_active_days", "retained_d7": "pre_active_days",
               "retained_d14": "pre_active_days", "satisfaction": "pre_satisfaction"}  # fmt: skip
-ARM_GUARDRAILS = {"coverage": ("increase", 0.10), "p99_latency_ms": ("decrease", 0.25)}  # direction, relative margin
+ARM_GUARDRAILS = {"coverage": "increase", "p99_latency_ms": "decrease"}  # the direction that is better
 
 
-def default_metrics(days: int) -> list[MetricSpec]:
+def default_metrics(days: int, diversity_margin: float = 0.02) -> list[MetricSpec]:
     """The pre-registered metric set; retention at day N only when the experiment lasts N days."""
     retention = [MetricSpec(name=f"retained_d{day}", kind="north_star", test="cuped") for day in (7, 14) if days > day]
     return [
@@ -33,7 +33,7 @@ def default_metrics(days: int) -> list[MetricSpec]:
         MetricSpec(name="satisfaction", kind="north_star", test="cuped"),
         MetricSpec(name="ctr", kind="proxy", test="ratio"),
         MetricSpec(name="consumption", kind="proxy"),
-        MetricSpec(name="diversity", kind="guardrail", non_inferiority_margin=0.02),
+        MetricSpec(name="diversity", kind="guardrail", non_inferiority_margin=diversity_margin),
     ]
 
 
@@ -64,11 +64,13 @@ class Analysis:
         return self.decision.ship and all(g.passed for g in self.arm_guardrails)
 
     def reasons(self) -> list[str]:
-        failed = [
-            f"{g.name} {g.relative_change:+.1%} against a margin of {g.margin:.0%}: worse" for g in self.arm_guardrails
-            if not g.passed
-        ]  # fmt: skip
-        return [*self.decision.reasons, *failed]
+        """The verdict first, then why: the decision rule's reasons and the arm-level guardrails that failed."""
+        failed = [g for g in self.arm_guardrails if not g.passed]
+        lines = [f"{g.name} {g.relative_change:+.1%} against a margin of {g.margin:.0%}: worse" for g in failed]
+        if self.decision.ship and failed:
+            verdict = f"Do not ship: guardrail {', '.join(g.name for g in failed)} failed."
+            return [verdict, *lines, *self.decision.reasons[1:]]
+        return [*self.decision.reasons, *lines]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,7 +100,9 @@ def _compare(spec: MetricSpec, treated: pd.DataFrame, control: pd.DataFrame, alp
 
 def _arm_guardrails(run: ExperimentRun, treatment: str, control: str) -> list[ArmGuardrail]:
     checks = []
-    for name, (direction, margin) in ARM_GUARDRAILS.items():
+    margins = {"coverage": run.plan.coverage_margin, "p99_latency_ms": run.plan.latency_margin}
+    for name, direction in ARM_GUARDRAILS.items():
+        margin = margins[name]
         before, after = run.guardrails[control][name], run.guardrails[treatment][name]
         change = (after - before) / before if before else 0.0
         harm = -change if direction == "increase" else change
@@ -109,7 +113,7 @@ def _arm_guardrails(run: ExperimentRun, treatment: str, control: str) -> list[Ar
 def analyse(run: ExperimentRun, specs: list[MetricSpec] | None = None) -> list[Analysis]:
     """One analysis per treatment arm against the control (the plan's first arm)."""
     plan = run.plan
-    specs = specs or default_metrics(plan.days)
+    specs = specs or default_metrics(plan.days, plan.diversity_margin)
     frame = run.users
     counts = frame["arm"].value_counts()
     names = [arm.name for arm in plan.arms]

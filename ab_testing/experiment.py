@@ -66,6 +66,9 @@ class ExperimentPlan(BaseModel):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     power: float = Field(default=0.8, gt=0, lt=1)
     mde: float = Field(default=0.02, gt=0, description="minimum detectable relative effect on the north star")
+    diversity_margin: float = Field(default=0.02, ge=0, description="relative loss of list diversity tolerated")
+    coverage_margin: float = Field(default=0.10, ge=0, description="relative loss of catalogue coverage tolerated")
+    latency_margin: float = Field(default=0.25, ge=0, description="relative rise of p99 scoring latency tolerated")
     seed: int = 0
     population: dict[str, Any] = Field(default_factory=dict, description="overrides of the population settings")
 

@@ -47,7 +47,8 @@ class Comparison:
     """Treatment against control on one metric: the effect, its uncertainty and its p-value.
 
     For a ratio metric the "means" are the arms' ratios (sum of numerators over sum of
-    denominators). ``relative_*`` is the lift over control (0.012 = +1.2%), with a delta-method
+    denominators). ``relative_*`` is the difference over |control| (0.012 = +1.2%, positive when the
+    treatment is higher even for a negative control mean), with a delta-method
     interval; it is NaN when the control mean is 0. A result with an ``error`` has p-value 1 and
     infinite intervals: it can never be significant, nor show non-inferiority.
 
@@ -420,8 +421,8 @@ class SequentialResult:
         if base == 0 or not math.isfinite(base):
             relative, rel_low, rel_high = math.nan, math.nan, math.nan
         else:
-            relative = look.difference / base
-            rel_low, rel_high = sorted((look.ci_low / base, look.ci_high / base))
+            relative = look.difference / abs(base)  # over |control|, as in every other test
+            rel_low, rel_high = look.ci_low / abs(base), look.ci_high / abs(base)
         degenerate = not math.isfinite(look.std_error) or look.std_error == 0
         return Comparison(
             method="msprt",
@@ -682,7 +683,7 @@ def _assemble(
         if ci_low is None or ci_high is None:
             ci_low, ci_high = difference - quantile * std_error, difference + quantile * std_error
         safe_base = np.where(mean_c == 0, math.nan, mean_c)
-        relative = mean_t / safe_base - 1
+        relative = difference / np.abs(safe_base)  # over |control|: a better treatment is a positive lift
         relative_se = np.sqrt(var_mean_t / safe_base**2 + mean_t**2 * var_mean_c / safe_base**4)
         relative_low, relative_high = relative - quantile * relative_se, relative + quantile * relative_se
     p_value = np.where(ok, p_value, 1.0)

@@ -78,3 +78,34 @@ def report(folder: Annotated[Path, typer.Argument(help="An experiment run folder
     experiment = ExperimentRun.load(folder)
     for analysis in analyse(experiment):
         console.print(f"report: {write_report(experiment, analysis)['html']}")
+
+
+@experiment_app.command("queue")
+def queue(
+    dataset: Annotated[str, typer.Option(help="Dataset the simulated users are calibrated on.")] = "ml-latest-small",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Online agent YAML (online_agent).")] = None,
+    registry: Annotated[str | None, typer.Option(help="Registry URL (default: $EVOREC_REGISTRY_URL).")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Cache of prepared data.")] = None,
+) -> None:
+    """The online agent: experiment on each queued version against production, then ask for approval.
+
+    Versions the decision rule would ship wait in awaiting_approval (unless the config names an
+    auto-approval policy); the others are rejected with the reasons.
+    """
+    from evorec.config_files import load_yaml_model
+    from evorec.main_job import prepared_dataset
+    from evorec.settings import get_settings
+    from online_agent.agent import OnlineAgentConfig, process_queue
+    from serving.registry import Registry, default_registry_url
+
+    settings = load_yaml_model(config, OnlineAgentConfig, "online agent config", section="online_agent") if config \
+        else OnlineAgentConfig()  # fmt: skip
+    paths = get_settings(data_dir)
+    with Registry(registry or default_registry_url(paths)) as store:
+        outcomes = process_queue(settings, store, prepared_dataset(dataset, paths))
+    if not outcomes:
+        console.print("no version is queued")
+    for outcome in outcomes:
+        console.print(f"version {outcome.version}: [bold]{outcome.state}[/]: {outcome.reason}")
+        if outcome.state == "awaiting_approval":
+            console.print(f'approve with: evorec promote approve {outcome.version} --reason "..."')

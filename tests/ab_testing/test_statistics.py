@@ -404,3 +404,11 @@ def test_decision_on_simulated_data_ships_a_real_improvement() -> None:
     srm: SRMResult = srm_check([users, users], [0.5, 0.5])
     decision = decide(results, specs, srm, ALPHA)
     assert decision.ship, decision.reasons
+
+
+def test_the_relative_lift_of_a_better_treatment_is_positive_even_below_zero():
+    from ab_testing.statistics import welch_test
+
+    rng = np.random.default_rng(3)
+    better = welch_test(rng.normal(-0.5, 0.1, 500), rng.normal(-0.6, 0.1, 500))
+    assert better.difference > 0 and better.relative_lift > 0 and better.relative_ci_low > 0

@@ -1,0 +1,113 @@
+"""The online agent: takes queued model versions from the registry, in order, into simulated A/B
+experiments against production, writes each report, and moves the version on.
+
+A version that the decision rule would ship goes to ``awaiting_approval`` with the report's path
+in the audit reason, and waits for a person (``evorec promote approve``); it is promoted by the
+agent itself only when the config names an auto-approval policy, and then the audit row says so.
+A version the rule would not ship is rejected with the reasons; an experiment that breaks marks
+the version ``failed`` with the error, and the agent goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ab_testing.analysis import analyse
+from ab_testing.experiment import ArmPlan, ExperimentPlan, run_experiment
+from ab_testing.ground_truth import GroundTruth
+from ab_testing.report import write_report
+from evorec.exceptions import EvorecError
+from recsys.data.prepared import PreparedDataset
+from serving.artifacts import load_artifact
+from serving.registry import Registry, VersionInfo
+
+log = logging.getLogger(__name__)
+ACTOR = "online-agent"
+
+
+class OnlineAgentConfig(BaseModel):
+    """How the agent experiments (YAML section ``online_agent``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_name: str = "default"
+    runs_dir: str = "runs/experiments"
+    users: int = Field(default=20_000, ge=100)
+    days: int = Field(default=14, ge=1)
+    pre_period_days: int = Field(default=7, ge=0)
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    power: float = Field(default=0.8, gt=0, lt=1)
+    mde: float = Field(default=0.02, gt=0)
+    diversity_margin: float = Field(default=0.02, ge=0, description="relative loss of list diversity tolerated")
+    coverage_margin: float = Field(default=0.10, ge=0, description="relative loss of catalogue coverage tolerated")
+    latency_margin: float = Field(default=0.25, ge=0, description="relative rise of p99 scoring latency tolerated")
+    seed: int = 0
+    population: dict[str, Any] = Field(default_factory=dict)
+    auto_approval: str | None = Field(
+        default=None, description="name of a policy allowed to promote without a person (none: always ask)"
+    )
+
+
+@dataclass(frozen=True)
+class QueueOutcome:
+    version: int
+    state: Literal["awaiting_approval", "production", "rejected", "failed"]
+    reason: str
+    report: Path | None
+
+
+def _plan(config: OnlineAgentConfig, dataset: str, production: VersionInfo, candidate: VersionInfo) -> ExperimentPlan:
+    return ExperimentPlan(
+        name=f"v{candidate.id}-vs-v{production.id}",
+        dataset=dataset,
+        arms=(ArmPlan(name="control", version=production.id), ArmPlan(name="treatment", version=candidate.id)),
+        users=config.users, days=config.days, pre_period_days=config.pre_period_days, alpha=config.alpha,
+        power=config.power, mde=config.mde, diversity_margin=config.diversity_margin,
+        coverage_margin=config.coverage_margin, latency_margin=config.latency_margin, seed=config.seed,
+        population=config.population,
+    )  # fmt: skip
+
+
+def process_queue(config: OnlineAgentConfig, registry: Registry, prepared: PreparedDataset) -> list[QueueOutcome]:
+    """Experiment on every queued version of ``config.model_name``, oldest first."""
+    queued = sorted(registry.versions(state="queued", name=config.model_name), key=lambda v: v.id)
+    if not queued:
+        return []
+    production = registry.production(config.model_name)
+    if production is None:
+        raise EvorecError(f"no {config.model_name} model is in production to experiment against")
+    control = load_artifact(production.artifact_uri)
+    truth = GroundTruth.fit(prepared, seed=config.seed)
+    return [_experiment(config, registry, prepared, production, control, truth, version) for version in queued]
+
+
+def _experiment(
+    config: OnlineAgentConfig, registry: Registry, prepared: PreparedDataset, production: VersionInfo,
+    control: Any, truth: GroundTruth, version: VersionInfo,
+) -> QueueOutcome:  # fmt: skip
+    plan = _plan(config, prepared.name, production, version)
+    registry.transition(version.id, "experimenting", actor=ACTOR, reason=f"experiment {plan.name}")
+    try:
+        models = {"control": control, "treatment": load_artifact(version.artifact_uri)}
+        run = run_experiment(plan, prepared, models, Path(config.runs_dir) / plan.name, truth)
+        [analysis] = analyse(run)
+        report = write_report(run, analysis)["html"]
+    except Exception as exc:  # the version fails with the reason; the queue goes on
+        reason = f"experiment {plan.name} failed: {type(exc).__name__}: {exc}"
+        log.exception("version %d: %s", version.id, reason)
+        registry.transition(version.id, "failed", actor=ACTOR, reason=reason)
+        return QueueOutcome(version.id, "failed", reason, None)
+    summary = "; ".join(analysis.reasons()[:3]) + f" (report: {report})"
+    if not analysis.ship:
+        registry.reject(version.id, actor=ACTOR, reason=summary)
+        return QueueOutcome(version.id, "rejected", summary, report)
+    registry.transition(version.id, "awaiting_approval", actor=ACTOR, reason=summary)
+    if config.auto_approval:
+        registry.auto_approve(version.id, config.auto_approval)
+        return QueueOutcome(version.id, "production", summary, report)
+    return QueueOutcome(version.id, "awaiting_approval", summary, report)
