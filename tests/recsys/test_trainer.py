@@ -44,8 +44,11 @@ def test_sasrec_ce_learns_and_reports_every_metric(seeds_dir, prepared_small):
 
 
 def test_a_budget_stops_training_cleanly(seeds_dir, prepared_small):
+    planned = load_candidate(seeds_dir / "sasrec_bce").function("optim", "training_plan")().epochs
     result = _fit(seeds_dir, prepared_small, name="sasrec_bce", budget_seconds=0.5)
-    assert result.stopped == "budget" and result.epochs == 1
+    # How many epochs fit in the budget depends on the machine; stopping, keeping the best epoch and testing do not.
+    assert result.stopped == "budget" and 1 <= result.epochs < planned
+    assert 1 <= result.best_epoch <= result.epochs and "ndcg@10" in result.test
 
 
 def test_row_wise_adagrad_trains_the_tables(seeds_dir, prepared_small, tmp_path):
