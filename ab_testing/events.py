@@ -29,6 +29,7 @@ SCHEMA = pa.schema(
         ("position", pa.int16()),
         ("chosen", pa.bool_()),
         ("satisfaction", pa.float32()),
+        ("consumption", pa.float32()),
         ("returned", pa.bool_()),
         ("left", pa.bool_()),
     ]
@@ -79,8 +80,9 @@ class EventLog:
     """Impression and absence events of a simulation, in memory or streamed to one Parquet file.
 
     Columns: day, user, arm, item, position, chosen, satisfaction (the visit's, on every row of the
-    visit), returned, left. A user who stayed away has one row with item 0, position -1 and
-    returned False; a user who has left has no rows at all.
+    visit), consumption (the share of the item consumed: the visit's on the chosen row, 0 on the
+    other rows, NaN on an absence), returned, left. A user who stayed away has one row with item 0,
+    position -1 and returned False; a user who has left has no rows at all.
 
     Args:
         arms: arm names; ``record`` takes arm indices into them.
@@ -132,14 +134,16 @@ def _day_table(outcome: DayOutcome, assignment: np.ndarray, arms: pa.Array) -> p
     """Impression rows of the visits (empty slots skipped), then one row per absent user."""
     row, position = np.nonzero(outcome.slates > 0)
     absent = len(outcome.absent)
+    chosen = outcome.chosen_position[row] == position
     users = np.concatenate([outcome.users[row], outcome.absent])
     columns = {
         "day": np.full(len(users), outcome.day),
         "user": users,
         "item": np.concatenate([outcome.slates[row, position], np.zeros(absent, dtype=np.int64)]),
         "position": np.concatenate([position, np.full(absent, ABSENT_POSITION)]),
-        "chosen": np.concatenate([outcome.chosen_position[row] == position, np.zeros(absent, dtype=bool)]),
+        "chosen": np.concatenate([chosen, np.zeros(absent, dtype=bool)]),
         "satisfaction": np.concatenate([outcome.satisfaction[row], np.full(absent, np.nan)]),
+        "consumption": np.concatenate([np.where(chosen, outcome.consumption[row], 0.0), np.full(absent, np.nan)]),
         "returned": np.concatenate([np.ones(len(row), dtype=bool), np.zeros(absent, dtype=bool)]),
         "left": np.concatenate([outcome.left[row], np.zeros(absent, dtype=bool)]),
     }

@@ -72,7 +72,8 @@ def health_checks(run: ExperimentRun, analysis: Analysis) -> list[dict[str, Any]
     ]  # fmt: skip
 
 
-def _png(figure: Any) -> str:
+def figure_png(figure: Any) -> str:
+    """A matplotlib figure as base64 PNG for an ``<img>`` in a self-contained page (the figure is closed)."""
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png")
@@ -91,7 +92,7 @@ def _lift_plot(points: list[dict[str, float]], title: str) -> str:
     axis.set_ylabel("lift of active days (%)")
     axis.set_title(title)
     axis.legend(loc="best")
-    return _png(figure)
+    return figure_png(figure)
 
 
 def _metric_plot(analysis: Analysis) -> str:
@@ -105,7 +106,7 @@ def _metric_plot(analysis: Analysis) -> str:
     axis.axvline(0, color="grey", linewidth=0.8)
     axis.set_yticks(range(len(names)), names)
     axis.set_xlabel("relative lift, treatment against control (%)")
-    return _png(figure)
+    return figure_png(figure)
 
 
 def report_markdown(run: ExperimentRun, analysis: Analysis) -> str:
@@ -148,6 +149,20 @@ def report_markdown(run: ExperimentRun, analysis: Analysis) -> str:
     return "\n".join(lines) + "\n"
 
 
+def html_page(title: str, plots: list[tuple[str, str]], markdown: str) -> str:
+    """A self-contained page: the ``(caption, base64 PNG)`` plots, then the Markdown's lines (tables as text)."""
+    images = "".join(f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{html.escape(alt)}</figcaption></figure>" for alt, data in plots)  # fmt: skip
+    body = "\n".join(f"<pre>{html.escape(line)}</pre>" if line.startswith("|") else f"<p>{html.escape(line)}</p>"
+                     for line in markdown.splitlines() if line)  # fmt: skip
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto}pre{margin:0}</style>"
+        f"</head><body><main>{images}{body}</main></body></html>"
+    )
+
+
 def write_report(run: ExperimentRun, analysis: Analysis) -> dict[str, Path]:
     """``report-<treatment>.{json,md,html}`` in the run folder."""
     stem = run.folder / f"report-{analysis.treatment}"
@@ -167,14 +182,5 @@ def write_report(run: ExperimentRun, analysis: Analysis) -> dict[str, Path]:
     paths["md"].write_text(markdown)
     plots = [("cumulative lift of active days by day", _lift_plot(points, "cumulative lift with its confidence band")),
              ("relative lift of every metric with its confidence interval", _metric_plot(analysis))]  # fmt: skip
-    images = "".join(f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption>{html.escape(alt)}</figcaption></figure>" for alt, data in plots)  # fmt: skip
-    body = "\n".join(f"<pre>{html.escape(line)}</pre>" if line.startswith("|") else f"<p>{html.escape(line)}</p>"
-                     for line in markdown.splitlines() if line)  # fmt: skip
-    paths["html"].write_text(
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>Experiment {html.escape(run.plan.name)}</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto}pre{margin:0}</style>"
-        f"</head><body><main>{images}{body}</main></body></html>"
-    )
+    paths["html"].write_text(html_page(f"Experiment {run.plan.name}", plots, markdown))
     return paths

@@ -14,7 +14,10 @@ import typer
 from rich.console import Console
 
 from evorec.cli_experiment import experiment_app
+from evorec.cli_pipeline import pipeline_app
 from evorec.cli_registry import promote_app, registry_app
+from evorec.cli_reward import reward_app
+from evorec.cli_ui import ui
 from evorec.exceptions import ConfigError, EvorecError
 
 console = Console()
@@ -30,6 +33,9 @@ app.add_typer(data_app, name="data")
 app.add_typer(promote_app, name="promote")
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(registry_app, name="registry")
+app.add_typer(reward_app, name="reward")
+app.add_typer(pipeline_app, name="pipeline")
+app.command("ui")(ui)
 
 DataDir = Annotated[
     Path | None,
@@ -75,9 +81,19 @@ def data_prepare(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: <data-dir>/prepared/<name>).")] = None,
     runner: Annotated[
-        str,
-        typer.Option(help="Beam runner: FnApiRunner, DirectRunner, FlinkRunner, SparkRunner, DataflowRunner."),
-    ] = "FnApiRunner",
+        str | None,
+        typer.Option(
+            help="Beam runner: FnApiRunner, DirectRunner, FlinkRunner, SparkRunner, DataflowRunner "
+            "(default: the --beam-config runner, else FnApiRunner)."
+        ),
+    ] = None,
+    beam_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--beam-config",
+            help="YAML naming a Beam runner and its options (e.g. infra/beam/flink.yaml); extra --options win over it.",
+        ),
+    ] = None,
     split: Annotated[str | None, typer.Option(help="leave_one_out (the protocol) or random (8:1:1 per user).")] = None,
     infer_schema: Annotated[
         bool,
@@ -88,12 +104,15 @@ def data_prepare(
     """Validate, filter and split a dataset with Apache Beam; extra --options go to Beam.
 
     Example: evorec data prepare ml-1m --runner FlinkRunner --flink_master=localhost:8081
+    Or with a runner file: evorec data prepare ml-1m --beam-config infra/beam/flink.yaml
     """
     from evorec.settings import get_settings
+    from pipelines.beam_options import beam_invocation, load_beam_config
     from pipelines.data_prepare import run_prepare
     from recsys.data.catalog import resolve_source
     from recsys.data.config import PrepareConfig, SplitConfig, load_prepare_config
 
+    chosen_runner, beam_args = beam_invocation(load_beam_config(beam_config) if beam_config else None, runner, ctx.args)
     settings = get_settings(data_dir)
     source = resolve_source(dataset, settings)
     prepare_config = load_prepare_config(config) if config else PrepareConfig()
@@ -106,8 +125,8 @@ def data_prepare(
         source,
         out or settings.prepared_dir / source.name,
         prepare_config,
-        runner=runner,
-        beam_args=list(ctx.args),
+        runner=chosen_runner,
+        beam_args=beam_args,
         infer_new_schema=infer_schema,
     )
     _print_summary(result.out_dir)
@@ -241,13 +260,31 @@ def evolve(
 
 
 @app.command("run")
-def run(data_dir: DataDir = None) -> None:
-    """The main job on the embedded default: prepare the shipped dataset and show it."""
+def run(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Pipeline YAML (section pipeline); default: embedded.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """The main job: the two-loop pipeline here on the embedded default, ending with an A/B report for approval."""
+    from evorec.cli_pipeline import load_config, task_progress, task_table
     from evorec.main_job import run_main_job
     from evorec.settings import get_settings
 
-    out = run_main_job(get_settings(data_dir))
-    _print_summary(out)
+    console.print("two_loop: prepare → evolve (generations of side-by-side evaluations) → final training → "
+                  "registry → simulated A/B experiment → approval gate")  # fmt: skip
+    with task_progress() as on_task:
+        result = run_main_job(get_settings(data_dir), load_config(config), on_task=on_task)
+    console.print(task_table(result.run))
+    console.print(f"artifacts: {result.run.folder}\nlog: {result.run.log}")
+    if not result.version:
+        console.print(f"[yellow]{result.decision}[/]")
+        return
+    console.print(f"version {result.version} is [bold]{result.state}[/]: {result.decision}")
+    if result.report is not None:
+        console.print(f"A/B report: {result.report}")
+    if result.state == "awaiting_approval":
+        console.print(f"to promote it: [bold]evorec promote approve {result.version} --reason '<why>'[/]")
 
 
 @app.command("serve")

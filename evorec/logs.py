@@ -8,13 +8,16 @@ from rich.logging import RichHandler
 
 
 def configure_logging(verbose: bool = False) -> None:
-    """Route all loggers through rich; Beam's and absl's chatter stays at WARNING."""
+    """Route all loggers through rich; Beam's and absl's chatter stays at WARNING.
+
+    Libraries that log on the root logger itself (fbgemm announces every library it loads) are
+    shown from WARNING up; evorec's modules log on named loggers and are shown from INFO.
+    """
+    handler = RichHandler(rich_tracebacks=False, show_path=False)
+    handler.addFilter(lambda record: record.name != "root" or record.levelno >= logging.WARNING)
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        datefmt="[%X]",
-        handlers=[RichHandler(rich_tracebacks=False, show_path=False)],
+        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]", handlers=[handler],
         force=True,
-    )
-    for noisy in ("apache_beam", "absl", "root", "urllib3"):
+    )  # fmt: skip
+    for noisy in ("apache_beam", "absl", "urllib3"):  # never "root": that name is the root logger itself
         logging.getLogger(noisy).setLevel(logging.WARNING)

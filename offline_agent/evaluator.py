@@ -10,6 +10,7 @@ proposers or used to rank.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from offline_agent.sandbox import SandboxLimits, run_sandboxed
 from recsys.candidate import BLOCKS, REQUIRED, REQUIRED_VALUES
+from reward_lib.candidate import candidate_alignment
 
 Stage = Literal["static", "smoke", "train"]
 
@@ -80,6 +82,11 @@ class EvaluationConfig(BaseModel):
         default=None, description="export the trained model for serving (inside the sandbox) into this folder"
     )
     work_dir: str | None = Field(default=None, description="where sandboxes run (default: a temporary folder)")
+    alignment_logs: tuple[str, ...] = Field(
+        default=(),
+        description="simulated A/B logs (run folders or events.parquet) on which the alignment of the "
+        "candidate's REWARD_SPEC with the north-star is measured (read as data: no candidate code runs)",
+    )
 
 
 @dataclass
@@ -96,6 +103,15 @@ class EvaluationOutcome:
     diagnosis_error: str | None = None
     artifact: str | None = None  # the serving artifact's folder, when exported
     export_error: str | None = None
+    reward_alignment: dict[str, Any] | None = None  # the reward's alignment with the north-star, or why none
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain mapping, for an evaluation that ran in another process or pipeline task."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EvaluationOutcome:
+        return cls(**{**data, "isolation": tuple(data.get("isolation", ()))})
 
 
 def content_key(sources: dict[str, str]) -> str:
@@ -194,4 +210,7 @@ def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> Eva
         diagnosis_error=result.get("diagnosis_error"),
         artifact=str(artifact) if artifact is not None and artifact.is_dir() else None,
         export_error=result.get("export_error"),
+        reward_alignment=candidate_alignment(sources["reward"], config.alignment_logs, config.dataset)
+        if config.alignment_logs
+        else None,
     )

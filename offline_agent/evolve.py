@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evorec.config_files import load_yaml_model
 from evorec.exceptions import ConfigError
+from offline_agent import SEEDS
 from offline_agent.diagnosis.report import DiagnosisReport
 from offline_agent.edits import EditError, apply_change, behaviour_hash, parse_reply
 from offline_agent.evaluator import EvaluationConfig, EvaluationOutcome, evaluate_candidate
@@ -91,6 +92,17 @@ class EvolutionConfig(BaseModel):
         return self.database.url or f"sqlite:///{Path(self.run_dir).resolve() / 'evolution.db'}"
 
 
+def seed_directory(seed: str) -> Path:
+    """A seed candidate's folder: a path, or the name of a shipped seed (so configs work from any directory)."""
+    path = Path(seed)
+    if path.is_dir():
+        return path
+    if (SEEDS / path.name).is_dir():
+        return SEEDS / path.name
+    shipped = ", ".join(sorted(p.name for p in SEEDS.iterdir() if p.is_dir()))
+    raise ConfigError(f"seed_candidate {seed!r}: no such folder, and no shipped seed of that name ({shipped})")
+
+
 def load_evolution_config(path: Path) -> EvolutionConfig:
     return load_yaml_model(path, EvolutionConfig, "evolution config", section="evolve")
 
@@ -105,6 +117,21 @@ class EvolutionSummary:
     seconds: float
     usd: float
     tokens: int
+
+
+def reward_verdict(child: Program, parent: Program) -> tuple[float, str] | None:
+    """A reward edit is judged by the change of its alignment with the north-star, not by loss or
+    ranking metrics (a reward changes what the loss measures): (change, journal text), or None when
+    the child kept its parent's reward or its alignment was not measured."""
+    measured = child.feedback.get("reward_alignment")
+    if child.blocks["reward"] == parent.blocks["reward"] or not measured:
+        return None
+    if "alignment" not in measured:
+        return -1.0, f"reward alignment not measured: {measured.get('error')}"
+    before = (parent.feedback.get("reward_alignment") or {}).get("alignment")
+    change = measured["alignment"] - before if before is not None else 0.0
+    shown = f" ({change:+.4f})" if before is not None else ""
+    return change, f"reward alignment {measured['alignment']:.4f}{shown} (judged by alignment, not loss)"
 
 
 def build_proposer(config: ProposerConfig, spend: Spend) -> Proposer:
@@ -138,7 +165,7 @@ class Evolution:
                 "diagnose": self.directional and config.evaluation.diagnose,
                 "list_users": list_users,
             }
-        )
+        )  # what every candidate of this run is evaluated with, wherever the evaluation runs
         self.spend = Spend(config.max_usd, config.max_tokens, **self.db.get_state("spend", {}))
         self.proposer = build_proposer(config.proposer, self.spend)
         self.critic, self.aggregator = self._critics(config.feedback.critic)
@@ -160,8 +187,11 @@ class Evolution:
                 continue
             parent = self.db.get(child.parent_key)
             rationale = str(child.feedback.get("rationale", "")).splitlines()[0][:160] if child.feedback else ""
+            verdict = reward_verdict(child, parent)
             if child.status == "failed":
                 entries.append((-1.0, f"{rationale} -> failed: {child.reason}"))
+            elif verdict is not None:
+                entries.append((verdict[0], f"{rationale} -> {verdict[1]}"))
             else:
                 delta = (child.fitness or 0) - (parent.fitness or 0)
                 entries.append(
@@ -193,9 +223,10 @@ class Evolution:
         children = [c for c in self.db.programs(island=parent.island) if c.parent_key == parent.key]
         return {str(c.feedback["rule"]) for c in children if c.feedback.get("rule")}
 
-    def _record(self, program: Program, outcome: EvaluationOutcome, extra: dict[str, Any]) -> Program:
+    def record(self, program: Program, outcome: EvaluationOutcome) -> Program:
+        """Store a pending program's evaluation with its directional feedback."""
         feedback = {
-            **extra,
+            **program.feedback,  # the proposal's rationale, rule and proposer
             "stage": outcome.stage,
             "history": outcome.history,
             "best_epoch": max(range(len(outcome.history)), key=lambda i: outcome.history[i]["valid_ndcg@10"]) + 1
@@ -206,8 +237,17 @@ class Evolution:
             "seconds": round(outcome.seconds, 1),
             "evaluated_at": time.time(),
             **self._directional_feedback(program, outcome),
+            **({"reward_alignment": outcome.reward_alignment} if outcome.reward_alignment is not None else {}),
         }
-        return self.db.record_evaluation(program.key, outcome.valid, feedback, outcome.reason)
+        twins = [p for p in self.db.pending() if p.content_hash == program.content_hash and p.key != program.key]
+        for twin in twins:  # the seed's copy on each island: same code, same outcome
+            self.db.record_evaluation(twin.key, outcome.valid, feedback, outcome.reason)
+        stored = self.db.record_evaluation(program.key, outcome.valid, feedback, outcome.reason)
+        log.info(
+            "%s %s: %s", program.key[:12], stored.status,
+            f"{stored.fitness:.4f}" if stored.fitness is not None else stored.reason,
+        )  # fmt: skip
+        return stored
 
     def _directional_feedback(self, program: Program, outcome: EvaluationOutcome) -> dict[str, Any]:
         """The diagnosis, the simulated users' critiques, and which new probes tested which complaints."""
@@ -243,7 +283,7 @@ class Evolution:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def _propose(self, iteration: int) -> tuple[Program, dict[str, Any]] | None:
+    def _propose(self, iteration: int) -> Program | None:
         island = iteration % self.config.database.islands
         parent, inspirations = self.db.sample(island, self.rng)
         request = ProposalRequest(
@@ -267,51 +307,63 @@ class Evolution:
         child = self.db.add(sources, behaviour_hash(sources), parent, iteration, feedback=extra)
         if child is None:
             self._reject(f"iteration {iteration}: the change only repeats a candidate already on island {island}")
-            return None
-        return child, extra
+        return child
 
-    def _evaluate_all(self, jobs: list[tuple[Program, dict[str, Any]]]) -> None:
+    def _evaluate_all(self, programs: list[Program]) -> None:
         with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
-            outcomes = list(pool.map(lambda job: evaluate_candidate(job[0].blocks, self.evaluation), jobs))
-        for (program, extra), outcome in zip(jobs, outcomes, strict=True):
-            stored = self._record(program, outcome, extra)
-            log.info(
-                "%s %s: %s", program.key[:12], stored.status,
-                f"{stored.fitness:.4f}" if stored.fitness is not None else stored.reason,
-            )  # fmt: skip
+            outcomes = list(pool.map(lambda program: evaluate_candidate(program.blocks, self.evaluation), programs))
+        for program, outcome in zip(programs, outcomes, strict=True):
+            self.record(program, outcome)
 
-    def run(self, on_progress: Callable[[int, EvolutionSummary], None] | None = None) -> EvolutionSummary:
-        started = time.monotonic()
-        seed = load_candidate(Path(self.config.seed_candidate))
+    def start(self) -> list[Program]:
+        """Seed the islands on a new run; returns the programs still waiting for an evaluation (the
+        seed, or the children of a run stopped mid-generation), one per distinct code: recording
+        an outcome also records it for the same code waiting on other islands."""
+        seed = load_candidate(seed_directory(self.config.seed_candidate))
         sources = dict(seed.sources)
         if self.db.add_initial(sources, behaviour_hash(sources)):
             log.info("seeded %d islands with %s", self.config.database.islands, seed.name)
-        pending = self.db.pending()
-        if pending:
-            log.info("evaluating %d pending candidate(s) first", len(pending))
-            self._evaluate_all([(p, dict(p.feedback)) for p in pending])
-        stopped = "iterations"
+        distinct = list({p.content_hash: p for p in reversed(self.db.pending())}.values())[::-1]
+        if distinct:
+            log.info("%d candidate(s) wait for an evaluation", len(distinct))
+        return distinct
+
+    def propose_generation(self, size: int) -> tuple[list[Program], str | None]:
+        """Up to ``size`` new pending children (fewer when the iteration budget ends first), and
+        why the run must stop after evaluating them (a spent LLM budget), if it must."""
+        children: list[Program] = []
         iteration = int(self.db.get_state("iteration", 0))
-        while iteration < self.config.iterations:
+        try:
+            while len(children) < size and iteration < self.config.iterations:
+                iteration += 1
+                child = self._propose(iteration)
+                self.db.set_state("iteration", iteration)
+                if child is not None:
+                    children.append(child)
+        except BudgetExhausted as exc:
+            return children, f"LLM budget: {exc}"
+        return children, None
+
+    def end_generation(self) -> None:
+        """Let the best programs migrate between islands once a generation is stored."""
+        self.db.migrate(int(self.db.get_state("iteration", 0)))
+
+    def run(self, on_progress: Callable[[int, EvolutionSummary], None] | None = None) -> EvolutionSummary:
+        started = time.monotonic()
+        self._evaluate_all(self.start())
+        stopped = "iterations"
+        while int(self.db.get_state("iteration", 0)) < self.config.iterations:
             if self.config.max_seconds is not None and time.monotonic() - started >= self.config.max_seconds:
                 stopped = "time budget"
                 break
-            jobs: list[tuple[Program, dict[str, Any]]] = []
-            try:
-                while len(jobs) < self.config.workers and iteration < self.config.iterations:
-                    iteration += 1
-                    job = self._propose(iteration)
-                    self.db.set_state("iteration", iteration)
-                    if job is not None:
-                        jobs.append(job)
-            except BudgetExhausted as exc:
-                stopped = f"LLM budget: {exc}"
-                self._evaluate_all(jobs)
+            children, budget_spent = self.propose_generation(self.config.workers)
+            self._evaluate_all(children)
+            if budget_spent is not None:
+                stopped = budget_spent
                 break
-            self._evaluate_all(jobs)
-            self.db.migrate(iteration)
+            self.end_generation()
             if on_progress is not None:
-                on_progress(iteration, self.summary(stopped, started))
+                on_progress(int(self.db.get_state("iteration", 0)), self.summary(stopped, started))
         return self.summary(stopped, started)
 
     def summary(self, stopped: str, started: float) -> EvolutionSummary:

@@ -69,6 +69,15 @@ def feedback_text(program: Program) -> str:
         parts.append("Diagnosis probes (most severe first):\n" + (findings or "- nothing above mild"))
     if program.feedback.get("critiques"):
         parts.append("User-simulator critiques:\n" + str(program.feedback["critiques"]["markdown"]))
+    alignment = program.feedback.get("reward_alignment")
+    if alignment:
+        parts.append(
+            f"Reward alignment of reward.py ({alignment['reward']}) with the north-star on simulated A/B logs: "
+            f"{alignment['alignment']:.4f} (per-user Spearman with later retention {alignment['retention']:.4f} and "
+            f"satisfaction {alignment['satisfaction']:.4f}; arm agreement {alignment['arm_agreement']:.2f})"
+            if "alignment" in alignment
+            else f"Reward alignment not measured: {alignment['error']}"
+        )
     history = program.feedback.get("history") or []
     if history:
         curve = ", ".join(f"{h['valid_ndcg@10']:.4f}" for h in history[-10:])

@@ -76,14 +76,21 @@ def _plan(config: OnlineAgentConfig, dataset: str, production: VersionInfo, cand
 def process_queue(config: OnlineAgentConfig, registry: Registry, prepared: PreparedDataset) -> list[QueueOutcome]:
     """Experiment on every queued version of ``config.model_name``, oldest first."""
     queued = sorted(registry.versions(state="queued", name=config.model_name), key=lambda v: v.id)
-    if not queued:
+    return experiment_versions(config, registry, prepared, queued)
+
+
+def experiment_versions(
+    config: OnlineAgentConfig, registry: Registry, prepared: PreparedDataset, versions: list[VersionInfo]
+) -> list[QueueOutcome]:
+    """Experiment on each of ``versions`` (queued) in turn against the production model."""
+    if not versions:
         return []
     production = registry.production(config.model_name)
     if production is None:
         raise EvorecError(f"no {config.model_name} model is in production to experiment against")
     control = load_artifact(production.artifact_uri)
     truth = GroundTruth.fit(prepared, seed=config.seed)
-    return [_experiment(config, registry, prepared, production, control, truth, version) for version in queued]
+    return [_experiment(config, registry, prepared, production, control, truth, version) for version in versions]
 
 
 def _experiment(

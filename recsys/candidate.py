@@ -11,7 +11,11 @@ A candidate is a directory with these blocks (each a Python file)::
     optim.py      training_plan() -> TrainingPlan, and
                   build_optimizer(params) -> torch.optim.Optimizer
                   (optional) build_scheduler(optimizer, total_steps), stepped after every step
-    reward.py     event_weights(ratings: np.ndarray) -> np.ndarray, a training weight per event
+    reward.py     event_weights(events: pd.DataFrame) -> np.ndarray, a training weight per event of
+                  the training split's event table (``reward_lib.events``: user, item, timestamp,
+                  day, session, position, event, rating, genres); with reward_lib it declares
+                  ``REWARD_SPEC`` (name@version or the YAML) and returns
+                  ``reward_lib.training_weights(REWARD_SPEC, events)``
     diagnosis.py  PROBES: a list of diagnosis probes (empty until the diagnosis tool exists)
 
 and an optional ``candidate.yaml`` (``name``, ``description``, ``base``): a candidate with a
@@ -40,7 +44,7 @@ REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {
     "model": {"build_model": ("spec",)},
     "loss": {"build_train_task": ("spec",)},
     "optim": {"training_plan": (), "build_optimizer": ("params",)},
-    "reward": {"event_weights": ("ratings",)},
+    "reward": {"event_weights": ("events",)},
     "diagnosis": {},
 }
 REQUIRED_VALUES = {"diagnosis": ("PROBES",)}

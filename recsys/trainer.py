@@ -36,7 +36,8 @@ from recsys.distributed import (
     table_parameters,
 )
 from recsys.evaluation import ItemCatalog, evaluate
-from recsys.sequences import Stage, UserSequences
+from recsys.sequences import SPLIT_CODES, Stage, UserSequences
+from reward_lib.events import from_interactions
 
 log = logging.getLogger(__name__)
 SELECTION_METRIC = "ndcg@10"
@@ -143,10 +144,23 @@ class Trainer:
             item_popularity=self.catalog.popularity.clone(),
             item_genres=self.catalog.genres.clone(),
         )
-        weights = candidate.function("reward", "event_weights")(self.sequences.ratings)
-        self.event_weights = np.asarray(weights, dtype=np.float32)
-        if self.event_weights.shape != self.sequences.items.shape or not np.isfinite(self.event_weights).all():
-            raise TrainingError("reward.py: event_weights must return one finite weight per event")
+        self.event_weights = self._event_weights()
+
+    def _event_weights(self) -> np.ndarray:
+        """A weight per event from the reward block, which sees the training events only: valid and
+        test events are never training targets (they weigh 1) and must not shape the reward."""
+        count = len(self.sequences.items)
+        train = self.sequences.split == SPLIT_CODES["train"]
+        events = from_interactions(self.prepared.interactions.iloc[:count][train], self.prepared.items)
+        weights = np.asarray(self.candidate.function("reward", "event_weights")(events), dtype=np.float32)
+        if weights.shape != (len(events),) or not np.isfinite(weights).all():
+            raise TrainingError(
+                f"reward.py: event_weights must return one finite weight per training event ({len(events)}), "
+                f"got shape {weights.shape}"
+            )
+        full = np.ones(count, dtype=np.float32)
+        full[train] = weights
+        return full
 
     def _evaluate(self, model: nn.Module, stage: Stage) -> dict[str, float]:
         model.eval()

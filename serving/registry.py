@@ -322,6 +322,38 @@ class Registry:
             raise RegistryError("an auto-approval needs the name of the policy that allows it")
         return self._approve_and_promote(version_id, POLICY_PREFIX + policy, f"auto-approved by policy {policy!r}")
 
+    def bootstrap(self, version_id: int, policy: str) -> VersionInfo:
+        """Make an evaluated version the first production version of its name, for a named policy.
+
+        With nothing in production there is nothing to experiment against, so the first version
+        cannot come in through an experiment; this is the one way in without one, open only while
+        the name has never had a production version, and its audit rows name the policy.
+        """
+        if not policy.strip():
+            raise RegistryError("a first production version needs the name of the policy that allows it")
+        actor = POLICY_PREFIX + policy
+        with self._write() as session:
+            row = _existing(session, version_id, lock=True)
+            _serialise(session.connection(), f"production:{row.name}")
+            if row.state != "evaluated":
+                raise IllegalTransition(
+                    f"version {version_id} is {row.state}; only an evaluated version can be the first in production"
+                )
+            earlier = (
+                select(AuditEntry.id)
+                .join(ModelVersion, AuditEntry.version_id == ModelVersion.id)
+                .where(ModelVersion.name == row.name, AuditEntry.to_state == "production")
+            )
+            if session.scalars(earlier.limit(1)).first() is not None:
+                raise RegistryError(
+                    f"{row.name!r} has had a production version; later versions reach production only through "
+                    "an experiment and an approval"
+                )
+            reason = f"first production version of {row.name!r} (policy {policy!r}): nothing to experiment against"
+            _record(session, row, "approved", actor, reason)
+            _move(session, row, "production", actor, reason)
+            return _version_info(row)
+
     def reject(self, version_id: int, actor: str, reason: str) -> VersionInfo:
         """Take a version out of the running from any state that allows it."""
         return self.transition(version_id, "rejected", actor=actor, reason=reason)

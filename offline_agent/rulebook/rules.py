@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from offline_agent import SEEDS
+
 TEMPLATES = Path(__file__).parent / "templates"
-SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 PROBE_TEMPLATES = {"era_mismatch": "era_gap_probe.py"}
 """Complaints the built-in probes do not measure, and the probe the rulebook adds for each."""
 COMPLAINT_SHARE = 0.3  # share of simulated users raising a complaint before it counts
@@ -345,18 +346,25 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "rating_weighted_positives",
         "Weight positives by their rating: strongly liked items teach more than lukewarm ones.",
-        lambda c: c.has("reward", "np.ones(len(ratings)"),
+        lambda c: c.has("reward", 'REWARD_SPEC = "clicks@1"'),
         lambda c: rewrite(
             "reward",
-            '"""Positives weighted by rating (mean 1); events without a rating weigh 1."""\n\n'
-            "import numpy as np\n\n\n"
-            "def event_weights(ratings):\n"
-            "    ratings = np.asarray(ratings, dtype=np.float32)\n"
-            "    rated = np.isfinite(ratings)\n"
-            "    weights = np.ones(len(ratings), dtype=np.float32)\n"
-            "    if rated.any():\n"
-            "        weights[rated] = ratings[rated] / ratings[rated].mean()\n"
-            "    return weights\n",
+            '"""Positives weighted by their rating (mean 1); a click without a rating counts as three stars."""\n\n'
+            "from reward_lib import training_weights\n\n"
+            'REWARD_SPEC = """\n'
+            "name: rating_weighted\n"
+            "version: 1\n"
+            "description: Clicks weighted by their rating.\n"
+            "components:\n"
+            "  - signal: rating\n"
+            "    weight: 1.0\n"
+            "    transforms: [{clip: [0.0, 5.0]}]\n"
+            '    when: ["click > 0"]\n'
+            "    fill: 3.0\n"
+            "monotone: {rating: increasing}\n"
+            '"""\n\n\n'
+            "def event_weights(events):\n"
+            "    return training_weights(REWARD_SPEC, events)\n",
         ),
     ),
 )

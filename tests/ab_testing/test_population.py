@@ -224,6 +224,10 @@ def test_event_log_round_trips_through_parquet(truth: GroundTruth, sequences: Us
         assert int((~events["returned"]).sum()) == sum(len(o.absent) for o in outcomes)
         assert sorted(events["day"].unique().tolist()) == list(range(-2, 4))
         assert set(events["arm"].astype(str)) == {"only"}
+        consumed = events.loc[events["chosen"], "consumption"].to_numpy()
+        assert np.allclose(consumed.sum(), sum(float(o.consumption.sum()) for o in outcomes), rtol=1e-5)
+        assert (events.loc[events["returned"] & ~events["chosen"], "consumption"] == 0).all()
+        assert events.loc[~events["returned"], "consumption"].isna().all()
 
 
 def test_config_rejects_unknown_and_invalid_settings() -> None:

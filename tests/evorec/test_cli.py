@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from evorec.cli import app
@@ -22,12 +24,26 @@ def _evorec(*args: str, env_data_dir=None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "evorec", *args], capture_output=True, text=True, timeout=300, env=env)
 
 
-@pytest.mark.parametrize(
-    "command",
-    [[], ["data"], ["data", "fetch"], ["data", "prepare"], ["data", "show"], ["train"], ["run"], ["evolve"], ["serve"],
-     ["promote"], ["promote", "approve"], ["promote", "reject"], ["promote", "rollback"], ["registry"],
-     ["registry", "list"], ["registry", "show"], ["registry", "register"]],
-)  # fmt: skip
+def _commands(command: Any, path: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command and group of the CLI, walked from its click tree (so a new one cannot be missed)."""
+    found = [list(path)]
+    for name, child in getattr(command, "commands", {}).items():  # a group
+        found += _commands(child, (*path, name))
+    return found
+
+
+COMMANDS = _commands(typer.main.get_command(app))
+
+
+def test_the_cli_has_every_part_of_the_design():
+    tops = {tuple(c) for c in COMMANDS if len(c) == 1}
+    for name in ("run", "data", "train", "evolve", "experiment", "promote", "registry", "reward", "pipeline", "serve",
+                 "ui"):  # fmt: skip
+        assert (name,) in tops, name
+    assert ["pipeline", "submit"] in COMMANDS and ["reward", "tune"] in COMMANDS
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "evorec")
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output

@@ -1,21 +1,21 @@
-"""`evorec run` on the embedded default: prepares the shipped dataset, then reuses it while current."""
+"""The dataset resolution every command shares: the shipped dataset is prepared once, then reused
+while current. (The main job itself, the two-loop pipeline, runs in tests/pipelines.)"""
 
 from __future__ import annotations
 
 import pytest
 
-from evorec.main_job import run_main_job
-from recsys.data.prepared import PreparedDataset
+from evorec.main_job import prepared_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_main_job_prepares_the_shipped_dataset_once(settings, caplog):
-    out = run_main_job(settings)
-    prepared = PreparedDataset.open(out)
+def test_the_shipped_dataset_is_prepared_once_and_then_reused(settings, caplog):
+    prepared = prepared_dataset("ml-latest-small", settings)
     assert (prepared.num_users, prepared.manifest["rows"]["read"]) == (610, 100_836)
-    stamp = (out / "manifest.json").stat().st_mtime_ns
+    stamp = (prepared.path / "manifest.json").stat().st_mtime_ns
     with caplog.at_level("INFO"):
-        assert run_main_job(settings) == out
+        assert prepared_dataset("ml-latest-small", settings).path == prepared.path
     assert "up to date" in caplog.text
-    assert (out / "manifest.json").stat().st_mtime_ns == stamp
+    assert (prepared.path / "manifest.json").stat().st_mtime_ns == stamp
+    assert prepared_dataset(str(prepared.path), settings).path == prepared.path  # a prepared folder by path

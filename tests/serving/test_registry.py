@@ -186,6 +186,25 @@ def test_auto_approval_names_its_policy_and_people_cannot_pose_as_one(registry: 
     assert "small-safe-change" in approval.reason
 
 
+def test_only_the_first_production_version_comes_in_without_an_experiment(registry: Registry) -> None:
+    first, second = _register(registry), _register(registry)
+    with pytest.raises(RegistryError, match="needs the name of the policy"):
+        registry.bootstrap(first, " ")
+    registry.bootstrap(first, "first-production")
+    assert registry.production().id == first
+    trail = registry.audit(first)
+    assert [(e.to_state, e.actor) for e in trail[-2:]] == [
+        ("approved", "policy:first-production"),
+        ("production", "policy:first-production"),
+    ]
+    with pytest.raises(RegistryError, match="has had a production version"):
+        registry.bootstrap(second, "first-production")
+    other = _register(registry, name="other")
+    _advance(registry, other, "queued")
+    with pytest.raises(IllegalTransition, match="only an evaluated version"):
+        registry.bootstrap(other, "first-production")
+
+
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, dict[str, int]]]:
     """One registry holding a version in every state, reached by legal moves only."""

@@ -1,7 +1,9 @@
-"""Every logged interaction is an equal positive (no reward shaping yet)."""
+"""Every logged interaction is an equal positive: reward_lib's default `clicks` reward (no shaping yet)."""
 
-import numpy as np
+from reward_lib import training_weights
+
+REWARD_SPEC = "clicks@1"  # a reward_lib spec: name@version, or the YAML itself
 
 
-def event_weights(ratings):
-    return np.ones(len(ratings), dtype=np.float32)
+def event_weights(events):
+    return training_weights(REWARD_SPEC, events)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -10,6 +11,7 @@ from offline_agent.edits import apply_change, parse_reply
 from offline_agent.rulebook.rules import RULES, RuleContext, applicable, reply_for
 from recsys.batches import make_batch
 from recsys.candidate import Candidate, ModelSpec, load_candidate
+from reward_lib.events import from_interactions
 
 NUM_ITEMS = 30
 SPEC = ModelSpec(
@@ -22,6 +24,10 @@ SPEC = ModelSpec(
 OVERFIT = [{"valid_ndcg@10": v} for v in (0.05, 0.09, 0.08, 0.07, 0.06, 0.05)]
 IMPROVING = [{"valid_ndcg@10": v} for v in (0.05, 0.07, 0.09)]
 BY_NAME = {rule.name: rule for rule in RULES}
+EVENTS = from_interactions(
+    pd.DataFrame({"user_idx": [0, 0, 1], "item_idx": [1, 2, 3], "timestamp": [10, 20, 30],
+                  "rating": [1.0, 5.0, np.nan], "position": [0, 1, 0]})
+)  # fmt: skip
 
 
 def _sources(seeds_dir, seed):
@@ -52,7 +58,7 @@ def _trains(tmp_path, sources):
     optimizer.step()
     with torch.no_grad():
         assert model.eval().score(batch).shape == (2, NUM_ITEMS + 1)
-    weights = candidate.function("reward", "event_weights")(np.array([1.0, 5.0, np.nan], dtype=np.float32))
+    weights = candidate.function("reward", "event_weights")(EVENTS)
     assert len(weights) == 3 and np.isfinite(weights).all()
     return candidate
 
@@ -73,7 +79,7 @@ CASES = [
     ("genre_side_features", "sasrec_ce", {"calibration_kl@10": 0.9}, [], "genre_projection"),
     ("mmr_reranking", "sasrec_ce", {"ild@10": 0.3}, [], "mmr_rerank("),
     ("popularity_penalty", "sasrec_ce", {"popularity_lift@10": 3.0}, [], "POPULARITY_PENALTY"),
-    ("rating_weighted_positives", "sasrec_ce", {}, [], "ratings[rated].mean()"),
+    ("rating_weighted_positives", "sasrec_ce", {}, [], "signal: rating"),
 ]
 
 

@@ -1,0 +1,21 @@
+"""Logging set-up: the project's INFO lines are shown, the chatty libraries' are not."""
+
+from __future__ import annotations
+
+import logging
+
+from evorec.logs import configure_logging
+
+
+def test_info_lines_of_the_project_are_shown_and_noisy_libraries_are_quiet(capsys):
+    configure_logging()
+    logging.getLogger("pipelines.steps").info("finalists: best")
+    logging.info("Successfully loaded: 'fbgemm_gpu_py.so'")  # a library's chatter on the root logger
+    logging.warning("a library's warning")
+    shown = capsys.readouterr().out
+    assert "finalists: best" in shown and "a library's warning" in shown and "fbgemm" not in shown
+    assert logging.getLogger("offline_agent.evolve").isEnabledFor(logging.INFO)
+    assert logging.getLogger("pipelines.steps").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("apache_beam.runners").isEnabledFor(logging.INFO)
+    configure_logging(verbose=True)
+    assert logging.getLogger("offline_agent.evolve").isEnabledFor(logging.DEBUG)
