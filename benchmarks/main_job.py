@@ -113,7 +113,8 @@ def in_process_run(folder: Path) -> dict[str, Any]:
         models = [folder / f"model-{role}" for role in roles]
         train = partial(steps.final_training, evolution, prepared, state)
         with stage("final training"):
-            list(pool.map(train, roles, [config.final_train_seconds] * len(roles), models))
+            seconds, epochs = [config.final_train_seconds] * len(roles), [config.final_max_epochs] * len(roles)
+            list(pool.map(train, roles, seconds, models, epochs))
         with stage("register"):
             finalists = [(model, str(model)) for model in models]
             version = steps.register_finalists(finalists, url, config.model_name, config.first_production_policy)

@@ -108,10 +108,11 @@ def final_training(
     evolution: dict[str, Any],
     role: str,
     train_seconds: float,
+    max_epochs: int,
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> None:
-    """Train a finalist with the full budget and export it for serving."""
+    """Train a finalist with the full budget (``max_epochs`` 0: its plan's) and export it for serving."""
     from pathlib import Path
 
     from evorec.logs import configure_logging
@@ -120,7 +121,7 @@ def final_training(
 
     configure_logging()  # a task's log is all a person sees of it
     config = EvolutionConfig.model_validate(evolution)
-    figures = train(config, Path(prepared.path), Path(state.path), role, train_seconds, Path(model.path))
+    figures = train(config, Path(prepared.path), Path(state.path), role, train_seconds, Path(model.path), max_epochs)
     model.metadata["role"] = role
     for name, value in figures.items():
         metrics.log_metric(name.replace("@", "_at_"), value)

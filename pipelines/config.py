@@ -22,9 +22,12 @@ EMBEDDED_EVOLUTION = EvolutionConfig(
     seed_candidate="offline_agent/seeds/sasrec_bce",
     iterations=4,
     workers=2,
-    evaluation=EvaluationConfig(smoke_users=100, smoke_seconds=20, train_seconds=45, overhead_seconds=120),
+    # Epoch budgets (time only as a safety cap): candidates are compared at equal epochs on any machine.
+    evaluation=EvaluationConfig(
+        smoke_users=100, smoke_seconds=20, max_epochs=8, train_seconds=150, overhead_seconds=120
+    ),
 )
-EMBEDDED_ONLINE = OnlineAgentConfig(users=5_000, days=14, pre_period_days=7)
+EMBEDDED_ONLINE = OnlineAgentConfig(users=15_000, days=14, pre_period_days=7)  # powered for a 2% change
 
 
 class PipelineConfig(BaseModel):
@@ -37,7 +40,12 @@ class PipelineConfig(BaseModel):
     generations: int = Field(default=2, ge=1, description="rounds of proposals; the pipeline's shape")
     candidates_per_generation: int = Field(default=2, ge=1, description="proposals in each generation (a task each)")
     parallelism: int = Field(default=2, ge=1, description="evaluations that run at once; shapes the graph")
-    final_train_seconds: float = Field(default=120, gt=0, description="training budget of the finalists")
+    final_train_seconds: float = Field(default=400, gt=0, description="time cap of each finalist's training")
+    final_max_epochs: int = Field(
+        default=20,
+        ge=0,
+        description="epochs of each finalist (0: its plan's); the same for seed and best on any machine",
+    )
     model_name: str = Field(default="default", description="registry model line")
     first_production_policy: str | None = Field(
         default="first-production",

@@ -39,8 +39,8 @@ def _evolve(dataset: PipelineChannel, evolution: Any, width: Any, generations: i
 
 
 def _finalise(
-    dataset: PipelineChannel, state: Any, evolution: Any, final_train_seconds: Any, registry_url: Any,
-    model_name: Any, first_production_policy: Any,
+    dataset: PipelineChannel, state: Any, evolution: Any, final_train_seconds: Any, final_max_epochs: Any,
+    registry_url: Any, model_name: Any, first_production_policy: Any,
 ) -> PipelineTask:  # fmt: skip
     """Train the finalists side by side and register them; the task's output is the queued version."""
     chosen = c.choose_finalists(
@@ -48,7 +48,12 @@ def _finalise(
     ).set_caching_options(False)
     with dsl.ParallelFor(chosen.output, parallelism=2) as role:
         trained = c.final_training(
-            prepared=dataset, state=state, evolution=evolution, role=role, train_seconds=final_train_seconds
+            prepared=dataset,
+            state=state,
+            evolution=evolution,
+            role=role,
+            train_seconds=final_train_seconds,
+            max_epochs=final_max_epochs,
         ).set_display_name("final training")
     registered: PipelineTask = c.register_models(
         models=dsl.Collected(trained.outputs["model"]), registry_url=registry_url, model_name=model_name,
@@ -72,11 +77,11 @@ def build(name: str, generations: int = 2, parallelism: int = 2) -> GraphCompone
         @dsl.pipeline(name="offline-evolution", description="The offline loop: evolve, train the finalists, queue.")
         def offline_evolution(
             dataset: str, evolution: dict[str, Any], candidates_per_generation: int, final_train_seconds: float,
-            model_name: str, first_production_policy: str, registry_url: str,
+            final_max_epochs: int, model_name: str, first_production_policy: str, registry_url: str,
         ) -> None:  # fmt: skip
             prepared = c.prepare_data(dataset=dataset).outputs["prepared"]
             state = _evolve(prepared, evolution, candidates_per_generation, generations, parallelism)
-            _finalise(prepared, state, evolution, final_train_seconds, registry_url, model_name,
+            _finalise(prepared, state, evolution, final_train_seconds, final_max_epochs, registry_url, model_name,
                       first_production_policy)  # fmt: skip
 
         return offline_evolution
@@ -95,13 +100,13 @@ def build(name: str, generations: int = 2, parallelism: int = 2) -> GraphCompone
         @dsl.pipeline(name="two-loop", description="Both loops: evolve offline, then the best into an A/B test.")
         def two_loop(
             dataset: str, evolution: dict[str, Any], candidates_per_generation: int, final_train_seconds: float,
-            model_name: str, first_production_policy: str, registry_url: str, online: dict[str, Any],
-            approval_wait_seconds: float,
+            final_max_epochs: int, model_name: str, first_production_policy: str, registry_url: str,
+            online: dict[str, Any], approval_wait_seconds: float,
         ) -> None:  # fmt: skip
             prepared = c.prepare_data(dataset=dataset).outputs["prepared"]
             state = _evolve(prepared, evolution, candidates_per_generation, generations, parallelism)
-            registered = _finalise(prepared, state, evolution, final_train_seconds, registry_url, model_name,
-                                   first_production_policy)  # fmt: skip
+            registered = _finalise(prepared, state, evolution, final_train_seconds, final_max_epochs, registry_url,
+                                   model_name, first_production_policy)  # fmt: skip
             with dsl.If(registered.output > 0, name="a new candidate is queued"):
                 _experiment(prepared, online, registry_url, registered.output, approval_wait_seconds)
 

@@ -132,10 +132,11 @@ def _seed(evolution: Evolution) -> Program:
 
 
 def final_training(
-    config: EvolutionConfig, prepared: Path, state: Path, role: str, train_seconds: float, out: Path
-) -> dict[str, float]:
-    """Train the ``role`` program (``seed`` or ``best``) with the final budget (sandboxed) and
-    export it into ``out`` for serving; returns its validation and test metrics."""
+    config: EvolutionConfig, prepared: Path, state: Path, role: str, train_seconds: float, out: Path,
+    max_epochs: int = 0,
+) -> dict[str, float]:  # fmt: skip
+    """Train the ``role`` program (``seed`` or ``best``) with the final budget (sandboxed; ``max_epochs``
+    0: its plan's) and export it into ``out`` for serving; returns its validation and test metrics."""
     if role not in ROLES:
         raise PipelineStepError(f"final training: role must be one of {', '.join(ROLES)}, not {role!r}")
     with _reading(state) as copy, _evolution(config, prepared, copy) as evolution:
@@ -143,7 +144,13 @@ def final_training(
         assert program is not None, "finalists() names the best only when one was evaluated"
         with tempfile.TemporaryDirectory(prefix="evorec-export-") as export:
             evaluation = evolution.evaluation.model_copy(
-                update={"train_seconds": train_seconds, "diagnose": False, "list_users": (), "export_dir": export}
+                update={
+                    "train_seconds": train_seconds,
+                    "max_epochs": max_epochs or None,
+                    "diagnose": False,
+                    "list_users": (),
+                    "export_dir": export,
+                }
             )
             outcome = evaluate_candidate(program.blocks, evaluation)
             if outcome.status != "evaluated" or outcome.artifact is None:

@@ -218,7 +218,7 @@ def test_the_two_loop_pipeline_runs_here_end_to_end(tmp_path, prepared_small, ar
                   "overhead_seconds": 120, "diagnosis_users": 32}  # fmt: skip
     config.write_text(yaml.safe_dump({"pipeline": {
         "dataset": str(prepared_small.path), "generations": 1, "candidates_per_generation": 2,
-        "final_train_seconds": 120, "registry_url": registry_url,
+        "final_train_seconds": 120, "final_max_epochs": 3, "registry_url": registry_url,
         "evolution": {"iterations": 2, "evaluation": evaluation, "feedback": {"personas": 4}},
         "online": {"users": 300, "days": 4, "pre_period_days": 2},
     }}))  # fmt: skip
