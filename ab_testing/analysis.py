@@ -16,11 +16,9 @@ import numpy as np
 import pandas as pd
 
 from ab_testing.decision import Decision, MetricSpec, decide
-from ab_testing.experiment import ExperimentRun
+from ab_testing.experiment import CUPED_COVARIATES, ExperimentRun
 from ab_testing.statistics import Comparison, SRMResult, cuped_welch, ratio_test, srm_check, welch_test
 
-COVARIATES = {"active_days": "pre_active_days", "retained_d7": "pre_active_days",
-              "retained_d14": "pre_active_days", "satisfaction": "pre_satisfaction"}  # fmt: skip
 ARM_GUARDRAILS = {"coverage": "increase", "p99_latency_ms": "decrease"}  # the direction that is better
 
 
@@ -89,7 +87,7 @@ def _compare(spec: MetricSpec, treated: pd.DataFrame, control: pd.DataFrame, alp
     if spec.test == "ratio":
         return ratio_test(treated["clicks"], treated["impressions"], control["clicks"], control["impressions"], alpha)
     if spec.test == "cuped":
-        covariate = COVARIATES[spec.name]
+        covariate = CUPED_COVARIATES[spec.name]
         return cuped_welch(
             treated[spec.name].astype(float), control[spec.name].astype(float),
             treated[covariate].astype(float), control[covariate].astype(float), alpha,
@@ -113,7 +111,7 @@ def _arm_guardrails(run: ExperimentRun, treatment: str, control: str) -> list[Ar
 def analyse(run: ExperimentRun, specs: list[MetricSpec] | None = None) -> list[Analysis]:
     """One analysis per treatment arm against the control (the plan's first arm)."""
     plan = run.plan
-    specs = specs or default_metrics(plan.days, plan.diversity_margin)
+    specs = specs or list(plan.metrics or default_metrics(plan.days, plan.diversity_margin))
     frame = run.users
     counts = frame["arm"].value_counts()
     names = [arm.name for arm in plan.arms]

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ab_testing.decision import MetricSpec
 from ab_testing.events import EventLog
 from ab_testing.ground_truth import GroundTruth
 from ab_testing.population import Population, PopulationConfig, simulate
@@ -40,6 +41,12 @@ RUN_FILES = ("plan.json", "users.parquet", "visits.npy", "guardrails.json", "run
 
 class ExperimentError(EvorecError):
     """An experiment cannot be run or read as planned."""
+
+
+# The per-user metrics a run measures (``users.parquet``), and each one's pre-period covariate for CUPED.
+PER_USER_METRICS = ("retained_d7", "retained_d14", "active_days", "satisfaction", "ctr", "consumption", "diversity")
+CUPED_COVARIATES = {"active_days": "pre_active_days", "retained_d7": "pre_active_days",
+                    "retained_d14": "pre_active_days", "satisfaction": "pre_satisfaction"}  # fmt: skip
 
 
 class ArmPlan(BaseModel):
@@ -71,6 +78,27 @@ class ExperimentPlan(BaseModel):
     latency_margin: float = Field(default=0.25, ge=0, description="relative rise of p99 scoring latency tolerated")
     seed: int = 0
     population: dict[str, Any] = Field(default_factory=dict, description="overrides of the population settings")
+    metrics: tuple[MetricSpec, ...] | None = Field(
+        default=None, description="the pre-registered metrics (none: the defaults for the plan's length)"
+    )
+
+    @model_validator(mode="after")
+    def _measurable_metrics(self) -> ExperimentPlan:
+        """Every declared metric is one the run measures, at a length it can, with a test it supports."""
+        if self.metrics is None:
+            return self
+        for spec in self.metrics:
+            if spec.name not in PER_USER_METRICS:
+                raise ValueError(f"metric {spec.name!r} is not measured; the metrics are {', '.join(PER_USER_METRICS)}")
+            if spec.name.startswith("retained_d") and self.days <= int(spec.name.removeprefix("retained_d")):
+                raise ValueError(f"metric {spec.name} needs an experiment longer than its day ({self.days} days)")
+            if spec.test == "cuped" and spec.name not in CUPED_COVARIATES:
+                raise ValueError(f"metric {spec.name} has no pre-period covariate for CUPED; use welch")
+            if spec.test == "ratio" and spec.name != "ctr":
+                raise ValueError(f"metric {spec.name}: the ratio test is for ctr (clicks over impressions)")
+        if not any(spec.kind == "north_star" for spec in self.metrics):
+            raise ValueError("the metrics need at least one north_star")
+        return self
 
     @model_validator(mode="after")
     def _distinct_arms(self) -> ExperimentPlan:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ab_testing.analysis import analyse
+from ab_testing.decision import MetricSpec
 from ab_testing.experiment import ArmPlan, ExperimentPlan, run_experiment
 from ab_testing.ground_truth import GroundTruth
 from ab_testing.report import write_report
@@ -48,6 +49,9 @@ class OnlineAgentConfig(BaseModel):
     latency_margin: float = Field(default=0.25, ge=0, description="relative rise of p99 scoring latency tolerated")
     seed: int = 0
     population: dict[str, Any] = Field(default_factory=dict)
+    metrics: tuple[MetricSpec, ...] | None = Field(
+        default=None, description="the pre-registered metrics of every experiment (none: the defaults)"
+    )
     auto_approval: str | None = Field(
         default=None, description="name of a policy allowed to promote without a person (none: always ask)"
     )
@@ -69,7 +73,7 @@ def _plan(config: OnlineAgentConfig, dataset: str, production: VersionInfo, cand
         users=config.users, days=config.days, pre_period_days=config.pre_period_days, alpha=config.alpha,
         power=config.power, mde=config.mde, diversity_margin=config.diversity_margin,
         coverage_margin=config.coverage_margin, latency_margin=config.latency_margin, seed=config.seed,
-        population=config.population,
+        population=config.population, metrics=config.metrics,
     )  # fmt: skip
 
 

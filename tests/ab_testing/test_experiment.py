@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from ab_testing.analysis import analyse
+from ab_testing.decision import MetricSpec
 from ab_testing.events import EventLog
 from ab_testing.experiment import (
     ArmPlan,
@@ -72,6 +74,34 @@ def test_the_analysis_tests_every_registered_metric_and_explains_its_verdict(pre
     report = analysis.to_json()
     assert report["ship"] == analysis.ship and report["reasons"][0].startswith(("Ship", "Do not ship"))
     assert {g["name"] for g in report["arm_guardrails"]} == {"coverage", "p99_latency_ms"}
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ([{"name": "revenue", "kind": "north_star"}], "metric 'revenue' is not measured"),
+        ([{"name": "retained_d7", "kind": "north_star"}], "retained_d7 needs an experiment longer than its day"),
+        ([{"name": "consumption", "kind": "north_star", "test": "cuped"}], "no pre-period covariate for CUPED"),
+        ([{"name": "active_days", "kind": "north_star", "test": "ratio"}], "the ratio test is for ctr"),
+        ([{"name": "ctr", "kind": "proxy", "test": "ratio"}], "at least one north_star"),
+    ],
+)
+def test_a_plan_declares_only_metrics_the_run_can_measure(metrics, message):
+    with pytest.raises(ValidationError, match=message):
+        ExperimentPlan.model_validate({**PLAN.model_dump(), "metrics": metrics})
+
+
+def test_the_analysis_uses_the_metrics_the_plan_registered(prepared_small, models, tmp_path):
+    metrics = (
+        MetricSpec(name="active_days", kind="north_star", test="cuped"),
+        MetricSpec(name="diversity", kind="guardrail", non_inferiority_margin=0.5),
+    )
+    plan = PLAN.model_copy(update={"name": "declared", "metrics": metrics})
+    run = run_experiment(plan, prepared_small, models, tmp_path / "declared")
+    assert ExperimentPlan.model_validate_json((tmp_path / "declared" / "plan.json").read_text()).metrics == metrics
+    [analysis] = analyse(run)
+    assert set(analysis.comparisons) == {"active_days", "diversity"}
+    assert tuple(analysis.specs) == metrics  # the registered 50% diversity margin, not the default 2%
 
 
 @pytest.mark.slow
