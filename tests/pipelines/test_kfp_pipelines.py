@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from evorec.cli import app
 from evorec.exceptions import ConfigError
 from pipelines.config import PipelineConfig, load_pipeline_config
-from pipelines.runner import PipelineRunError, compile_pipeline, submit
+from pipelines.runner import PipelineRunError, compile_pipeline, run_local, submit
 from pipelines.steps import PipelineStepError, approval_gate, register_finalists
 from serving.registry import Registry
 from tests.serving.conftest import LiveServer, free_port
@@ -108,6 +108,16 @@ def test_a_bad_pipeline_config_names_the_file_and_field(tmp_path):
         load_pipeline_config(path)
     message = str(error.value)
     assert str(path) in message and "generations" in message and "online.users" in message
+
+
+@pytest.mark.integration
+def test_a_failed_task_stops_the_local_run_naming_the_task_and_keeping_its_log(tmp_path):
+    with pytest.raises(PipelineRunError) as error:
+        run_local("online_experiment", PipelineConfig(dataset="no-such-dataset"), tmp_path / "root")
+    message = str(error.value)
+    assert "'prepare-data'" in message and "FAILURE" in message
+    log = Path(message.rsplit("(log: ", 1)[1].rstrip(")"))
+    assert "no-such-dataset" in log.read_text()
 
 
 def _kfp_api(received: list[dict[str, Any]]) -> FastAPI:
