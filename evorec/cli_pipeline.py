@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipelines import PIPELINE_NAMES
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -24,10 +26,9 @@ if TYPE_CHECKING:
 
 console = Console()
 pipeline_app = typer.Typer(help="Compile, run here, or submit the Kubeflow pipelines of both loops.")
-PIPELINES = ("offline_evolution", "online_experiment", "two_loop")
 ROOT = Path("runs") / "pipelines"
 
-Name = Annotated[str, typer.Argument(help=f"The pipeline: {', '.join(PIPELINES)}.")]
+Name = Annotated[str, typer.Argument(help=f"The pipeline: {', '.join(PIPELINE_NAMES)}.")]
 ConfigFile = Annotated[
     Path | None, typer.Option("--config", "-c", help="Pipeline YAML (section pipeline); default: the embedded one.")
 ]
@@ -40,8 +41,8 @@ def load_config(path: Path | None) -> PipelineConfig:
 
 
 def _check(name: str) -> None:
-    if name not in PIPELINES:
-        raise typer.BadParameter(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
+    if name not in PIPELINE_NAMES:
+        raise typer.BadParameter(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINE_NAMES)}")
 
 
 @contextmanager

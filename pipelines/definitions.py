@@ -15,9 +15,8 @@ from kfp.dsl import PipelineTask
 from kfp.dsl.graph_component import GraphComponent
 from kfp.dsl.pipeline_channel import PipelineChannel
 
+from pipelines import PIPELINE_NAMES
 from pipelines import components as c
-
-NAMES = ("offline_evolution", "online_experiment", "two_loop")
 
 
 def _evolve(dataset: PipelineChannel, evolution: Any, width: Any, generations: int, parallelism: int) -> Any:
@@ -71,7 +70,7 @@ def _experiment(dataset: PipelineChannel, online: Any, registry_url: Any, versio
 
 
 def build(name: str, generations: int = 2, parallelism: int = 2) -> GraphComponent:
-    """The pipeline ``name`` (one of NAMES) for ``generations`` rounds, ``parallelism`` evaluations at once."""
+    """The pipeline ``name`` (one of PIPELINE_NAMES) for ``generations`` rounds, ``parallelism`` evaluations at once."""
     if name == "offline_evolution":
 
         @dsl.pipeline(name="offline-evolution", description="The offline loop: evolve, train the finalists, queue.")
@@ -111,4 +110,4 @@ def build(name: str, generations: int = 2, parallelism: int = 2) -> GraphCompone
                 _experiment(prepared, online, registry_url, registered.output, approval_wait_seconds)
 
         return two_loop
-    raise ValueError(f"unknown pipeline {name!r}; the pipelines are {', '.join(NAMES)}")
+    raise ValueError(f"unknown pipeline {name!r}; the pipelines are {', '.join(PIPELINE_NAMES)}")
