@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from rich.logging import RichHandler
 
@@ -14,10 +15,18 @@ def configure_logging(verbose: bool = False) -> None:
     shown from WARNING up; evorec's modules log on named loggers and are shown from INFO.
     """
     handler = RichHandler(rich_tracebacks=False, show_path=False)
-    handler.addFilter(lambda record: record.name != "root" or record.levelno >= logging.WARNING)
+    handler.addFilter(_shown)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]", handlers=[handler],
         force=True,
     )  # fmt: skip
     for noisy in ("apache_beam", "absl", "urllib3"):  # never "root": that name is the root logger itself
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _shown(record: logging.LogRecord) -> bool:
+    """Root-logger records only from WARNING up, and from ERROR up when Beam writes them: on import it
+    warns on the root logger that optional Google Cloud clients are missing, which no user acts on."""
+    if record.name != "root":
+        return True
+    return record.levelno >= (logging.ERROR if f"{os.sep}apache_beam{os.sep}" in record.pathname else logging.WARNING)

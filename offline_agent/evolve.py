@@ -206,18 +206,20 @@ class Evolution:
         self.db.set_state("rejections", [*rejections, reason][-REJECTIONS_KEPT:])
         log.info("proposal rejected: %s", reason)
 
-    def _rule_record(self) -> dict[str, tuple[int, int]]:
-        """Per rule, how many children it produced in this run and how many beat their parent."""
-        record: dict[str, tuple[int, int]] = {}
+    def _rule_gains(self) -> dict[str, tuple[float, ...]]:
+        """Per rule, the relative fitness change of each child it produced in this run: -1 for a child that
+        failed (it lost everything), at most +1 (a parent near zero makes any child look infinitely better)."""
+        gains: dict[str, tuple[float, ...]] = {}
         for child in self.db.programs():
             rule = child.feedback.get("rule") if child.feedback else None
             if not rule or child.parent_key is None or child.status == "pending":
                 continue
-            parent = self.db.get(child.parent_key)
-            improved = child.status == "evaluated" and (child.fitness or 0.0) > (parent.fitness or 0.0)
-            tries, improvements = record.get(str(rule), (0, 0))
-            record[str(rule)] = (tries + 1, improvements + int(improved))
-        return record
+            parent = self.db.get(child.parent_key).fitness or 0.0
+            gain = (
+                min(((child.fitness or 0.0) - parent) / max(parent, 1e-9), 1.0) if child.status == "evaluated" else -1.0
+            )
+            gains[str(rule)] = (*gains.get(str(rule), ()), gain)
+        return gains
 
     def _tried_rules(self, parent: Program) -> set[str]:
         children = [c for c in self.db.programs(island=parent.island) if c.parent_key == parent.key]
@@ -288,7 +290,7 @@ class Evolution:
         parent, inspirations = self.db.sample(island, self.rng)
         request = ProposalRequest(
             parent, inspirations, self._journal(), self.db.get_state("rejections", []), self._tried_rules(parent),
-            self.config.database.fitness, self.directional, self._rule_record(),
+            self.config.database.fitness, self.directional, self._rule_gains(),
         )  # fmt: skip
         try:
             proposal = self.proposer.propose(request, self.rng)

@@ -6,7 +6,6 @@ controller parses and applies every proposal the same way.
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field
 from importlib import resources
@@ -37,7 +36,7 @@ class ProposalRequest:
     tried_rules: set[str] = field(default_factory=set)
     fitness: str = "ndcg@10"
     directional: bool = True  # False: the proposer sees the fitness only (the scalar-feedback ablation)
-    rule_record: dict[str, tuple[int, int]] = field(default_factory=dict)  # rule -> (tries, improvements) this run
+    rule_gains: dict[str, tuple[float, ...]] = field(default_factory=dict)  # rule -> its children's relative gains
 
     def context(self) -> RuleContext:
         """What the rulebook may look at: everything, or only the fitness when feedback is scalar."""
@@ -108,20 +107,12 @@ def system_prompt() -> str:
     return resources.files("offline_agent").joinpath("prompts/system.txt").read_text()
 
 
-def upper_confidence(record: tuple[int, int] | None, total: int) -> float:
-    """UCB1 of a rule's improvement rate in this run; an untried rule comes first."""
-    if record is None or record[0] == 0:
-        return math.inf
-    tries, improvements = record
-    return improvements / tries + math.sqrt(2 * math.log(max(total, 1)) / tries)
-
-
 class RulebookProposer:
     """Picks a rule whose precondition holds and that was not yet tried on this parent.
 
-    Order: the strength of the feedback the rule answers (in steps of 0.1), then how often the rule
-    improved its parent earlier in this run (UCB1, so untried rules get their turn), then the
-    catalogue order (known best first). With probability ``explore`` another applicable rule.
+    Order: the rule's expected value (its known gain, updated by what it brought other parents in this
+    run, plus the worth of the problem the feedback points at: :meth:`Rule.expected_value`). With
+    probability ``explore`` another applicable rule.
     """
 
     name = "rulebook"
@@ -131,13 +122,9 @@ class RulebookProposer:
 
     def propose(self, request: ProposalRequest, rng: random.Random) -> Proposal:
         context = request.context()
-        total = sum(tries for tries, _ in request.rule_record.values())
         rules = sorted(
             applicable(context, request.tried_rules),
-            key=lambda rule: (
-                -round(rule.evidence(context), 1),
-                -upper_confidence(request.rule_record.get(rule.name), total),
-            ),
+            key=lambda rule: -rule.expected_value(context, request.rule_gains.get(rule.name, ())),
         )
         if not rules:
             raise NoProposal(f"no rule applies to {request.parent.key[:12]} that was not tried on it already")

@@ -9,7 +9,7 @@ every proposal. The rationale names the evidence, so the journal shows why each 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,12 +75,19 @@ class RuleContext:
         return self.history[-1]["valid_ndcg@10"] >= max(h["valid_ndcg@10"] for h in self.history)
 
 
+FEEDBACK_WEIGHT = 0.1
+"""What answering a problem the feedback flags at full strength is worth, in the units of a rule's prior
+(relative NDCG@10 gain): a severe diagnosis or a complaint of every simulated user counts like +10%."""
+
+
 @dataclass(frozen=True)
 class Rule:
-    """``addresses``: the diagnosis signals / complaints the rule answers; the stronger they are,
-    the earlier the rule is tried (see :func:`by_evidence`)."""
+    """``prior``: the relative NDCG@10 gain the rule is known to bring where it applies (from the
+    literature it cites or this project's ML-1M runs); ``addresses``: the diagnosis signals and
+    complaints it answers. :meth:`expected_value` combines both into the order rules are tried in."""
 
     name: str
+    prior: float
     why: str
     applies: Callable[[RuleContext], bool]
     propose: Callable[[RuleContext], str]
@@ -88,6 +95,17 @@ class Rule:
 
     def evidence(self, ctx: RuleContext) -> float:
         return max((ctx.signal(name) or 0.0 for name in self.addresses), default=0.0)
+
+    def expected_value(self, ctx: RuleContext, gains: Sequence[float] = ()) -> float:
+        """The rule's expected relative gain plus the worth of the problem the feedback points at.
+
+        The prior counts as one observation next to ``gains``, the relative fitness changes the rule
+        brought its parents earlier in this run, so an edit that worked elsewhere is tried on the best
+        too and one that kept failing sinks. Ranking by evidence alone let signals that every model
+        shows (say, top-10 coverage on a small catalogue) crowd out the edits known to matter most;
+        ranking by the gain alone would ignore the feedback.
+        """
+        return (self.prior + sum(gains)) / (1 + len(gains)) + FEEDBACK_WEIGHT * self.evidence(ctx)
 
 
 def edit(block: str, search: str, replace: str) -> str:
@@ -138,46 +156,51 @@ def _sasrec_scoring_without(ctx: RuleContext, marker: str) -> bool:
 RULES: tuple[Rule, ...] = (
     Rule(
         "full_cross_entropy",
-        "Full softmax cross-entropy over the catalogue beats BCE with one negative (SASRec+, RecSys 2023).",
-        lambda c: _is_bce(c),
-        lambda c: rewrite("loss", (SEEDS / "sasrec_ce" / "loss.py").read_text()),
+        prior=0.35,
+        why="Full softmax cross-entropy over the catalogue beats BCE with one negative (SASRec+, RecSys 2023).",
+        applies=lambda c: _is_bce(c),
+        propose=lambda c: rewrite("loss", (SEEDS / "sasrec_ce" / "loss.py").read_text()),
         addresses=("weak_ranking_margin",),
     ),
     Rule(
         "sampled_softmax",
-        "Sampled softmax with many negatives approaches full cross-entropy at a fraction of its cost.",
-        lambda c: _is_bce(c) or c.has("loss", "def logsigmoid") or c.has("loss", "F.logsigmoid(margin)"),
-        lambda c: rewrite("loss", (TEMPLATES / "sampled_softmax_loss.py").read_text()),
+        prior=0.25,
+        why="Sampled softmax with many negatives approaches full cross-entropy at a fraction of its cost.",
+        applies=lambda c: _is_bce(c) or c.has("loss", "def logsigmoid") or c.has("loss", "F.logsigmoid(margin)"),
+        propose=lambda c: rewrite("loss", (TEMPLATES / "sampled_softmax_loss.py").read_text()),
         addresses=("weak_ranking_margin",),
     ),
     Rule(
         "more_negatives",
-        "More sampled negatives give a less biased softmax estimate (gSASRec, SASRec+ 3000).",
-        lambda c: (c.constant("loss", "NEGATIVES") or 1e9) < 4096,
-        lambda c: _set_constant(
+        prior=0.08,
+        why="More sampled negatives give a less biased softmax estimate (gSASRec, SASRec+ 3000).",
+        applies=lambda c: (c.constant("loss", "NEGATIVES") or 1e9) < 4096,
+        propose=lambda c: _set_constant(
             "loss", "NEGATIVES", c.constant("loss", "NEGATIVES") or 0, int(2 * (c.constant("loss", "NEGATIVES") or 0))
         ),
         addresses=("weak_ranking_margin",),
     ),
     Rule(
         "logq_correction",
-        "Popularity-sampled negatives with logQ correction counter popularity bias (Yi et al. 2019).",
-        lambda c: (
+        prior=0.03,
+        why="Popularity-sampled negatives with logQ correction counter popularity bias (Yi et al. 2019).",
+        applies=lambda c: (
             c.has("loss", 'SAMPLER = "uniform"')
             and (c.metric("popularity_lift@10", 0) > 1.5 or (c.signal("popularity_bias") or 0) > 0.5)
         ),
-        lambda c: edit("loss", 'SAMPLER = "uniform"\nLOGQ = False\n', 'SAMPLER = "popularity"\nLOGQ = True\n'),
+        propose=lambda c: edit("loss", 'SAMPLER = "uniform"\nLOGQ = False\n', 'SAMPLER = "popularity"\nLOGQ = True\n'),
         addresses=("popularity_bias",),
     ),
     Rule(
         "uniformity_regularizer",
-        "A uniformity term spreads collapsed item embeddings over the sphere (Wang & Isola 2020).",
-        lambda c: (
+        prior=0.03,
+        why="A uniformity term spreads collapsed item embeddings over the sphere (Wang & Isola 2020).",
+        applies=lambda c: (
             c.has("loss", LOSS_RETURN)
             and not c.has("loss", "UNIFORMITY_WEIGHT")
             and ((c.signal("embedding_collapse") or 0) > 0.5 or c.metric("coverage@10", 1) < 0.25)
         ),
-        lambda c: (
+        propose=lambda c: (
             edit(
                 "loss",
                 "from recsys.batches import Batch\n",
@@ -198,9 +221,10 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "more_dropout",
-        "Validation fell while training went on: more dropout regularises the network.",
-        lambda c: c.overfitting and (c.constant("model", "DROPOUT") or 1) < 0.5,
-        lambda c: _set_constant(
+        prior=0.04,
+        why="Validation fell while training went on: more dropout regularises the network.",
+        applies=lambda c: c.overfitting and (c.constant("model", "DROPOUT") or 1) < 0.5,
+        propose=lambda c: _set_constant(
             "model",
             "DROPOUT",
             c.constant("model", "DROPOUT") or 0,
@@ -209,15 +233,19 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "adamw_weight_decay",
-        "Decoupled weight decay (AdamW) regularises embeddings that overfit rare items.",
-        lambda c: c.has("optim", "torch.optim.Adam(") and c.overfitting,
-        lambda c: edit_line(c, "optim", "torch.optim.Adam(params, ", "torch.optim.AdamW(params, weight_decay=0.01, "),
+        prior=0.03,
+        why="Decoupled weight decay (AdamW) regularises embeddings that overfit rare items.",
+        applies=lambda c: c.has("optim", "torch.optim.Adam(") and c.overfitting,
+        propose=lambda c: edit_line(
+            c, "optim", "torch.optim.Adam(params, ", "torch.optim.AdamW(params, weight_decay=0.01, "
+        ),
     ),
     Rule(
         "warmup_cosine",
-        "Linear warm-up then cosine decay stabilises attention training and ends at a lower loss.",
-        lambda c: not c.has("optim", "def build_scheduler") and c.still_improving,
-        lambda c: (
+        prior=0.05,
+        why="Linear warm-up then cosine decay stabilises attention training and ends at a lower loss.",
+        applies=lambda c: not c.has("optim", "def build_scheduler") and c.still_improving,
+        propose=lambda c: (
             edit("optim", "import torch\n", "import math\n\nimport torch\n")
             + edit(
                 "optim",
@@ -228,49 +256,55 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "deeper",
-        "One more self-attention block captures longer-range item transitions.",
-        lambda c: _is_sasrec(c) and (c.constant("model", "BLOCKS") or 9) < 4,
-        lambda c: _set_constant(
+        prior=0.03,
+        why="One more self-attention block captures longer-range item transitions.",
+        applies=lambda c: _is_sasrec(c) and (c.constant("model", "BLOCKS") or 9) < 4,
+        propose=lambda c: _set_constant(
             "model", "BLOCKS", c.constant("model", "BLOCKS") or 0, int((c.constant("model", "BLOCKS") or 0) + 1)
         ),
     ),
     Rule(
         "more_heads",
-        "More attention heads attend to several aspects of the history at once.",
-        lambda c: _is_sasrec(c) and (c.constant("model", "HEADS") or 9) < 4,
-        lambda c: _set_constant(
+        prior=0.02,
+        why="More attention heads attend to several aspects of the history at once.",
+        applies=lambda c: _is_sasrec(c) and (c.constant("model", "HEADS") or 9) < 4,
+        propose=lambda c: _set_constant(
             "model", "HEADS", c.constant("model", "HEADS") or 0, int(2 * (c.constant("model", "HEADS") or 0))
         ),
     ),
     Rule(
         "wider",
-        "Wider embeddings hold more item distinctions when the model underfits.",
-        lambda c: (c.constant("model", "DIM") or 1e9) < 256 and not c.overfitting,
-        lambda c: _set_constant(
+        prior=0.05,
+        why="Wider embeddings hold more item distinctions when the model underfits.",
+        applies=lambda c: (c.constant("model", "DIM") or 1e9) < 256 and not c.overfitting,
+        propose=lambda c: _set_constant(
             "model", "DIM", c.constant("model", "DIM") or 0, int(2 * (c.constant("model", "DIM") or 0))
         ),
     ),
     Rule(
         "smaller_batches",
-        "Training stopped while still improving: smaller batches take more optimiser steps per epoch.",
-        lambda c: c.still_improving and c.has("optim", "batch_size=128"),
-        lambda c: edit_line(c, "optim", "batch_size=128", "batch_size=64"),
+        prior=0.06,
+        why="Training stopped while still improving: smaller batches take more optimiser steps per epoch.",
+        applies=lambda c: c.still_improving and c.has("optim", "batch_size=128"),
+        propose=lambda c: edit_line(c, "optim", "batch_size=128", "batch_size=64"),
     ),
     Rule(
         "higher_learning_rate",
-        "Training stopped while still improving: a higher learning rate converges in fewer epochs.",
-        lambda c: c.still_improving and c.has("optim", "lr=1e-3"),
-        lambda c: edit_line(c, "optim", "lr=1e-3", "lr=2e-3"),
+        prior=0.06,
+        why="Training stopped while still improving: a higher learning rate converges in fewer epochs.",
+        applies=lambda c: c.still_improving and c.has("optim", "lr=1e-3"),
+        propose=lambda c: edit_line(c, "optim", "lr=1e-3", "lr=2e-3"),
     ),
     Rule(
         "genre_side_features",
-        "Genre side information added to item embeddings helps lists match users' genre mix.",
-        lambda c: (
+        prior=0.03,
+        why="Genre side information added to item embeddings helps lists match users' genre mix.",
+        applies=lambda c: (
             _is_sasrec(c)
             and not c.has("model", "genre_projection")
             and (c.metric("calibration_kl@10", 0) > 0.5 or (c.signal("genre_calibration") or 0) > 0.5)
         ),
-        lambda c: (
+        propose=lambda c: (
             _after_init(c, "        self.genre_projection = nn.Linear(self.item_genres.shape[1], DIM, bias=False)\n")
             + edit(
                 "model",
@@ -290,12 +324,13 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "mmr_reranking",
-        "Maximal marginal relevance re-ranks the top of the list for genre diversity (Carbonell & Goldstein 1998).",
-        lambda c: (
+        prior=0.0,
+        why="Maximal marginal relevance re-ranks the top of the list for genre diversity (Carbonell & Goldstein 1998).",
+        applies=lambda c: (
             _sasrec_scoring_without(c, "MMR_LAMBDA")
             and (c.metric("ild@10", 1) < 0.6 or (c.signal("low_diversity") or 0) > 0.5)
         ),
-        lambda c: (
+        propose=lambda c: (
             _after_init(c, genres=True)
             + edit(
                 "model",
@@ -312,9 +347,10 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "popularity_penalty",
-        "Recommendations far more popular than users' histories: subtract a log-popularity penalty at scoring.",
-        lambda c: _sasrec_scoring_without(c, "POPULARITY_PENALTY") and c.metric("popularity_lift@10", 0) > 2.0,
-        lambda c: (
+        prior=0.0,
+        why="Recommendations far more popular than users' histories: subtract a log-popularity penalty at scoring.",
+        applies=lambda c: _sasrec_scoring_without(c, "POPULARITY_PENALTY") and c.metric("popularity_lift@10", 0) > 2.0,
+        propose=lambda c: (
             _after_init(
                 c,
                 "        popularity = torch.as_tensor(spec.item_popularity, dtype=torch.float32)\n"
@@ -331,23 +367,28 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "probe_for_complaint",
-        "Simulated users raise a complaint no probe measures: add a probe for it, kept only if verified.",
-        lambda c: c.unmeasured_complaint() is not None and c.has("diagnosis", "PROBES = []"),
-        lambda c: rewrite("diagnosis", (TEMPLATES / PROBE_TEMPLATES[str(c.unmeasured_complaint())]).read_text()),
+        prior=0.0,
+        why="Simulated users raise a complaint no probe measures: add a probe for it, kept only if verified.",
+        applies=lambda c: c.unmeasured_complaint() is not None and c.has("diagnosis", "PROBES = []"),
+        propose=lambda c: rewrite(
+            "diagnosis", (TEMPLATES / PROBE_TEMPLATES[str(c.unmeasured_complaint())]).read_text()
+        ),
         addresses=tuple(PROBE_TEMPLATES),
     ),
     Rule(
         "sequential_model",
-        "The lists ignore the order of the history: model it with causal self-attention (SASRec).",
-        lambda c: not _is_sasrec(c) and (c.signal("sequence_insensitivity") or 0) >= 0.5,
-        lambda c: rewrite("model", (SEEDS / "sasrec_bce" / "model.py").read_text()),
+        prior=0.3,
+        why="The lists ignore the order of the history: model it with causal self-attention (SASRec).",
+        applies=lambda c: not _is_sasrec(c) and (c.signal("sequence_insensitivity") or 0) >= 0.5,
+        propose=lambda c: rewrite("model", (SEEDS / "sasrec_bce" / "model.py").read_text()),
         addresses=("sequence_insensitivity",),
     ),
     Rule(
         "rating_weighted_positives",
-        "Weight positives by their rating: strongly liked items teach more than lukewarm ones.",
-        lambda c: c.has("reward", 'REWARD_SPEC = "clicks@1"'),
-        lambda c: rewrite(
+        prior=0.02,
+        why="Weight positives by their rating: strongly liked items teach more than lukewarm ones.",
+        applies=lambda c: c.has("reward", 'REWARD_SPEC = "clicks@1"'),
+        propose=lambda c: rewrite(
             "reward",
             '"""Positives weighted by their rating (mean 1); a click without a rating counts as three stars."""\n\n'
             "from reward_lib import training_weights\n\n"
@@ -371,10 +412,9 @@ RULES: tuple[Rule, ...] = (
 
 
 def applicable(ctx: RuleContext, tried: set[str]) -> list[Rule]:
-    """Rules whose precondition holds and that were not yet tried on this parent, strongest evidence first
-    (catalogue order, known best first, among equals): the feedback sets the direction of the next edit."""
+    """Rules whose precondition holds and that were not yet tried on this parent, highest expected value first."""
     rules = [rule for rule in RULES if rule.name not in tried and rule.applies(ctx)]
-    return sorted(rules, key=lambda rule: -rule.evidence(ctx))
+    return sorted(rules, key=lambda rule: -rule.expected_value(ctx))
 
 
 def reply_for(rule: Rule, ctx: RuleContext) -> str:

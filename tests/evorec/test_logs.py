@@ -19,3 +19,12 @@ def test_info_lines_of_the_project_are_shown_and_noisy_libraries_are_quiet(capsy
     assert not logging.getLogger("apache_beam.runners").isEnabledFor(logging.INFO)
     configure_logging(verbose=True)
     assert logging.getLogger("offline_agent.evolve").isEnabledFor(logging.DEBUG)
+
+
+def test_beams_import_time_warnings_on_the_root_logger_are_hidden_but_its_errors_are_not(capsys):
+    configure_logging()
+    beam_file = "/venv/site-packages/apache_beam/io/gcp/bigquery_tools.py"
+    for level, message in ((logging.WARNING, "apitools not found"), (logging.ERROR, "a Beam error")):
+        logging.getLogger().handle(logging.LogRecord("root", level, beam_file, 1, message, None, None))
+    shown = capsys.readouterr().out
+    assert "apitools" not in shown and "a Beam error" in shown

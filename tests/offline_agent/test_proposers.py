@@ -61,6 +61,22 @@ def test_the_rulebook_follows_evidence_and_runs_out_of_untried_rules(seeds_dir):
         proposer.propose(ProposalRequest(parent, [], [], [], tried_rules=every_rule), random.Random(0))
 
 
+def test_a_known_large_gain_outranks_problems_every_model_shows_but_strong_feedback_outranks_small_gains(seeds_dir):
+    saturated = {"signals": {"low_coverage": 1.0, "segment_gap": 1.0, "genre_calibration": 0.3}}
+    proposer = RulebookProposer(explore=0.0)
+    seed = proposer.propose(ProposalRequest(_parent(seeds_dir, **saturated), [], [], []), random.Random(0))
+    assert seed.rule == "full_cross_entropy"  # +35% known gain against a coverage signal at its ceiling
+    ce_parent = _parent(seeds_dir, "sasrec_ce", **saturated)
+    assert proposer.propose(ProposalRequest(ce_parent, [], [], []), random.Random(0)).rule in {
+        "uniformity_regularizer",
+        "popularity_penalty",
+    }  # once the large known gain is taken, the flagged coverage problem leads
+    improving = _parent(seeds_dir, "sasrec_ce", **saturated, history=[{"valid_ndcg@10": 0.01}, {"valid_ndcg@10": 0.02}])
+    gains = {"smaller_batches": (0.98,), "uniformity_regularizer": (0.0,)}  # what each did to the seed in this run
+    learned = proposer.propose(ProposalRequest(improving, [], [], [], rule_gains=gains), random.Random(0))
+    assert learned.rule == "smaller_batches"  # the edit that doubled the seed's score is tried on the best next
+
+
 def test_the_llm_proposer_charges_its_spend_and_stops_at_the_budget(seeds_dir, tmp_path):
     replies = tmp_path / "replies.jsonl"
     replies.write_text(
@@ -94,7 +110,7 @@ def test_the_rulebook_learns_which_rules_improve_their_parents_in_this_run(seeds
     parent = _parent(seeds_dir, "sasrec_ce")
     proposer = RulebookProposer(explore=0.0)
     fresh = proposer.propose(ProposalRequest(parent, [], [], []), random.Random(0)).rule
-    record = {fresh: (6, 0), "deeper": (3, 3)}  # the first choice kept failing, deeper kept improving
-    others = {rule.name: (3, 0) for rule in RULES if rule.name not in record}  # every other rule failed thrice
-    learned = proposer.propose(ProposalRequest(parent, [], [], [], rule_record={**others, **record}), random.Random(0))
+    gains = {fresh: (-0.1,) * 6, "deeper": (0.1,) * 3}  # the first choice kept failing, deeper kept improving
+    others = {rule.name: (-0.05,) * 3 for rule in RULES if rule.name not in gains}  # every other rule failed thrice
+    learned = proposer.propose(ProposalRequest(parent, [], [], [], rule_gains={**others, **gains}), random.Random(0))
     assert fresh != "deeper" and learned.rule == "deeper"
