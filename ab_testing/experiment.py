@@ -3,24 +3,28 @@
 The plan is written before the run (``plan.json`` in the run folder) and the run only reads it:
 arms, split, unit, duration, metrics, alpha, power and the minimum detectable effect. Users are
 assigned by salted hash of their id (the serving layer's routing); each arm's slates come from its
-model through the serving layer's scoring, in process. The run writes the event log (Parquet),
-one row per user with the experiment's and the pre-period's metrics, and the guardrails measured
-on the served slates.
+model through the serving layer's scoring, in process, or from a running recommendation server
+over HTTP when the plan names one (:mod:`ab_testing.http_arms`). The run writes the event log
+(Parquet), one row per user with the experiment's and the pre-period's metrics, and the guardrails
+measured on the served slates.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ab_testing.decision import MetricSpec
 from ab_testing.events import EventLog
@@ -81,6 +85,24 @@ class ExperimentPlan(BaseModel):
     metrics: tuple[MetricSpec, ...] | None = Field(
         default=None, description="the pre-registered metrics (none: the defaults for the plan's length)"
     )
+    server_url: str | None = Field(
+        default=None,
+        description="a recommendation server whose experiment serves the arms over HTTP (none: in process)",
+    )
+
+    @field_validator("server_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        try:
+            _ = parts.port  # raises on a malformed port
+        except ValueError:
+            parts = parts._replace(netloc="")
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"server_url must be an http(s) URL such as http://127.0.0.1:8000, got {url!r}")
+        return url.rstrip("/")
 
     @model_validator(mode="after")
     def _measurable_metrics(self) -> ExperimentPlan:
@@ -135,25 +157,68 @@ def simulated_user_ids(count: int) -> list[str]:
     return [f"sim-{user}" for user in range(count)]
 
 
-@dataclass
-class ServedPolicy:
-    """An arm's model as a population policy, instrumented for the guardrails.
+class InstrumentedPolicy(ABC):
+    """An arm as a population policy that measures the arm-level guardrails on the slates it serves.
+
+    Subclasses say where slates come from and record one latency per request; exposure (for
+    coverage), per-user slate diversity and the latency percentiles are counted here, the same way
+    however the arm is served, so arms served in process and over HTTP compare like for like.
+    """
+
+    def __init__(self, catalog: ItemCatalog, slate_size: int) -> None:
+        self.catalog = catalog
+        self.slate_size = slate_size
+        self.latencies_ms: list[float] = []
+        self.exposure = np.zeros(len(catalog.popularity), dtype=np.int64)
+        self._diversity_sum: dict[int, float] = {}
+        self._diversity_count: dict[int, int] = {}
+
+    def __call__(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        slates = self._slates(users, histories)
+        np.add.at(self.exposure, slates.ravel(), 1)
+        diversity = list_diversity(torch.from_numpy(slates), self.catalog).numpy()
+        for user, value in zip(users.tolist(), diversity.tolist(), strict=True):
+            self._diversity_sum[user] = self._diversity_sum.get(user, 0.0) + value
+            self._diversity_count[user] = self._diversity_count.get(user, 0) + 1
+        return slates
+
+    @abstractmethod
+    def _slates(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        """``A X slate_size`` item indices (0: an empty slot), appending one latency per user."""
+
+    def diversity(self, users: int) -> np.ndarray:
+        """Per user, the mean genre diversity of the slates they were shown (NaN if none)."""
+        out = np.full(users, np.nan)
+        for user, total in self._diversity_sum.items():
+            out[user] = total / self._diversity_count[user]
+        return out
+
+    def guardrails(self) -> dict[str, float]:
+        """Catalogue coverage of the served slates, and the latency of the requests that served them."""
+        latencies = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
+        return {
+            "coverage": float((self.exposure[1:] > 0).mean()),
+            "requests": len(self.latencies_ms),
+            "mean_latency_ms": round(float(latencies.mean()), 3),
+            "p50_latency_ms": round(float(np.percentile(latencies, 50)), 3),
+            "p99_latency_ms": round(float(np.percentile(latencies, 99)), 3),
+        }
+
+
+class ServedPolicy(InstrumentedPolicy):
+    """An arm's model scored in process by the serving layer's ranking.
 
     The model sees the real user the simulated one was drawn from (``source_user``: user-id based
     models need a known id) and the simulated history. Latency is recorded per request, each
     request being one user's slate scored in a micro-batch of ``SCORING_CHUNK``.
     """
 
-    model: LoadedModel
-    source_user: np.ndarray
-    catalog: ItemCatalog
-    slate_size: int
-    latencies_ms: list[float] = field(default_factory=list)
-    exposure: np.ndarray | None = None
-    diversity_sum: dict[int, float] = field(default_factory=dict)
-    diversity_count: dict[int, int] = field(default_factory=dict)
+    def __init__(self, model: LoadedModel, source_user: np.ndarray, catalog: ItemCatalog, slate_size: int) -> None:
+        super().__init__(catalog, slate_size)
+        self.model = model
+        self.source_user = source_user
 
-    def __call__(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+    def _slates(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
         slates = np.zeros((len(users), self.slate_size), dtype=np.int64)
         for start in range(0, len(users), SCORING_CHUNK):
             chunk = slice(start, start + SCORING_CHUNK)
@@ -164,24 +229,7 @@ class ServedPolicy:
             self.latencies_ms.extend([elapsed / len(rankings)] * len(rankings))
             for row, ranking in enumerate(rankings, start):
                 slates[row, : len(ranking.items)] = ranking.items
-        self._observe(users, slates)
         return slates
-
-    def _observe(self, users: np.ndarray, slates: np.ndarray) -> None:
-        if self.exposure is None:
-            self.exposure = np.zeros(len(self.catalog.popularity), dtype=np.int64)
-        np.add.at(self.exposure, slates.ravel(), 1)
-        diversity = list_diversity(torch.from_numpy(slates), self.catalog).numpy()
-        for user, value in zip(users.tolist(), diversity.tolist(), strict=True):
-            self.diversity_sum[user] = self.diversity_sum.get(user, 0.0) + value
-            self.diversity_count[user] = self.diversity_count.get(user, 0) + 1
-
-    def diversity(self, users: int) -> np.ndarray:
-        """Per user, the mean genre diversity of the slates they were shown (NaN if none)."""
-        out = np.full(users, np.nan)
-        for user, total in self.diversity_sum.items():
-            out[user] = total / self.diversity_count[user]
-        return out
 
 
 @dataclass(frozen=True)
@@ -215,11 +263,18 @@ class ExperimentRun:
 def run_experiment(
     plan: ExperimentPlan,
     prepared: PreparedDataset,
-    models: dict[str, LoadedModel],
+    models: Mapping[str, LoadedModel],
     folder: Path,
     ground_truth: GroundTruth | None = None,
+    versions: Mapping[str, int] | None = None,
 ) -> ExperimentRun:
-    """Simulate the plan with ``models`` (arm name -> served model) and write the run to ``folder``."""
+    """Simulate the plan and write the run to ``folder``.
+
+    ``models`` maps arm names to served models. With ``plan.server_url`` the arms come from that
+    server and only the control's model is needed: the pre-period puts everyone on the control,
+    which the server's hashed split cannot do, so it is served in process. ``versions`` (arm name
+    -> registry version id) are what the server's answers must say served them.
+    """
     started = time.monotonic()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n")
@@ -228,13 +283,21 @@ def run_experiment(
     population = Population.sample(truth, sequences, plan.population_config())
     catalog = ItemCatalog.build(prepared, sequences)
     slate_size = population.config.slate_size
-    policies = {
-        arm.name: ServedPolicy(models[arm.name], population.source_user, catalog, slate_size) for arm in plan.arms
-    }
-    control = models[plan.arms[0].name]
-    pre_period = ServedPolicy(control, population.source_user, catalog, slate_size)  # everyone on the control
+    pre_period = ServedPolicy(_model(models, plan.arms[0].name), population.source_user, catalog, slate_size)
     assignment = assign(plan, simulated_user_ids(population.num_users))
-    with EventLog([arm.name for arm in plan.arms], folder / "events.parquet") as log:
+    with ExitStack() as stack:
+        policies: dict[str, InstrumentedPolicy]
+        if plan.server_url is None:
+            policies = {
+                arm.name: ServedPolicy(_model(models, arm.name), population.source_user, catalog, slate_size)
+                for arm in plan.arms
+            }
+        else:
+            from ab_testing.http_arms import RecommendationClient, http_policies  # it builds on this module
+
+            client = stack.enter_context(RecommendationClient(plan.server_url))
+            policies = http_policies(plan, client, prepared, population.source_user, catalog, versions or {})
+        log = stack.enter_context(EventLog([arm.name for arm in plan.arms], folder / "events.parquet"))
         summary = simulate(population, dict(policies), assignment, log=log, pre_policy=pre_period)
     frame = summary.to_frame()
     frame.insert(0, "user_id", simulated_user_ids(population.num_users))
@@ -249,18 +312,14 @@ def run_experiment(
     )
     frame.to_parquet(folder / "users.parquet", index=False)
     np.save(folder / "visits.npy", summary.experiment.visits)
-    guardrails = {name: _arm_guardrails(policy, catalog) for name, policy in policies.items()}
+    guardrails = {name: policy.guardrails() for name, policy in policies.items()}
     (folder / "guardrails.json").write_text(json.dumps(guardrails, indent=2) + "\n")
     seconds = round(time.monotonic() - started, 1)
     (folder / "run.json").write_text(json.dumps({"seconds": seconds, "users": population.num_users}) + "\n")
     return ExperimentRun(plan, frame, summary.experiment.visits, guardrails, folder, seconds)
 
 
-def _arm_guardrails(policy: ServedPolicy, catalog: ItemCatalog) -> dict[str, float]:
-    shown = policy.exposure if policy.exposure is not None else np.zeros(1)
-    latencies = np.asarray(policy.latencies_ms) if policy.latencies_ms else np.zeros(1)
-    return {
-        "coverage": float((shown[1:] > 0).mean()),
-        "p50_latency_ms": round(float(np.percentile(latencies, 50)), 3),
-        "p99_latency_ms": round(float(np.percentile(latencies, 99)), 3),
-    }
+def _model(models: Mapping[str, LoadedModel], arm: str) -> LoadedModel:
+    if arm not in models:
+        raise ExperimentError(f"no model for arm {arm!r}; the run has models for {', '.join(models) or 'no arm'}")
+    return models[arm]

@@ -24,8 +24,18 @@ def run(
     registry: Annotated[str | None, typer.Option(help="Registry URL (default: $EVOREC_REGISTRY_URL).")] = None,
     runs: Runs = RUNS,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Cache of prepared data.")] = None,
+    server_url: Annotated[
+        str | None,
+        typer.Option(
+            "--server-url",
+            help="Serve the arms from this recommendation server over HTTP (its experiment must be the plan's: "
+            "salt, arms and weights); default: the plan's server_url, else in process.",
+        ),
+    ] = None,
 ) -> None:
     """Run a pre-registered plan: each arm is a registry version (none: the production model)."""
+    from pydantic import ValidationError
+
     from ab_testing.analysis import analyse
     from ab_testing.experiment import ExperimentPlan, run_experiment
     from ab_testing.report import write_report
@@ -36,16 +46,26 @@ def run(
     from serving.registry import Registry, default_registry_url
 
     plan = load_yaml_model(config, ExperimentPlan, "experiment plan", section="experiment")
+    if server_url is not None:
+        try:
+            plan = ExperimentPlan.model_validate({**plan.model_dump(), "server_url": server_url})
+        except ValidationError as exc:
+            raise EvorecError(f"--server-url: {exc.errors()[0]['msg']}") from exc
     settings = get_settings(data_dir)
     with Registry(registry or default_registry_url(settings)) as store:
-        models = {}
+        versions = {}
         for arm in plan.arms:
             version = store.get(arm.version) if arm.version is not None else store.production()
             if version is None:
                 raise EvorecError(f"arm {arm.name} names no version and no model is in production")
-            models[arm.name] = load_artifact(version.artifact_uri)
-    console.print(f"running {plan.name}: {plan.users:,} users, {plan.days} days")
-    experiment = run_experiment(plan, prepared_dataset(plan.dataset, settings), models, runs / plan.name)
+            versions[arm.name] = version
+    # over HTTP the server scores the arms; only the control serves the pre-period here
+    local = plan.arms if plan.server_url is None else plan.arms[:1]
+    models = {arm.name: load_artifact(versions[arm.name].artifact_uri) for arm in local}
+    where = f"arms served by {plan.server_url}" if plan.server_url else "arms served in process"
+    console.print(f"running {plan.name}: {plan.users:,} users, {plan.days} days, {where}")
+    ids = {name: version.id for name, version in versions.items()}
+    experiment = run_experiment(plan, prepared_dataset(plan.dataset, settings), models, runs / plan.name, versions=ids)
     for analysis in analyse(experiment):
         paths = write_report(experiment, analysis)
         verdict = "[green]ship (awaiting approval)[/]" if analysis.ship else "[red]do not ship[/]"

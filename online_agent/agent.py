@@ -6,10 +6,15 @@ in the audit reason, and waits for a person (``evorec promote approve``); it is 
 agent itself only when the config names an auto-approval policy, and then the audit row says so.
 A version the rule would not ship is rejected with the reasons; an experiment that breaks marks
 the version ``failed`` with the error, and the agent goes on with the next one.
+
+With ``prescreen: interleaving`` each version is first interleaved with production for a sample of
+simulated users (:mod:`ab_testing.interleaving`): one they significantly prefer less is rejected
+with the interleaving result as the reason, without spending an A/B test on it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +24,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ab_testing.analysis import analyse
 from ab_testing.decision import MetricSpec
-from ab_testing.experiment import ArmPlan, ExperimentPlan, run_experiment
+from ab_testing.experiment import ArmPlan, ExperimentPlan, ServedPolicy, run_experiment
 from ab_testing.ground_truth import GroundTruth
+from ab_testing.interleaving import InterleavingResult, interleave
+from ab_testing.population import Population, PopulationConfig
 from ab_testing.report import write_report
 from evorec.exceptions import EvorecError
 from recsys.data.prepared import PreparedDataset
-from serving.artifacts import load_artifact
+from recsys.evaluation import ItemCatalog
+from recsys.sequences import UserSequences
+from serving.artifacts import LoadedModel, load_artifact
 from serving.registry import Registry, VersionInfo
 
 log = logging.getLogger(__name__)
@@ -55,6 +64,12 @@ class OnlineAgentConfig(BaseModel):
     auto_approval: str | None = Field(
         default=None, description="name of a policy allowed to promote without a person (none: always ask)"
     )
+    prescreen: Literal["none", "interleaving"] = Field(
+        default="none",
+        description="interleaving: team-draft interleave each version with production first, and reject one the "
+        "simulated users significantly prefer less (sign test at alpha) without an A/B test",
+    )
+    prescreen_users: int = Field(default=2000, ge=100, description="simulated users shown one interleaved slate each")
 
 
 @dataclass(frozen=True)
@@ -99,21 +114,34 @@ def experiment_versions(
 
 def _experiment(
     config: OnlineAgentConfig, registry: Registry, prepared: PreparedDataset, production: VersionInfo,
-    control: Any, truth: GroundTruth, version: VersionInfo,
+    control: LoadedModel, truth: GroundTruth, version: VersionInfo,
 ) -> QueueOutcome:  # fmt: skip
     plan = _plan(config, prepared.name, production, version)
-    registry.transition(version.id, "experimenting", actor=ACTOR, reason=f"experiment {plan.name}")
+    screening = config.prescreen == "interleaving"
+    steps = "interleaving pre-screen, then " if screening else ""
+    registry.transition(version.id, "experimenting", actor=ACTOR, reason=f"{steps}experiment {plan.name}")
     try:
-        models = {"control": control, "treatment": load_artifact(version.artifact_uri)}
+        candidate = load_artifact(version.artifact_uri)
+        screen = prescreen(config, prepared, truth, control, candidate) if screening else None
+    except Exception as exc:  # the version fails with the reason; the queue goes on
+        return _fail(registry, version.id, f"experiment {plan.name}", exc)
+    if screen is not None and screen.candidate_loses:
+        reason = (
+            f"rejected by the pre-screen against production v{production.id}, without an A/B test: {screen.summary()}"
+        )
+        registry.reject(version.id, actor=ACTOR, reason=reason)
+        return QueueOutcome(version.id, "rejected", reason, None)
+    try:
+        models = {"control": control, "treatment": candidate}
         run = run_experiment(plan, prepared, models, Path(config.runs_dir) / plan.name, truth)
         [analysis] = analyse(run)
         report = write_report(run, analysis)["html"]
-    except Exception as exc:  # the version fails with the reason; the queue goes on
-        reason = f"experiment {plan.name} failed: {type(exc).__name__}: {exc}"
-        log.exception("version %d: %s", version.id, reason)
-        registry.transition(version.id, "failed", actor=ACTOR, reason=reason)
-        return QueueOutcome(version.id, "failed", reason, None)
-    summary = "; ".join(analysis.reasons()[:3]) + f" (report: {report})"
+        if screen is not None:  # beside the A/B report it led to
+            (run.folder / "interleaving.json").write_text(json.dumps(screen.to_json(), indent=2) + "\n")
+    except Exception as exc:
+        return _fail(registry, version.id, f"experiment {plan.name}", exc)
+    screened = f"; pre-screen passed: {screen.summary()}" if screen is not None else ""
+    summary = "; ".join(analysis.reasons()[:3]) + screened + f" (report: {report})"
     if not analysis.ship:
         registry.reject(version.id, actor=ACTOR, reason=summary)
         return QueueOutcome(version.id, "rejected", summary, report)
@@ -122,3 +150,26 @@ def _experiment(
         registry.auto_approve(version.id, config.auto_approval)
         return QueueOutcome(version.id, "production", summary, report)
     return QueueOutcome(version.id, "awaiting_approval", summary, report)
+
+
+def _fail(registry: Registry, version: int, what: str, exc: Exception) -> QueueOutcome:
+    reason = f"{what} failed: {type(exc).__name__}: {exc}"
+    log.exception("version %d: %s", version, reason)
+    registry.transition(version, "failed", actor=ACTOR, reason=reason)
+    return QueueOutcome(version, "failed", reason, None)
+
+
+def prescreen(
+    config: OnlineAgentConfig, prepared: PreparedDataset, truth: GroundTruth, production: LoadedModel,
+    candidate: LoadedModel,
+) -> InterleavingResult:  # fmt: skip
+    """Team-draft interleave the two models for ``prescreen_users`` simulated users, served as in an A/B arm."""
+    sequences = UserSequences.from_prepared(prepared)
+    settings = {**config.population, "users": config.prescreen_users, "seed": config.seed, "pre_period_days": 0}
+    population = Population.sample(truth, sequences, PopulationConfig(**settings))
+    catalog = ItemCatalog.build(prepared, sequences)
+    production_policy, candidate_policy = (
+        ServedPolicy(model, population.source_user, catalog, population.config.slate_size)
+        for model in (production, candidate)
+    )
+    return interleave(population, production_policy, candidate_policy, config.alpha)

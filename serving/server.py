@@ -64,6 +64,12 @@ class RecommendBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_id: str | None = Field(default=None, description="routes the user to an arm; a random id if omitted")
+    source_user_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="a known user whose learned profile scores the history (the real user a simulated one was "
+        "drawn from); user_id still picks the arm",
+    )
     history: list[str] = Field(min_length=1, max_length=10_000, description="item ids, oldest first")
     k: int = Field(default=10, ge=1, le=MAX_K)
 
@@ -209,14 +215,19 @@ def create_app(config: ServerConfig, catalog: ServingCatalog, registry: Registry
         user, history = known
         return await recommend_for(user_id, user, history, k)
 
-    @app.post("/recommend", response_model=Recommendation, responses={422: {"description": "unknown item ids"}})
+    @app.post(
+        "/recommend", response_model=Recommendation, responses={422: {"description": "unknown item ids or source user"}}
+    )
     async def recommend_history(body: Annotated[RecommendBody, Body()]) -> Recommendation:
         """Top-k for a history sent in the request (new or anonymous users)."""
         try:
             history = catalog.indices(body.history)
         except UnknownItems as exc:
             raise HTTPException(422, str(exc)) from exc
-        known = catalog.history(body.user_id) if body.user_id else None
+        profile = body.source_user_id or body.user_id
+        known = catalog.history(profile) if profile else None
+        if body.source_user_id is not None and known is None:
+            raise HTTPException(422, f"unknown source user {body.source_user_id!r}")
         return await recommend_for(body.user_id, known[0] if known else 0, history, body.k)
 
     @app.get("/health")
