@@ -30,7 +30,7 @@ registry_app = typer.Typer(help="List, inspect and register model versions.", no
 
 VersionId = Annotated[int, typer.Argument(help="The version's id (see `evorec registry list`).")]
 Reason = Annotated[str, typer.Option(help="Why: kept in the audit log.")]
-Actor = Annotated[str | None, typer.Option(help="Who acts (default: your OS user name).")]
+Actor = Annotated[str | None, typer.Option("--by", "--actor", help="Who acts (default: your OS user name).")]
 Name = Annotated[str, typer.Option(help="The model line.")]
 RegistryUrl = Annotated[
     str | None,

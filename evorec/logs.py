@@ -9,7 +9,7 @@ from rich.logging import RichHandler
 
 
 def configure_logging(verbose: bool = False) -> None:
-    """Route all loggers through rich; Beam's and absl's chatter stays at WARNING.
+    """Route all loggers through rich; the chatter of Beam, absl, urllib3 and alembic stays at WARNING.
 
     Libraries that log on the root logger itself (fbgemm announces every library it loads) are
     shown from WARNING up; evorec's modules log on named loggers and are shown from INFO.
@@ -20,7 +20,7 @@ def configure_logging(verbose: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]", handlers=[handler],
         force=True,
     )  # fmt: skip
-    for noisy in ("apache_beam", "absl", "urllib3"):  # never "root": that name is the root logger itself
+    for noisy in ("apache_beam", "absl", "urllib3", "alembic"):  # never "root": that name is the root logger itself
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -17,6 +17,7 @@ def test_info_lines_of_the_project_are_shown_and_noisy_libraries_are_quiet(capsy
     assert logging.getLogger("offline_agent.evolve").isEnabledFor(logging.INFO)
     assert logging.getLogger("pipelines.steps").isEnabledFor(logging.INFO)
     assert not logging.getLogger("apache_beam.runners").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("alembic.runtime.migration").isEnabledFor(logging.INFO)
     configure_logging(verbose=True)
     assert logging.getLogger("offline_agent.evolve").isEnabledFor(logging.DEBUG)
 

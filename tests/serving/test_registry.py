@@ -509,7 +509,7 @@ def test_cli_registers_promotes_rejects_rolls_back_and_shows(
     monkeypatch.setattr("getpass.getuser", lambda: "carol")
     result = runner.invoke(cli, ["promote", "approve", "1", "--reason", "retention up", *at])
     assert result.exit_code == 0 and "version 1 of 'default' is in production" in result.output
-    assert runner.invoke(cli, ["promote", "approve", "2", "--reason", "better", "--actor", "dan", *at]).exit_code == 0
+    assert runner.invoke(cli, ["promote", "approve", "2", "--reason", "better", "--by", "dan", *at]).exit_code == 0
     result = runner.invoke(cli, ["promote", "reject", "3", "--reason", "worse", *at])
     assert result.exit_code == 0 and "version 3 is rejected" in result.output
     result = runner.invoke(cli, ["promote", "rollback", "--reason", "latency", *at])
