@@ -8,18 +8,7 @@ import pytest
 from ab_testing.ground_truth import GroundTruth
 from ab_testing.interleaving import CANDIDATE, NO_TEAM, PRODUCTION, interleave, preference_test, team_draft
 from ab_testing.population import Population, PopulationConfig, oracle_policy, popularity_policy, random_policy
-from recsys.data.prepared import PreparedDataset
 from recsys.sequences import UserSequences
-
-
-@pytest.fixture(scope="module")
-def truth(prepared_small: PreparedDataset) -> GroundTruth:
-    return GroundTruth.fit(prepared_small, factors=16, iterations=8)
-
-
-@pytest.fixture(scope="module")
-def sequences(prepared_small: PreparedDataset) -> UserSequences:
-    return UserSequences.from_prepared(prepared_small)
 
 
 def _population(truth: GroundTruth, sequences: UserSequences, users: int, seed: int = 0) -> Population:

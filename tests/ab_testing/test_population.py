@@ -27,16 +27,6 @@ USERS = 2000
 DAYS = 10
 
 
-@pytest.fixture(scope="module")
-def truth(prepared_small: PreparedDataset) -> GroundTruth:
-    return GroundTruth.fit(prepared_small, factors=16, iterations=8)
-
-
-@pytest.fixture(scope="module")
-def sequences(prepared_small: PreparedDataset) -> UserSequences:
-    return UserSequences.from_prepared(prepared_small)
-
-
 def _population(truth: GroundTruth, sequences: UserSequences, **overrides: float) -> Population:
     settings: dict[str, float] = {"users": USERS, "days": DAYS, "pre_period_days": 0, **overrides}
     return Population.sample(truth, sequences, PopulationConfig(**settings))
