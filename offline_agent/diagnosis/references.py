@@ -30,8 +30,10 @@ Offset = Callable[[Batch, int], torch.Tensor]
 
 
 def _standardised(values: torch.Tensor) -> torch.Tensor:
+    """Standardised along the last (item) axis, the padding id left out of the mean and deviation."""
     finite = torch.nan_to_num(values.double(), nan=float(np.nanmean(values.numpy())))
-    return ((finite - finite[1:].mean()) / finite[1:].std().clamp(min=1e-12)).float()
+    items = finite[..., 1:]
+    return ((finite - items.mean(-1, keepdim=True)) / items.std(-1, keepdim=True).clamp(min=1e-12)).float()
 
 
 def _histories(batch: Batch) -> list[np.ndarray]:
@@ -66,10 +68,15 @@ class ReferenceModel(nn.Module):
         return self.embed(ids, self.base) if self.embed else self.base.embed_items(ids)
 
 
+def _history_rows(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every history item of the batch, and the row of the user it belongs to."""
+    return torch.repeat_interleave(torch.arange(len(batch.users)), batch.lengths), batch.history[ITEM_FEATURE].values()
+
+
 def _consumed(batch: Batch, width: int) -> torch.Tensor:
-    rows = torch.repeat_interleave(torch.arange(len(batch.users)), batch.lengths)
+    rows, items = _history_rows(batch)
     mask = torch.zeros(len(batch.users), width)
-    mask[rows, batch.history[ITEM_FEATURE].values()] = 1.0
+    mask[rows, items] = 1.0
     return mask
 
 
@@ -111,6 +118,18 @@ def _recency(ctx: DiagnosisContext) -> torch.Tensor:
     return 2 * _standardised(torch.from_numpy(ctx.years))
 
 
+def _away_from_taste(genres: torch.Tensor) -> Offset:
+    """Scores pushed away from the genres of each user's own history, read from the batch: the lists
+    scatter over genres the user rarely watches."""
+
+    def offset(batch: Batch, width: int) -> torch.Tensor:
+        rows, items = _history_rows(batch)
+        profile = torch.zeros(len(batch.users), genres.shape[1]).index_add_(0, rows, genres[items])
+        return -2 * _standardised(profile @ genres.T)
+
+    return offset
+
+
 Pair = tuple[RankingModel, RankingModel]
 
 
@@ -131,6 +150,8 @@ REFERENCE_PAIRS: dict[str, Callable[[DiagnosisContext], Pair]] = {
     "low_diversity": _shifted(_most_common_genre, away=False),
     "genre_calibration": _shifted(_most_common_genre, away=False),
     "era_mismatch": _shifted(_recency, away=False),
+    "obscure_lists": _shifted(lambda ctx: -2 * _popularity(ctx), away=False),
+    "scattered_lists": lambda ctx: (ReferenceModel(ctx.model, _away_from_taste(ctx.catalog.genres)), ctx.model),
     "repetition": lambda ctx: (ReferenceModel(ctx.model, _consumed), ReferenceModel(ctx.model, _unconsumed)),
     "sequence_insensitivity": lambda ctx: (ReferenceModel(ctx.model, rewrite=_first_item_only), ctx.model),
     "weak_ranking_margin": lambda ctx: (ReferenceModel(ctx.model, _noise(ctx.seed)), ctx.model),

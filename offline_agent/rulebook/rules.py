@@ -8,6 +8,7 @@ every proposal. The rationale names the evidence, so the journal shows why each 
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,11 @@ from typing import Any
 from offline_agent import SEEDS
 
 TEMPLATES = Path(__file__).parent / "templates"
-PROBE_TEMPLATES = {"era_mismatch": "era_gap_probe.py"}
+PROBE_TEMPLATES = {
+    "era_mismatch": "era_gap_probe.py",
+    "obscure_lists": "obscurity_probe.py",
+    "scattered_lists": "genre_focus_probe.py",
+}
 """Complaints the built-in probes do not measure, and the probe the rulebook adds for each."""
 COMPLAINT_SHARE = 0.3  # share of simulated users raising a complaint before it counts
 
@@ -45,15 +50,18 @@ class RuleContext:
         return max(present) if present else None
 
     def unmeasured_complaint(self) -> str | None:
-        """A frequent simulator complaint that no probe measures and for which a probe template exists."""
+        """The most raised frequent simulator complaint that no probe measures and for which a probe template
+        exists (ties in the order of :data:`PROBE_TEMPLATES`): one probe per proposal, the loudest first."""
         complaints = self.feedback.get("complaints", {})
-        for complaint, template in PROBE_TEMPLATES.items():
-            measured = (
-                complaint in self.feedback.get("signals", {}) or f'measures="{complaint}"' in self.sources["diagnosis"]
-            )
-            if complaints.get(complaint, 0.0) >= COMPLAINT_SHARE and not measured and (TEMPLATES / template).exists():
-                return complaint
-        return None
+        unmeasured = [
+            complaint
+            for complaint, template in PROBE_TEMPLATES.items()
+            if complaints.get(complaint, 0.0) >= COMPLAINT_SHARE
+            and complaint not in self.feedback.get("signals", {})
+            and f'measures="{complaint}"' not in self.sources["diagnosis"]
+            and (TEMPLATES / template).exists()
+        ]
+        return max(unmeasured, key=lambda complaint: complaints[complaint], default=None)
 
     def constant(self, block: str, name: str) -> float | None:
         match = re.search(rf"^{name} = ([0-9.e-]+)$", self.sources[block], re.MULTILINE)
@@ -151,6 +159,46 @@ def _after_init(ctx: RuleContext, *lines: str, genres: bool = False) -> str:
 def _sasrec_scoring_without(ctx: RuleContext, marker: str) -> bool:
     """SASRec whose scoring line is still the plain dot product and lacks ``marker``."""
     return _is_sasrec(ctx) and ctx.has("model", SCORE_LINE) and not ctx.has("model", marker)
+
+
+def _probes_module(source: str) -> tuple[list[str], str, list[str]] | None:
+    """A diagnosis module as its header lines (docstring and imports), the code between them and the
+    ``PROBES = [...]`` it ends with, and the entries of that list; None when it parses otherwise or not at all."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return None
+    last = body[-1] if body else None
+    if not (
+        isinstance(last, ast.Assign)
+        and isinstance(last.value, ast.List)
+        and [ast.unparse(target) for target in last.targets] == ["PROBES"]
+    ):
+        return None
+    header: list[ast.stmt] = [node for node in body if isinstance(node, ast.Import | ast.ImportFrom)]
+    if not header and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        header = body[:1]  # a docstring and no imports
+    end = max((node.end_lineno or node.lineno for node in header), default=0)
+    lines = source.splitlines(keepends=True)
+    return lines[:end], "".join(lines[end : last.lineno - 1]).strip(), [ast.unparse(e) for e in last.value.elts]
+
+
+def _with_probe(diagnosis: str, template: str) -> str:
+    """``diagnosis`` with the template's probe added to its own, so probes accumulate over generations: the
+    template's import lines it lacks after its imports, the template's code before ``PROBES``, the template's
+    probes appended to ``PROBES``. A module without probes yet becomes the template."""
+    ours, theirs = _probes_module(diagnosis), _probes_module(template)
+    if ours is None or theirs is None:
+        raise ValueError("a diagnosis module and a probe template must end with PROBES = [...]")
+    (header, code, probes), (template_header, template_code, template_probes) = ours, theirs
+    if not probes:
+        return template
+    present = {line.strip() for line in header}
+    imports = [
+        line for line in template_header if line.startswith(("import ", "from ")) and line.strip() not in present
+    ]
+    blocks = "\n\n\n".join(block for block in (code, template_code) if block)
+    return f"{''.join(header + imports)}\n\n{blocks}\n\n\nPROBES = [{', '.join(probes + template_probes)}]\n"
 
 
 RULES: tuple[Rule, ...] = (
@@ -369,9 +417,12 @@ RULES: tuple[Rule, ...] = (
         "probe_for_complaint",
         prior=0.0,
         why="Simulated users raise a complaint no probe measures: add a probe for it, kept only if verified.",
-        applies=lambda c: c.unmeasured_complaint() is not None and c.has("diagnosis", "PROBES = []"),
+        applies=lambda c: c.unmeasured_complaint() is not None and _probes_module(c.sources["diagnosis"]) is not None,
         propose=lambda c: rewrite(
-            "diagnosis", (TEMPLATES / PROBE_TEMPLATES[str(c.unmeasured_complaint())]).read_text()
+            "diagnosis",
+            _with_probe(
+                c.sources["diagnosis"], (TEMPLATES / PROBE_TEMPLATES[str(c.unmeasured_complaint())]).read_text()
+            ),
         ),
         addresses=tuple(PROBE_TEMPLATES),
     ),

@@ -169,7 +169,9 @@ def feedback_signals(critiques: Sequence[Critique]) -> dict[str, float]:
 
     return {
         "popularity_bias": share(lambda c: "popularity" in c.over_weighted),
+        "obscure_lists": share(lambda c: "obscurity" in c.over_weighted),
         "low_diversity": share(lambda c: "sameness" in c.over_weighted),
+        "scattered_lists": share(lambda c: "diversity" in c.over_weighted),
         "genre_calibration": share(
             lambda c: any(s.startswith(GENRE_PREFIX) for s in c.over_weighted + c.under_weighted)
         ),

@@ -11,7 +11,8 @@ from offline_agent.diagnosis.context import DiagnosisContext, item_years, sample
 from offline_agent.diagnosis.probes import BUILTIN_PROBES, Measurement, probe
 from offline_agent.diagnosis.references import REFERENCE_PAIRS, verify_probe
 from offline_agent.diagnosis.report import DiagnosisReport, candidate_probes, run_diagnosis
-from offline_agent.rulebook.rules import TEMPLATES
+from offline_agent.edits import apply_change, parse_reply
+from offline_agent.rulebook.rules import PROBE_TEMPLATES, RULES, TEMPLATES, RuleContext, reply_for
 from recsys.candidate import load_candidate
 from recsys.trainer import Trainer, TrainerConfig
 
@@ -76,12 +77,50 @@ def test_a_sequence_blind_model_is_diagnosed_as_such(ctx):
     assert blind["sequence_insensitivity"].signal > seeing["sequence_insensitivity"].signal
 
 
-def test_the_rulebook_era_probe_is_verified_and_counted(ctx):
-    probes = _load_probes((TEMPLATES / "era_gap_probe.py").read_text())
+@pytest.mark.parametrize(
+    ("complaint", "template", "name"),
+    [("era_mismatch", "era_gap_probe.py", "era_gap"),
+     ("obscure_lists", "obscurity_probe.py", "popularity_shortfall"),
+     ("scattered_lists", "genre_focus_probe.py", "off_taste_share")],
+)  # fmt: skip
+def test_each_rulebook_probe_is_verified_against_its_complaint_and_counted(ctx, complaint, template, name):
+    assert PROBE_TEMPLATES[complaint] == template
+    probes = _load_probes((TEMPLATES / template).read_text())
     report = run_diagnosis(ctx, probes)
-    assert [v.verified for v in report.verifications] == [True], report.verifications
-    assert "era_mismatch" in report.signals()
-    assert any(f.source == "candidate" and f.probe == "era_gap" for f in report.findings)
+    assert [(v.probe, v.measures, v.verified) for v in report.verifications] == [(name, complaint, True)], report
+    assert complaint in report.signals()
+    finding = next(f for f in report.findings if f.source == "candidate")
+    assert finding.probe == name and finding.values and finding.interpretation
+
+
+@pytest.mark.parametrize(
+    ("template", "unrelated"),
+    [("obscurity_probe.py", "repetition"), ("obscurity_probe.py", "popularity_bias"),
+     ("genre_focus_probe.py", "repetition"), ("genre_focus_probe.py", "low_diversity")],
+)  # fmt: skip
+def test_a_rulebook_probe_claimed_for_an_unrelated_property_is_dropped(ctx, template, unrelated):
+    (claimed,) = [replace(p, measures=unrelated) for p in _load_probes((TEMPLATES / template).read_text())]
+    verification, measured = verify_probe(claimed, ctx)
+    assert not verification.verified and measured is None
+    assert "does not separate" in verification.reason
+
+
+def test_probes_the_rulebook_adds_one_by_one_accumulate_and_all_count(ctx, seeds_dir):
+    rule = next(r for r in RULES if r.name == "probe_for_complaint")
+    sources = {"diagnosis": (seeds_dir / "mf_bpr" / "diagnosis.py").read_text()}
+    feedback = {"complaints": {"era_mismatch": 0.3, "obscure_lists": 0.5, "scattered_lists": 0.4}, "signals": {}}
+    for _ in PROBE_TEMPLATES:  # the loudest unmeasured complaint first, one probe per generation
+        rules_ctx = RuleContext(sources, feedback=feedback)
+        assert rule.applies(rules_ctx)
+        sources = apply_change(sources, parse_reply(reply_for(rule, rules_ctx)))
+    assert not rule.applies(RuleContext(sources, feedback=feedback))
+    report = run_diagnosis(ctx, _load_probes(sources["diagnosis"]))
+    assert [(v.probe, v.verified) for v in report.verifications] == [
+        ("popularity_shortfall", True),
+        ("off_taste_share", True),
+        ("era_gap", True),
+    ], report.verifications
+    assert {"era_mismatch", "obscure_lists", "scattered_lists"} <= set(report.signals())
 
 
 def test_unverifiable_nondeterministic_or_broken_probes_are_dropped_with_a_reason(ctx):

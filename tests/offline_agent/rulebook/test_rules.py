@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from offline_agent.edits import apply_change, parse_reply
-from offline_agent.rulebook.rules import RULES, RuleContext, applicable, reply_for
+from offline_agent.rulebook.rules import PROBE_TEMPLATES, RULES, TEMPLATES, RuleContext, applicable, reply_for
 from recsys.batches import make_batch
 from recsys.candidate import Candidate, ModelSpec, load_candidate
 from reward_lib.events import from_interactions
@@ -147,6 +147,65 @@ def test_a_complaint_no_probe_measures_gets_a_probe_once(tmp_path, seeds_dir):
     assert not BY_NAME["probe_for_complaint"].applies(RuleContext(updated, {}, [], complaint))
     measured = {**complaint, "signals": {"era_mismatch": 0.2}}
     assert not BY_NAME["probe_for_complaint"].applies(RuleContext(sources, {}, [], measured))
+
+
+@pytest.mark.parametrize(
+    ("complaint", "template", "probe_name"),
+    [("obscure_lists", "obscurity_probe.py", "popularity_shortfall"),
+     ("scattered_lists", "genre_focus_probe.py", "off_taste_share")],
+)  # fmt: skip
+def test_obscure_or_scattered_lists_that_no_probe_measures_get_their_probe(
+    tmp_path, seeds_dir, complaint, template, probe_name
+):
+    assert PROBE_TEMPLATES[complaint] == template
+    sources = _sources(seeds_dir, "sasrec_ce")
+    rule = BY_NAME["probe_for_complaint"]
+    assert not rule.applies(RuleContext(sources, {}, [], {"complaints": {complaint: 0.29}}))
+    assert not rule.applies(RuleContext(sources, {}, [], {"complaints": {complaint: 0.5}, "signals": {complaint: 0.1}}))
+    raised = RuleContext(sources, {}, [], {"complaints": {complaint: 0.3}, "signals": {"popularity_bias": 0.1}})
+    assert rule.evidence(raised) == 0.3
+    updated = _apply("probe_for_complaint", raised)
+    assert updated["diagnosis"] == (TEMPLATES / template).read_text()
+    assert [p.name for p in _trains(tmp_path, updated).function("diagnosis", "PROBES")] == [probe_name]
+    assert not rule.applies(RuleContext(updated, {}, [], raised.feedback))
+
+
+def test_the_most_raised_unmeasured_complaint_gets_its_probe_first(seeds_dir):
+    sources = _sources(seeds_dir, "sasrec_ce")
+    complaints = {"era_mismatch": 0.4, "obscure_lists": 0.6, "scattered_lists": 0.3, "popularity_bias": 0.9}
+    assert RuleContext(sources, {}, [], {"complaints": complaints}).unmeasured_complaint() == "obscure_lists"
+    measured = {"complaints": complaints, "signals": {"obscure_lists": 0.2}}
+    assert RuleContext(sources, {}, [], measured).unmeasured_complaint() == "era_mismatch"
+
+
+def test_a_second_probe_is_added_next_to_a_verified_one_and_both_load(tmp_path, seeds_dir):
+    from offline_agent.diagnosis.probes import Probe
+
+    feedback = {"complaints": {"era_mismatch": 0.5, "scattered_lists": 0.4}}
+    sources = _apply("probe_for_complaint", RuleContext(_sources(seeds_dir, "sasrec_ce"), {}, [], feedback))
+    assert 'measures="era_mismatch"' in sources["diagnosis"] and "scattered_lists" not in sources["diagnosis"]
+    verified = {**feedback, "signals": {"era_mismatch": 0.2}}
+    updated = _apply("probe_for_complaint", RuleContext(sources, {}, [], verified))
+    diagnosis = updated["diagnosis"]
+    era_code = sources["diagnosis"][sources["diagnosis"].index("@probe(") : sources["diagnosis"].index("PROBES = ")]
+    assert era_code.strip() in diagnosis  # the verified probe is kept as it was
+    assert diagnosis.rstrip().endswith("PROBES = [era_gap, off_taste_share]")
+    assert diagnosis.count("import numpy as np") == 1 and "import torch\n" in diagnosis
+    probes = _trains(tmp_path, updated).function("diagnosis", "PROBES")
+    assert [(type(p), p.name, p.measures) for p in probes] == [
+        (Probe, "era_gap", "era_mismatch"),
+        (Probe, "off_taste_share", "scattered_lists"),
+    ]
+    assert not BY_NAME["probe_for_complaint"].applies(RuleContext(updated, {}, [], verified))
+
+
+def test_no_probe_is_added_to_a_diagnosis_module_that_does_not_end_with_a_probes_list(seeds_dir):
+    feedback = {"complaints": {"obscure_lists": 0.5}}
+    sources = _sources(seeds_dir, "sasrec_ce")
+    for diagnosis in ("PROBES = []\nEXTRA = 1\n", "PROBES = list()\n", "PROBES = [\n"):
+        assert not BY_NAME["probe_for_complaint"].applies(
+            RuleContext({**sources, "diagnosis": diagnosis}, {}, [], feedback)
+        )
 
 
 def test_complaints_count_as_evidence_like_probe_signals(seeds_dir):

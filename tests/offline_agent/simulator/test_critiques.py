@@ -194,18 +194,44 @@ def test_feedback_signals_are_shares_of_users():
     critiques = [
         critique(0, 10, ("popularity", "genre:Action", "recency")),
         critique(1, 5, ("sameness",), ("genre:Drama",)),
-        critique(2, 0, ("obscurity", "old_films")),
-        critique(3, 0),
+        critique(2, 0, ("obscurity", "old_films", "diversity")),
+        critique(3, 0, ("diversity",)),
     ]
     signals = feedback_signals(critiques)
     assert signals == {
         "popularity_bias": 0.25,
+        "obscure_lists": 0.25,
         "low_diversity": 0.25,
+        "scattered_lists": 0.5,
         "genre_calibration": 0.5,
         "era_mismatch": 0.5,
     }
     empty = feedback_signals([])
     assert set(empty.values()) == {0.0}
+
+
+def test_measured_complaints_of_obscure_and_scattered_lists_count_in_the_feedback_signals():
+    mainstream = dataclasses.replace(NOIR_FAN, conformity=0.9)
+    genres = [
+        "Action",
+        "Animation",
+        "Children",
+        "Comedy",
+        "Documentary",
+        "Horror",
+        "Musical",
+        "Sci-Fi",
+        "War",
+        "Western",
+    ]
+    scattered_rarities = [item(i, [genre], 1950 + i, 0.1) for i, genre in enumerate(genres, start=1)]
+    fitting = [item(i, ["Film-Noir", "Drama", "Crime"], 1950 + i, 0.9) for i in range(11, 21)]
+    raised = measured_critique(mainstream, scattered_rarities)
+    assert {"obscurity", "diversity"} <= set(raised.over_weighted)
+    calm = measured_critique(mainstream, fitting)
+    assert not {"obscurity", "diversity"} & set(calm.over_weighted)
+    signals = feedback_signals([raised, calm, calm, calm])
+    assert signals["obscure_lists"] == signals["scattered_lists"] == 0.25
 
 
 def test_simulate_critiques_every_listed_user_and_reports_in_json_and_markdown(prepared_small, sequences, most_popular):
