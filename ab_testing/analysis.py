@@ -16,8 +16,16 @@ import numpy as np
 import pandas as pd
 
 from ab_testing.decision import Decision, MetricSpec, decide
-from ab_testing.experiment import CUPED_COVARIATES, ExperimentRun
-from ab_testing.statistics import Comparison, SRMResult, cuped_welch, ratio_test, srm_check, welch_test
+from ab_testing.experiment import CUPED_COVARIATES, ExperimentPlan, ExperimentRun
+from ab_testing.statistics import (
+    Comparison,
+    SRMResult,
+    cuped_welch,
+    power_analysis,
+    ratio_test,
+    srm_check,
+    welch_test,
+)
 
 ARM_GUARDRAILS = {"coverage": "increase", "p99_latency_ms": "decrease"}  # the direction that is better
 
@@ -33,6 +41,19 @@ def default_metrics(days: int, diversity_margin: float = 0.02) -> list[MetricSpe
         MetricSpec(name="consumption", kind="proxy"),
         MetricSpec(name="diversity", kind="guardrail", non_inferiority_margin=diversity_margin),
     ]
+
+
+def planned_users_per_arm(plan: ExperimentPlan, active_days: np.ndarray) -> int:
+    """Users per arm that detect the plan's MDE in active days at its power, with α split over the north stars.
+
+    The decision rule tests every north star and corrects with Holm, whose first step is Bonferroni's:
+    sized for one test at α, the rule detected a true 2% lift in 67% of runs where 80% was planned
+    (``benchmarks/ab_simulation.py``).
+    """
+    metrics = plan.metrics or default_metrics(plan.days, plan.diversity_margin)
+    north_stars = max(sum(spec.kind == "north_star" for spec in metrics), 1)
+    std = float(active_days.std()) or 1.0
+    return power_analysis(float(active_days.mean()), std, plan.mde, plan.alpha / north_stars, plan.power)
 
 
 @dataclass(frozen=True)

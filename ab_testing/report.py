@@ -20,9 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ab_testing.analysis import Analysis
+from ab_testing.analysis import Analysis, planned_users_per_arm
 from ab_testing.experiment import SEGMENTS, ExperimentRun
-from ab_testing.statistics import power_analysis, welch_test
+from ab_testing.statistics import welch_test
 
 
 def cumulative_lift(run: ExperimentRun, analysis: Analysis) -> list[dict[str, float]]:
@@ -58,7 +58,7 @@ def health_checks(run: ExperimentRun, analysis: Analysis) -> list[dict[str, Any]
     treated = frame.loc[frame["arm"] == analysis.treatment]
     balance = welch_test(treated["pre_active_days"].to_numpy(float), control["pre_active_days"].to_numpy(float))
     baseline = control["active_days"].to_numpy(float)
-    needed = power_analysis(float(baseline.mean()), float(baseline.std()) or 1.0, plan.mde, plan.alpha, plan.power)
+    needed = planned_users_per_arm(plan, baseline)
     srm = analysis.srm
     return [
         {"check": "sample ratio", "passed": not srm.mismatch,
@@ -68,7 +68,7 @@ def health_checks(run: ExperimentRun, analysis: Analysis) -> list[dict[str, Any]
          "detail": f"pre-period active days differ by {balance.relative_lift:+.2%} (p={balance.p_value:.3g})"},
         {"check": "sample size", "passed": min(len(control), len(treated)) >= needed,
          "detail": f"{len(treated)} / {len(control)} users; {needed} per arm detect a {plan.mde:.0%} change in active "
-                   f"days at power {plan.power:.0%}"},
+                   f"days at power {plan.power:.0%}, α split over the north stars"},
     ]  # fmt: skip
 
 

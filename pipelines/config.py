@@ -27,7 +27,7 @@ EMBEDDED_EVOLUTION = EvolutionConfig(
         smoke_users=100, smoke_seconds=20, max_epochs=8, train_seconds=150, overhead_seconds=120
     ),
 )
-EMBEDDED_ONLINE = OnlineAgentConfig(users=15_000, days=14, pre_period_days=7)  # powered for a 2% change
+EMBEDDED_ONLINE = OnlineAgentConfig(users=18_000, days=14, pre_period_days=7)  # 2% in active days, α over 3 north stars
 
 
 class PipelineConfig(BaseModel):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from ab_testing.analysis import analyse
+from ab_testing.analysis import analyse, planned_users_per_arm
 from ab_testing.decision import MetricSpec
 from ab_testing.events import EventLog
 from ab_testing.experiment import (
@@ -20,6 +20,7 @@ from ab_testing.experiment import (
     simulated_user_ids,
 )
 from ab_testing.report import write_report
+from ab_testing.statistics import power_analysis
 from serving.artifacts import load_artifact
 
 pytestmark = pytest.mark.integration
@@ -44,6 +45,18 @@ def test_assignment_is_a_stable_salted_hash_with_the_planned_split():
     assert 0.4 < (first == resalted).mean() < 0.6  # a new salt reshuffles users
     skewed = PLAN.model_copy(update={"arms": (ArmPlan(name="control", weight=3), ArmPlan(name="treatment"))})
     assert 0.2 < assign(skewed, users).mean() < 0.3
+
+
+def test_the_sample_size_splits_alpha_over_the_north_stars_the_rule_tests():
+    active_days = np.random.default_rng(0).normal(7.0, 2.4, 5000)
+    three = ExperimentPlan(name="p", arms=(ArmPlan(name="a"), ArmPlan(name="b")), days=14)  # d7, active days, sat.
+    one = three.model_copy(update={"metrics": (MetricSpec(name="active_days", kind="north_star", test="cuped"),)})
+    single = power_analysis(float(active_days.mean()), float(active_days.std()), 0.02, 0.05, 0.8)
+    assert planned_users_per_arm(one, active_days) == single
+    assert planned_users_per_arm(three, active_days) == power_analysis(
+        float(active_days.mean()), float(active_days.std()), 0.02, 0.05 / 3, 0.8
+    )
+    assert planned_users_per_arm(three, active_days) > 1.3 * single
 
 
 def test_a_run_writes_the_plan_the_events_and_per_user_metrics(prepared_small, models, tmp_path):
