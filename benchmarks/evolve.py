@@ -87,6 +87,7 @@ def main() -> None:
         evaluation=evaluation,
     )
     random_log = state / "random_search.jsonl"
+    resumed = random_log.exists() or (state / "evolution").exists()  # a fresh state starts the tallies afresh
     trials = [json.loads(line) for line in random_log.read_text().splitlines()] if random_log.exists() else []
     rng = random.Random(args.seed)
     configurations = [random_configuration(rng) for _ in range(args.evaluations)]
@@ -119,7 +120,7 @@ def main() -> None:
     scored = [t for t in trials if t["status"] == "evaluated"]
     random_best = max(scored, key=lambda t: t["valid"]["ndcg@10"]) if scored else None
     previous_path = RESULTS / f"{_result_name(args.dataset)}.json"
-    previous = json.loads(previous_path.read_text()) if previous_path.exists() else {}
+    previous = json.loads(previous_path.read_text()) if resumed and previous_path.exists() else {}
     figures = {
         "best_valid_ndcg10": round(best.fitness, 4) if best and best.fitness is not None else None,
         "best_test_ndcg10": round(best.feedback["test_metrics"]["ndcg@10"], 4) if best else None,

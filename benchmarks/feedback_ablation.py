@@ -183,6 +183,7 @@ def main() -> None:
     started = time.monotonic()
     prepared = prepared_dataset(args.dataset, get_settings())
     state = ROOT / "state" / f"feedback_ablation_{args.dataset}"
+    resumed = state.exists() and any(state.iterdir())  # a fresh state starts the tallies afresh
     state.mkdir(parents=True, exist_ok=True)
     runs: dict[tuple[str, int], Any] = {}
     for seed in range(args.seeds):
@@ -202,7 +203,7 @@ def main() -> None:
         min(waiting, key=lambda run: run.evaluations()).step()
 
     previous_path = RESULTS / f"{_result_name(args.dataset)}.json"
-    previous = json.loads(previous_path.read_text()) if previous_path.exists() else {}
+    previous = json.loads(previous_path.read_text()) if resumed and previous_path.exists() else {}
     arms = {}
     for arm in ARMS:
         bests = [b for seed in range(args.seeds) if (b := runs[arm, seed].best()) is not None]
