@@ -19,12 +19,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from ab_testing.decision import MetricSpec
 from ab_testing.events import EventLog
@@ -93,14 +92,14 @@ class ExperimentPlan(BaseModel):
     @field_validator("server_url")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
+        """An http(s) URL with a host (pydantic's ``HttpUrl``), no query or fragment; kept as given, minus a final /."""
         if url is None:
             return None
-        parts = urlsplit(url)
         try:
-            _ = parts.port  # raises on a malformed port
+            parsed = HttpUrl(url)
         except ValueError:
-            parts = parts._replace(netloc="")
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            parsed = None
+        if parsed is None or parsed.query or parsed.fragment:
             raise ValueError(f"server_url must be an http(s) URL such as http://127.0.0.1:8000, got {url!r}")
         return url.rstrip("/")
 
