@@ -125,6 +125,25 @@ def main() -> None:
         "best_valid_ndcg10": round(best.fitness, 4) if best and best.fitness is not None else None,
         "best_test_ndcg10": round(best.feedback["test_metrics"]["ndcg@10"], 4) if best else None,
         "best_lineage": [p.feedback.get("rule") or p.origin for p in evolution.db.lineage(best.key)] if best else [],
+        "evolution_trials": [
+            {
+                "key": p.key[:12],
+                "parent": (p.parent_key or "")[:12],
+                "rule": p.feedback.get("rule") or p.origin,
+                "status": p.status,
+                "valid_ndcg10": round(p.fitness, 4) if p.fitness is not None else None,
+            }
+            for p in evolution.db.programs()
+            if p.status != "pending"
+        ],
+        "random_search_trials": [
+            {
+                **t["configuration"],
+                "status": t["status"],
+                "valid_ndcg10": round(t["valid"]["ndcg@10"], 4) if t["valid"] else None,
+            }
+            for t in trials
+        ],
         "random_search_best_valid_ndcg10": round(random_best["valid"]["ndcg@10"], 4) if random_best else None,
         "random_search_best_test_ndcg10": round(random_best["test"]["ndcg@10"], 4) if random_best else None,
         "random_search_best_configuration": random_best["configuration"] if random_best else None,

@@ -97,6 +97,7 @@ class EvaluationOutcome:
     valid: dict[str, float] | None = None
     test: dict[str, float] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str | None = None  # why training ended: "budget" (time), "epochs" or "patience"
     seconds: float = 0.0
     isolation: tuple[str, ...] = ()
     diagnosis: dict[str, Any] | None = None
@@ -204,6 +205,7 @@ def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> Eva
         valid=result["valid"],
         test=result["test"],
         history=result["history"],
+        stopped=result.get("stopped"),
         seconds=time.monotonic() - started,
         isolation=outcome.isolation,
         diagnosis=result.get("diagnosis"),

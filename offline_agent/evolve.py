@@ -231,6 +231,7 @@ class Evolution:
             **program.feedback,  # the proposal's rationale, rule and proposer
             "stage": outcome.stage,
             "history": outcome.history,
+            "stopped": outcome.stopped,
             "best_epoch": max(range(len(outcome.history)), key=lambda i: outcome.history[i]["valid_ndcg@10"]) + 1
             if outcome.history
             else None,

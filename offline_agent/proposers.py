@@ -17,7 +17,7 @@ from evorec.exceptions import EvorecError
 from offline_agent.diagnosis.report import DiagnosisReport
 from offline_agent.llm.base import LLM, LLMReply, Spend
 from offline_agent.program_db import Program
-from offline_agent.rulebook.rules import RuleContext, applicable, reply_for
+from offline_agent.rulebook.rules import Rule, RuleContext, applicable, reply_for
 
 SHOWN_METRICS = ("ndcg@10", "hr@10", "mrr@10", "coverage@10", "novelty@10", "popularity_lift@10", "gini@10",
                  "ild@10", "calibration_kl@10", "ndcg@10_light", "ndcg@10_medium", "ndcg@10_heavy")  # fmt: skip
@@ -120,12 +120,18 @@ class RulebookProposer:
     def __init__(self, explore: float = 0.3) -> None:
         self.explore = explore
 
-    def propose(self, request: ProposalRequest, rng: random.Random) -> Proposal:
+    @staticmethod
+    def ranked(request: ProposalRequest) -> list[Rule]:
+        """The applicable untried rules in the order this proposer tries them (before exploring)."""
         context = request.context()
-        rules = sorted(
+        return sorted(
             applicable(context, request.tried_rules),
             key=lambda rule: -rule.expected_value(context, request.rule_gains.get(rule.name, ())),
         )
+
+    def propose(self, request: ProposalRequest, rng: random.Random) -> Proposal:
+        context = request.context()
+        rules = self.ranked(request)
         if not rules:
             raise NoProposal(f"no rule applies to {request.parent.key[:12]} that was not tried on it already")
         rule = rng.choice(rules) if rng.random() < self.explore else rules[0]

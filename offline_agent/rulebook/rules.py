@@ -9,6 +9,7 @@ every proposal. The rationale names the evidence, so the journal shows why each 
 from __future__ import annotations
 
 import ast
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,10 @@ class RuleContext:
 
     def signal(self, name: str) -> float | None:
         """How strongly the feedback points at ``name`` (e.g. ``popularity_bias``): the diagnosis
-        probe's signal or the share of simulated users complaining of it, whichever is larger."""
+        probe's signal or the share of simulated users complaining of it, whichever is larger.
+        ``undertrained`` comes from the training history: :attr:`time_elasticity`."""
+        if name == "undertrained":
+            return self.time_elasticity if self.history else None
         values = [self.feedback.get(kind, {}).get(name) for kind in ("signals", "complaints")]
         present = [float(v) for v in values if v is not None]
         return max(present) if present else None
@@ -76,6 +80,29 @@ class RuleContext:
         return best <= len(self.history) - 4
 
     @property
+    def time_budgeted(self) -> bool:
+        """Training ended on its time budget (not on its epoch cap or patience)."""
+        return self.feedback.get("stopped") == "budget"
+
+    @property
+    def time_elasticity(self) -> float:
+        """How much the best validation score still grew with training time when training ended, in [0, 1]:
+        the log-log slope of the best-so-far score between half the time and the end. Near 1 the score was
+        still growing in proportion to the time spent (the budget cut training short); near 0 it had
+        levelled off. Without a ``seconds`` record, epochs stand for time."""
+        if len(self.history) < 2:
+            return 0.0
+        times = [float(h.get("seconds", i + 1)) for i, h in enumerate(self.history)]
+        best = [max(h["valid_ndcg@10"] for h in self.history[: i + 1]) for i in range(len(self.history))]
+        middle = max((i for i, t in enumerate(times) if t <= times[-1] / 2), default=0)
+        if times[middle] <= 0 or times[-1] <= times[middle]:
+            return 0.0
+        if best[middle] <= 0:
+            return 1.0 if best[-1] > 0 else 0.0
+        slope = math.log(best[-1] / best[middle]) / math.log(times[-1] / times[middle])
+        return min(max(slope, 0.0), 1.0)
+
+    @property
     def still_improving(self) -> bool:
         """The best validation score came in the last epoch: training was cut short."""
         if not self.history:
@@ -90,9 +117,12 @@ FEEDBACK_WEIGHT = 0.1
 
 @dataclass(frozen=True)
 class Rule:
-    """``prior``: the relative NDCG@10 gain the rule is known to bring where it applies (from the
-    literature it cites or this project's ML-1M runs); ``addresses``: the diagnosis signals and
-    complaints it answers. :meth:`expected_value` combines both into the order rules are tried in."""
+    """``prior``: the relative NDCG@10 gain the rule is known to bring where it applies, after training
+    to convergence (from the literature it cites or this project's ML-1M runs); ``epoch_cost``: how many
+    times longer an epoch takes after the edit (``python benchmarks/rule_costs.py``; edits within its
+    ±10% noise count 1.0); ``addresses``: the
+    diagnosis signals and complaints it answers. :meth:`expected_value` combines them into the order
+    rules are tried in."""
 
     name: str
     prior: float
@@ -100,20 +130,30 @@ class Rule:
     applies: Callable[[RuleContext], bool]
     propose: Callable[[RuleContext], str]
     addresses: tuple[str, ...] = ()
+    epoch_cost: float = 1.0
 
     def evidence(self, ctx: RuleContext) -> float:
         return max((ctx.signal(name) or 0.0 for name in self.addresses), default=0.0)
 
+    def budgeted_prior(self, ctx: RuleContext) -> float:
+        """The prior where training time is fixed: a child whose epochs cost ``epoch_cost`` times more
+        gets that many times fewer of them, and a parent whose score still grew with elasticity ``e``
+        loses a factor ``epoch_cost ** -e`` of its score to that. At ``e = 0`` (converged) the prior
+        holds as it is; at ``e = 1`` full cross-entropy (+35%, 1.9 times the epoch time) expects -29%,
+        which is what it did on a 45-second budget (-42%). Under an epoch cap slower epochs cost no score."""
+        elasticity = ctx.time_elasticity if ctx.time_budgeted else 0.0
+        return (1 + self.prior) * self.epoch_cost**-elasticity - 1
+
     def expected_value(self, ctx: RuleContext, gains: Sequence[float] = ()) -> float:
         """The rule's expected relative gain plus the worth of the problem the feedback points at.
 
-        The prior counts as one observation next to ``gains``, the relative fitness changes the rule
-        brought its parents earlier in this run, so an edit that worked elsewhere is tried on the best
-        too and one that kept failing sinks. Ranking by evidence alone let signals that every model
-        shows (say, top-10 coverage on a small catalogue) crowd out the edits known to matter most;
-        ranking by the gain alone would ignore the feedback.
+        The (budgeted) prior counts as one observation next to ``gains``, the relative fitness changes
+        the rule brought its parents earlier in this run, so an edit that worked elsewhere is tried on
+        the best too and one that kept failing sinks. Ranking by evidence alone let signals that every
+        model shows (say, top-10 coverage on a small catalogue) crowd out the edits known to matter
+        most; ranking by the gain alone would ignore the feedback.
         """
-        return (self.prior + sum(gains)) / (1 + len(gains)) + FEEDBACK_WEIGHT * self.evidence(ctx)
+        return (self.budgeted_prior(ctx) + sum(gains)) / (1 + len(gains)) + FEEDBACK_WEIGHT * self.evidence(ctx)
 
 
 def edit(block: str, search: str, replace: str) -> str:
@@ -209,6 +249,7 @@ RULES: tuple[Rule, ...] = (
         applies=lambda c: _is_bce(c),
         propose=lambda c: rewrite("loss", (SEEDS / "sasrec_ce" / "loss.py").read_text()),
         addresses=("weak_ranking_margin",),
+        epoch_cost=1.9,
     ),
     Rule(
         "sampled_softmax",
@@ -238,6 +279,7 @@ RULES: tuple[Rule, ...] = (
         ),
         propose=lambda c: edit("loss", 'SAMPLER = "uniform"\nLOGQ = False\n', 'SAMPLER = "popularity"\nLOGQ = True\n'),
         addresses=("popularity_bias",),
+        epoch_cost=1.2,
     ),
     Rule(
         "uniformity_regularizer",
@@ -301,6 +343,7 @@ RULES: tuple[Rule, ...] = (
                 (TEMPLATES / "warmup_cosine.py.txt").read_text() + "def build_optimizer(params):\n",
             )
         ),
+        addresses=("undertrained",),
     ),
     Rule(
         "deeper",
@@ -310,6 +353,7 @@ RULES: tuple[Rule, ...] = (
         propose=lambda c: _set_constant(
             "model", "BLOCKS", c.constant("model", "BLOCKS") or 0, int((c.constant("model", "BLOCKS") or 0) + 1)
         ),
+        epoch_cost=1.5,
     ),
     Rule(
         "more_heads",
@@ -319,6 +363,7 @@ RULES: tuple[Rule, ...] = (
         propose=lambda c: _set_constant(
             "model", "HEADS", c.constant("model", "HEADS") or 0, int(2 * (c.constant("model", "HEADS") or 0))
         ),
+        epoch_cost=1.7,
     ),
     Rule(
         "wider",
@@ -328,6 +373,7 @@ RULES: tuple[Rule, ...] = (
         propose=lambda c: _set_constant(
             "model", "DIM", c.constant("model", "DIM") or 0, int(2 * (c.constant("model", "DIM") or 0))
         ),
+        epoch_cost=1.7,
     ),
     Rule(
         "smaller_batches",
@@ -335,6 +381,7 @@ RULES: tuple[Rule, ...] = (
         why="Training stopped while still improving: smaller batches take more optimiser steps per epoch.",
         applies=lambda c: c.still_improving and c.has("optim", "batch_size=128"),
         propose=lambda c: edit_line(c, "optim", "batch_size=128", "batch_size=64"),
+        addresses=("undertrained",),
     ),
     Rule(
         "higher_learning_rate",
@@ -342,6 +389,7 @@ RULES: tuple[Rule, ...] = (
         why="Training stopped while still improving: a higher learning rate converges in fewer epochs.",
         applies=lambda c: c.still_improving and c.has("optim", "lr=1e-3"),
         propose=lambda c: edit_line(c, "optim", "lr=1e-3", "lr=2e-3"),
+        addresses=("undertrained",),
     ),
     Rule(
         "genre_side_features",
@@ -392,6 +440,7 @@ RULES: tuple[Rule, ...] = (
             )
         ),
         addresses=("low_diversity",),
+        epoch_cost=1.1,
     ),
     Rule(
         "popularity_penalty",
@@ -433,6 +482,7 @@ RULES: tuple[Rule, ...] = (
         applies=lambda c: not _is_sasrec(c) and (c.signal("sequence_insensitivity") or 0) >= 0.5,
         propose=lambda c: rewrite("model", (SEEDS / "sasrec_bce" / "model.py").read_text()),
         addresses=("sequence_insensitivity",),
+        epoch_cost=50.0,
     ),
     Rule(
         "rating_weighted_positives",
@@ -469,5 +519,6 @@ def applicable(ctx: RuleContext, tried: set[str]) -> list[Rule]:
 
 
 def reply_for(rule: Rule, ctx: RuleContext) -> str:
-    """The rule's proposal as a reply: the rule's name and rationale, then its edits."""
-    return f"Rule {rule.name}: {rule.why}\n\n{rule.propose(ctx)}"
+    """The rule's proposal as a reply: the rule's name, rationale and the evidence it answers, then its edits."""
+    evidence = ", ".join(f"{name} {ctx.signal(name):.2f}" for name in rule.addresses if ctx.signal(name))
+    return f"Rule {rule.name}: {rule.why}{f' Evidence: {evidence}.' if evidence else ''}\n\n{rule.propose(ctx)}"

@@ -10,7 +10,7 @@ from offline_agent.llm.base import BudgetExhausted, LLMConfig, Spend
 from offline_agent.llm.registry import build_llm
 from offline_agent.program_db import Program
 from offline_agent.proposers import LLMProposer, NoProposal, ProposalRequest, RulebookProposer, build_prompt
-from offline_agent.rulebook.rules import RULES
+from offline_agent.rulebook.rules import RULES, RuleContext
 from recsys.candidate import load_candidate
 
 DIAGNOSIS = DiagnosisReport(
@@ -114,3 +114,39 @@ def test_the_rulebook_learns_which_rules_improve_their_parents_in_this_run(seeds
     others = {rule.name: (-0.05,) * 3 for rule in RULES if rule.name not in gains}  # every other rule failed thrice
     learned = proposer.propose(ProposalRequest(parent, [], [], [], rule_gains={**others, **gains}), random.Random(0))
     assert fresh != "deeper" and learned.rule == "deeper"
+
+
+def _history(scores, seconds_per_epoch=4.0):
+    return [{"valid_ndcg@10": s, "seconds": seconds_per_epoch * (i + 1)} for i, s in enumerate(scores)]
+
+
+def test_time_elasticity_is_how_much_the_best_score_still_grew_with_training_time():
+    def elasticity(history):
+        return RuleContext({}, history=history).time_elasticity
+
+    assert elasticity(_history([0.01 * (i + 1) for i in range(10)])) == pytest.approx(1.0)  # score ∝ time
+    assert elasticity(_history([0.02, 0.04, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05])) == 0.0  # levelled off
+    assert elasticity(_history([0.02, 0.05, 0.04, 0.03, 0.02, 0.01])) == 0.0  # best-so-far, not the last epoch
+    assert 0.2 < elasticity(_history([0.04, 0.045, 0.05, 0.055])) < 0.6  # still growing, more slowly than time
+    assert elasticity([{"valid_ndcg@10": 0.01}, {"valid_ndcg@10": 0.02}]) == pytest.approx(1.0)  # epochs for time
+    assert elasticity(_history([0.03])) == 0.0 and elasticity([]) == 0.0
+    assert RuleContext({}).signal("undertrained") is None  # no history (scalar feedback): no evidence either way
+
+
+def test_under_a_time_budget_a_slower_edit_loses_its_known_gain_but_not_under_an_epoch_cap(seeds_dir):
+    saturated = {"low_coverage": 1.0, "segment_gap": 1.0, "popularity_bias": 0.86}
+    proposer = RulebookProposer(explore=0.0)
+    steep = _history([0.001 * 1.5**i for i in range(11)])
+    cut_short = _parent(seeds_dir, signals=saturated, history=steep, stopped="budget")
+    converged = _parent(seeds_dir, signals=saturated, history=_history([0.02, 0.04, *[0.05] * 9]), stopped="budget")
+    epoch_capped = _parent(seeds_dir, signals=saturated, history=steep, stopped="epochs")
+    full_ce = next(rule for rule in RULES if rule.name == "full_cross_entropy")
+    budgeted = [full_ce.budgeted_prior(ProposalRequest(p, [], [], []).context()) for p in (cut_short, converged)]
+    assert budgeted[0] < 0 < budgeted[1] == pytest.approx(0.35)
+    assert full_ce.budgeted_prior(ProposalRequest(epoch_capped, [], [], []).context()) == pytest.approx(0.35)
+    first = proposer.propose(ProposalRequest(cut_short, [], [], []), random.Random(0)).rule
+    assert first in {"higher_learning_rate", "smaller_batches", "warmup_cosine", "sampled_softmax"}
+    ranked = [rule.name for rule in proposer.ranked(ProposalRequest(cut_short, [], [], []))]
+    assert ranked.index("higher_learning_rate") < ranked.index("full_cross_entropy")
+    assert ranked.index("higher_learning_rate") < ranked.index("uniformity_regularizer")
+    assert proposer.propose(ProposalRequest(converged, [], [], []), random.Random(0)).rule == "full_cross_entropy"
