@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from evorec.ui import experiments, login, overview, rewards, runs, versions
-from evorec.ui.auth import LoginRequired, current_user, login_redirect
+from evorec.ui.auth import LoginRequired, SignInThrottle, current_user, login_redirect
 from evorec.ui.config import UIConfig
 from evorec.ui.rendering import render, template_environment
 from serving.registry import Registry
@@ -48,6 +48,7 @@ def create_app(config: UIConfig, registry: Registry) -> FastAPI:
 
     app = FastAPI(title="evorec review console", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config = config
+    app.state.sign_in_throttle = SignInThrottle(config.failed_sign_ins)
     app.state.registry = registry
     app.state.runs = run_store
     app.state.reward_logs = rewards.AlignmentLogs(config)

@@ -14,6 +14,7 @@ import time
 from typing import Annotated
 from urllib.parse import quote
 
+import limits
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse
 
@@ -93,3 +94,31 @@ def login_redirect(request: Request) -> RedirectResponse:
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     target = quote(path, safe="") if request.method == "GET" else "%2F"
     return RedirectResponse(f"/login?next={target}", status_code=303)
+
+
+class SignInThrottle:
+    """Failed sign-ins counted per client address and per reviewer name in moving windows (``limits``):
+    past the limit a client, or anyone trying that name, must wait, which makes guessing a password
+    slow while one reviewer's typo costs nothing. The counts live in this process (one console)."""
+
+    def __init__(self, notation: str) -> None:
+        self.windows = limits.parse_many(notation)
+        self.limiter = limits.strategies.MovingWindowRateLimiter(limits.storage.MemoryStorage())
+
+    def _keys(self, client: str, name: str) -> tuple[tuple[str, str], ...]:
+        return (("client", client), ("name", name.strip().casefold()))
+
+    def wait_seconds(self, client: str, name: str) -> float:
+        """0 when a sign-in may be tried now, else the seconds until the earliest full window frees a slot."""
+        waits = [
+            self.limiter.get_window_stats(window, *key).reset_time - time.time()
+            for window in self.windows
+            for key in self._keys(client, name)
+            if not self.limiter.test(window, *key)
+        ]
+        return max(max(waits, default=0.0), 0.0)
+
+    def failed(self, client: str, name: str) -> None:
+        for window in self.windows:
+            for key in self._keys(client, name):
+                self.limiter.hit(window, *key)

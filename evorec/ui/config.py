@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import limits
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,6 +35,11 @@ class UIConfig(BaseSettings):
         default=None, description="signs session cookies; a random one per start when unset (sessions end on restart)"
     )
     session_hours: float = Field(default=8.0, gt=0, description="a session lasts this long after sign-in")
+    failed_sign_ins: str = Field(
+        default="5/minute;20/hour",
+        description="failed sign-ins allowed per client address and per reviewer name before sign-in is refused "
+        "(429) for the rest of the window; the `limits` notation, e.g. '5/minute;20/hour'",
+    )
     secure_cookies: bool = Field(default=False, description="send the session cookie over HTTPS only")
     registry_url: str | None = Field(default=None, description="default: $EVOREC_REGISTRY_URL or the data dir's")
     runs_dir: Path = Field(default=Path("runs"), description="evolution runs: its sub-folders holding evolution.db")
@@ -45,6 +51,15 @@ class UIConfig(BaseSettings):
     fitness: str = Field(default="ndcg@10", description="the validation metric the evolution runs rank by")
     host: str = "127.0.0.1"
     port: int = Field(default=8001, ge=1, le=65535)
+
+    @field_validator("failed_sign_ins")
+    @classmethod
+    def _rate_limit_notation(cls, value: str) -> str:
+        try:
+            limits.parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate limit like '5/minute;20/hour': {exc}") from exc
+        return value
 
     @field_validator("users")
     @classmethod

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from evorec.ui.auth import CsrfChecked, authenticate, safe_next, start_session
+from evorec.ui.auth import CsrfChecked, SignInThrottle, authenticate, safe_next, start_session
 from evorec.ui.rendering import render
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 
@@ -26,7 +29,18 @@ def login(
     next_path: Annotated[str, Form(alias="next")] = "/",
 ) -> Response:
     """Sign in: a new session that names the reviewer (the actor of every change they make)."""
+    throttle: SignInThrottle = request.app.state.sign_in_throttle
+    client = request.client.host if request.client else "unknown"
+    wait = throttle.wait_seconds(client, name)
+    if wait > 0:
+        log.warning("sign-in refused for %r from %s: too many failed attempts", name, client)
+        context = {"next": safe_next(next_path), "name": name, "failed": False, "wait_seconds": math.ceil(wait)}
+        response = render(request, "login.html", context, status_code=429)
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
     if not authenticate(request.app.state.config, name, password):
+        throttle.failed(client, name)
+        log.warning("failed sign-in for %r from %s", name, client)
         context = {"next": safe_next(next_path), "name": name, "failed": True}
         return render(request, "login.html", context, status_code=401)
     start_session(request, name)

@@ -36,6 +36,31 @@ def test_a_wrong_password_or_unknown_reviewer_gets_401_and_no_session(client):
     assert client.get("/", headers=HTML).status_code == 303
 
 
+def test_repeated_failed_sign_ins_are_refused_for_a_while_per_client_and_per_name(config, registry):
+    from fastapi.testclient import TestClient
+
+    from evorec.ui.app import create_app
+
+    app = create_app(config.model_copy(update={"failed_sign_ins": "3/minute"}), registry)
+
+    def attempt(client, name, password):
+        return client.post("/login", data={"name": name, "password": password,
+                                           "csrf_token": csrf_of(client.get("/login").text)})  # fmt: skip
+
+    with (
+        TestClient(app, base_url="http://localhost", follow_redirects=False, client=("10.0.0.1", 4000)) as guesser,
+        TestClient(app, base_url="http://localhost", follow_redirects=False, client=("10.0.0.2", 4000)) as other,
+        TestClient(app, base_url="http://localhost", follow_redirects=False, client=("10.0.0.3", 4000)) as bob,
+    ):
+        assert [attempt(guesser, REVIEWER, f"guess number {i}").status_code for i in range(3)] == [401] * 3
+        refused = attempt(guesser, REVIEWER, PASSWORD)  # even the right password: the client must wait
+        assert refused.status_code == 429 and 0 < int(refused.headers["retry-after"]) <= 60
+        assert "Too many failed sign-ins" in refused.text and PASSWORD not in refused.text
+        assert attempt(guesser, "bob", PASSWORD).status_code == 429  # the same client, another name
+        assert attempt(other, " ALICE", PASSWORD).status_code == 429  # the same name from elsewhere
+        assert attempt(bob, "bob", "not bob's password").status_code == 401  # others are not locked out
+
+
 def test_sign_in_sets_a_signed_httponly_strict_cookie_and_a_fresh_csrf_token(client):
     before = csrf_of(client.get("/login").text)
     response = client.post("/login", data={"name": REVIEWER, "password": PASSWORD, "csrf_token": before, "next": "/"})

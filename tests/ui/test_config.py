@@ -31,6 +31,15 @@ def test_a_console_without_reviewers_is_refused_with_the_way_out(monkeypatch):
         require_reviewers(load_ui_config(None))
 
 
+def test_a_sign_in_limit_that_is_not_a_rate_is_refused_with_the_file_and_an_example(tmp_path):
+    path = tmp_path / "console.yaml"
+    path.write_text("ui:\n  failed_sign_ins: five a minute\n")
+    with pytest.raises(ConfigError, match=r"(?s)console.yaml.*failed_sign_ins.*'5/minute;20/hour'"):
+        load_ui_config(path)
+    path.write_text("ui:\n  failed_sign_ins: 3/second;10/day\n")
+    assert load_ui_config(path).failed_sign_ins == "3/second;10/day"
+
+
 def test_the_diff_of_an_edit_marks_added_and_deleted_lines_per_changed_block():
     parent = {"model": "a = 1\nb = 2\n", "loss": "x = 1\n", "optim": "same\n"}
     child = {"model": "a = 1\nb = 3\nc = 4\n", "loss": "x = 1\n", "optim": "same\n", "reward": "r = 0\n"}
