@@ -26,6 +26,7 @@ PROBE_TEMPLATES = {
 }
 """Complaints the built-in probes do not measure, and the probe the rulebook adds for each."""
 COMPLAINT_SHARE = 0.3  # share of simulated users raising a complaint before it counts
+IMPROVING_ELASTICITY = 0.1  # the best score still grew by at least 0.1% per 1% more training time
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,10 @@ class RuleContext:
 
     @property
     def still_improving(self) -> bool:
-        """The best validation score came in the last epoch: training was cut short."""
-        if not self.history:
-            return False
-        return self.history[-1]["valid_ndcg@10"] >= max(h["valid_ndcg@10"] for h in self.history)
+        """The best validation score still grew with training time when training ended: it was cut short.
+        Judged on the trend (:attr:`time_elasticity`), so one noisy last epoch, such as one the budget cut
+        part-way, does not hide it."""
+        return self.time_elasticity >= IMPROVING_ELASTICITY
 
 
 FEEDBACK_WEIGHT = 0.1
@@ -334,7 +335,8 @@ RULES: tuple[Rule, ...] = (
         "warmup_cosine",
         prior=0.05,
         why="Linear warm-up then cosine decay stabilises attention training and ends at a lower loss.",
-        applies=lambda c: not c.has("optim", "def build_scheduler") and c.still_improving,
+        # the schedule spans the plan's epochs: a time budget would stop training inside the warm-up
+        applies=lambda c: not c.has("optim", "def build_scheduler") and c.still_improving and not c.time_budgeted,
         propose=lambda c: (
             edit("optim", "import torch\n", "import math\n\nimport torch\n")
             + edit(

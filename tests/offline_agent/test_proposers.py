@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 
 import pytest
 
@@ -146,7 +147,20 @@ def test_under_a_time_budget_a_slower_edit_loses_its_known_gain_but_not_under_an
     assert full_ce.budgeted_prior(ProposalRequest(epoch_capped, [], [], []).context()) == pytest.approx(0.35)
     first = proposer.propose(ProposalRequest(cut_short, [], [], []), random.Random(0)).rule
     assert first in {"higher_learning_rate", "smaller_batches", "warmup_cosine", "sampled_softmax"}
-    ranked = [rule.name for rule in proposer.ranked(ProposalRequest(cut_short, [], [], []))]
+    ranked = [rule.name for rule, _ in proposer.ranked(ProposalRequest(cut_short, [], [], []))]
     assert ranked.index("higher_learning_rate") < ranked.index("full_cross_entropy")
     assert ranked.index("higher_learning_rate") < ranked.index("uniformity_regularizer")
     assert proposer.propose(ProposalRequest(converged, [], [], []), random.Random(0)).rule == "full_cross_entropy"
+
+
+def test_exploration_draws_near_ties_far_more_often_than_edits_expected_to_lose(seeds_dir):
+    cut_short = _parent(seeds_dir, history=_history([0.001 * 1.5**i for i in range(11)]), stopped="budget")
+    request = ProposalRequest(cut_short, [], [], [])
+    values = dict((rule.name, value) for rule, value in RulebookProposer.ranked(request))
+    assert values["wider"] < values["full_cross_entropy"] < 0 < values["higher_learning_rate"]
+    rng = random.Random(0)
+    drawn = Counter(RulebookProposer(explore=1.0).propose(request, rng).rule for _ in range(400))
+    top = max(values, key=values.__getitem__)
+    assert drawn[top] == 0  # exploring means another rule than the greedy choice
+    assert drawn["higher_learning_rate"] > 10 * max(drawn["wider"], 1)
+    assert len(drawn) >= 5  # yet exploration reaches many rules

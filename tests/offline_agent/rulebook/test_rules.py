@@ -119,6 +119,23 @@ def test_preconditions_follow_the_evidence_and_tried_rules_are_skipped(seeds_dir
     assert "deeper" not in {rule.name for rule in applicable(calm, {"deeper"})}
 
 
+def test_a_run_cut_short_by_its_time_budget_gets_convergence_rules_but_no_schedule_longer_than_the_budget(
+    seeds_dir,
+):
+    def names(history, stopped):
+        ctx = RuleContext(_sources(seeds_dir, "sasrec_bce"), {}, history, {"stopped": stopped})
+        return {rule.name for rule in applicable(ctx, set())}
+
+    noisy_end = [
+        {"valid_ndcg@10": v, "seconds": 4.0 * (i + 1)} for i, v in enumerate((0.002, 0.008, 0.016, 0.019, 0.0188))
+    ]
+    assert {"higher_learning_rate", "smaller_batches"} <= names(noisy_end, "budget")  # the trend, not the last epoch
+    assert "warmup_cosine" not in names(noisy_end, "budget")  # its schedule would end inside the warm-up
+    assert "warmup_cosine" in names(noisy_end, "epochs")
+    plateau = [{"valid_ndcg@10": v} for v in (0.01, 0.02, 0.03, 0.0301, 0.0302, 0.0302)]
+    assert not {"higher_learning_rate", "smaller_batches", "warmup_cosine"} & names(plateau, "epochs")
+
+
 def test_the_catalogue_holds_at_least_fifteen_distinct_improvements():
     assert len({rule.name for rule in RULES}) >= 15
 
