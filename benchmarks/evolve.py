@@ -2,9 +2,9 @@
 
 Both arms start from sasrec_bce, get the same number of evaluations and the same evaluation
 cascade (smoke run, then budgeted training in the sandbox). Each arm's best is chosen on
-validation NDCG@10; its test NDCG@10 is reported. The arms alternate, one evaluation each, so a
-run stopped by its time budget compares like with like; state lives under
-``benchmarks/state/evolve_<dataset>/`` and the next invocation resumes.
+validation NDCG@10; its test NDCG@10 is reported. The arms advance together, their evaluations
+side by side (a core each), so a run stopped by its time budget compares like with like; state
+lives under ``benchmarks/state/evolve_<dataset>/`` and the next invocation resumes.
 
     python benchmarks/evolve.py --dataset ml-1m --evaluations 24 --train-seconds 900   # -> evolve_ml1m.json
     python benchmarks/evolve.py --dataset ml-latest-small --evaluations 8 --train-seconds 60
@@ -17,6 +17,7 @@ import json
 import random
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -99,22 +100,33 @@ def main() -> None:
 
     evolution = Evolution(base.model_copy(update={"iterations": 0}), prepared.path)
     stopped = "evaluations"
-    while evolution_evaluations(evolution) < args.evaluations or len(trials) < args.evaluations:
-        if time.monotonic() - started >= args.budget_seconds:
-            stopped = "time budget"
-            break
-        if evolution_evaluations(evolution) < args.evaluations:
-            target = int(evolution.db.get_state("iteration", 0)) + 1
-            evolution = Evolution(base.model_copy(update={"iterations": target}), prepared.path)
-            evolution.run()
-        if len(trials) < args.evaluations and len(trials) < evolution_evaluations(evolution):
-            configuration = configurations[len(trials)]
-            outcome = evaluate_candidate(apply_configuration(seed_sources, configuration), evaluation)
-            trial = {"configuration": configuration, "status": outcome.status, "reason": outcome.reason,
-                     "valid": outcome.valid, "test": outcome.test, "seconds": round(outcome.seconds, 1)}  # fmt: skip
-            trials.append(trial)
-            with random_log.open("a") as handle:
-                handle.write(json.dumps(trial) + "\n")
+    with ThreadPoolExecutor(max_workers=1) as random_search:
+        while evolution_evaluations(evolution) < args.evaluations or len(trials) < args.evaluations:
+            if time.monotonic() - started >= args.budget_seconds:
+                stopped = "time budget"
+                break
+            pending = None
+            if len(trials) < args.evaluations and len(trials) <= evolution_evaluations(evolution):
+                configuration = configurations[len(trials)]
+                sources = apply_configuration(seed_sources, configuration)
+                pending = random_search.submit(evaluate_candidate, sources, evaluation)  # its own sandbox process
+            if evolution_evaluations(evolution) < args.evaluations:
+                target = int(evolution.db.get_state("iteration", 0)) + 1
+                evolution = Evolution(base.model_copy(update={"iterations": target}), prepared.path)
+                evolution.run()
+            if pending is not None:
+                outcome = pending.result()
+                trial = {
+                    "configuration": configuration,
+                    "status": outcome.status,
+                    "reason": outcome.reason,
+                    "valid": outcome.valid,
+                    "test": outcome.test,
+                    "seconds": round(outcome.seconds, 1),
+                }
+                trials.append(trial)
+                with random_log.open("a") as handle:
+                    handle.write(json.dumps(trial) + "\n")
 
     best = evolution.db.best()
     scored = [t for t in trials if t["status"] == "evaluated"]
