@@ -10,8 +10,9 @@ time taken, not the result: the seed candidate scores the same in every arm), ov
 - ``random``: random search over the seed's hyperparameters (``benchmarks/evolve.py``'s space).
 
 Each run's best is chosen on validation NDCG@10; its test metrics are reported. Runs advance one
-evaluation at a time in turn, so a run cut by its time budget still compares like with like;
-state lives under ``benchmarks/state/feedback_ablation_<dataset>/`` and the next invocation resumes.
+evaluation at a time, those furthest behind first (``--parallel`` of them side by side), so a
+run cut by its time budget still compares like with like; state lives under
+``benchmarks/state/feedback_ablation_<dataset>/`` and the next invocation resumes.
 
     python benchmarks/feedback_ablation.py --dataset ml-latest-small --evaluations 4 --max-epochs 20
     python benchmarks/feedback_ablation.py --dataset ml-1m --evaluations 8 --max-epochs 30  # many hours
@@ -25,8 +26,9 @@ import random
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -59,7 +61,7 @@ class EvolutionRun:
             max_epochs=args.max_epochs,
             work_dir=str(state / "sandboxes"),
         )
-        mode = "directional" if arm == "directional" else "scalar"
+        mode: Literal["directional", "scalar"] = "directional" if arm == "directional" else "scalar"
         self.config = EvolutionConfig(
             seed_candidate=str(SEED),
             dataset=str(prepared.path),
@@ -175,6 +177,10 @@ def main() -> None:
     parser.add_argument("--train-seconds", type=float, default=1800, help="a safety cap on each training run")
     parser.add_argument("--personas", type=int, default=8, help="simulated users critiquing each candidate")
     parser.add_argument("--budget-seconds", type=float, default=7200, help="time this invocation may spend")
+    parser.add_argument("--parallel", type=int, default=2, help="runs advanced at once (a core each)")
+    parser.add_argument(
+        "--state", type=Path, help="resumable state (default benchmarks/state/feedback_ablation_<dataset>)"
+    )
     args = parser.parse_args()
 
     from evorec.main_job import prepared_dataset
@@ -193,14 +199,17 @@ def main() -> None:
                 else EvolutionRun(arm, seed, state, prepared, args)
             )  # fmt: skip
     stopped = "evaluations"
-    while True:
-        waiting = [run for run in runs.values() if run.evaluations() < args.evaluations and not run.exhausted()]
-        if not waiting:
-            break
-        if time.monotonic() - started >= args.budget_seconds:
-            stopped = "time budget"
-            break
-        min(waiting, key=lambda run: run.evaluations()).step()
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:  # each evaluation is its own sandbox process
+        while True:
+            waiting = [run for run in runs.values() if run.evaluations() < args.evaluations and not run.exhausted()]
+            if not waiting:
+                break
+            if time.monotonic() - started >= args.budget_seconds:
+                stopped = "time budget"
+                break
+            behind = sorted(waiting, key=lambda run: run.evaluations())[: args.parallel]
+            for future in [pool.submit(run.step) for run in behind]:
+                future.result()  # a failing step stops the benchmark with its traceback
 
     previous_path = RESULTS / f"{_result_name(args.dataset)}.json"
     previous = json.loads(previous_path.read_text()) if resumed and previous_path.exists() else {}

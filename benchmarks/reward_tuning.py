@@ -70,8 +70,10 @@ def main() -> None:
     probe = ("training interactions", from_interactions(prepared.interactions, prepared.items))
     default = resolve_reward("clicks@1")
     tuning_started = time.monotonic()
+    assert default.spec is not None, "clicks@1 is a reward spec"
     result = tune(default.spec, tuning, args.trials, args.seed, holdout, [probe], source=default.source)
     seconds = time.monotonic() - tuning_started
+    assert result.holdout_before is not None and result.holdout_after is not None, "held-out logs were given"
     figures = {
         "alignment_before": round(result.holdout_before.score, 4),
         "alignment_after": round(result.holdout_after.score, 4),

@@ -27,10 +27,8 @@ ROOT = Path(__file__).resolve().parent
 SEEDS = ROOT.parent / "offline_agent" / "seeds"
 IMPROVING = [{"valid_ndcg@10": v} for v in (0.05, 0.07, 0.09)]
 OVERFIT = [{"valid_ndcg@10": v} for v in (0.05, 0.09, 0.08, 0.07, 0.06, 0.05)]
-EVIDENCE = {
-    "metrics": {"coverage@10": 0.1, "ild@10": 0.3, "calibration_kl@10": 0.9, "popularity_lift@10": 3.0},
-    "feedback": {"signals": {"sequence_insensitivity": 1.0, "popularity_bias": 1.0}},
-}
+METRICS = {"coverage@10": 0.1, "ild@10": 0.3, "calibration_kl@10": 0.9, "popularity_lift@10": 3.0}
+FEEDBACK: dict[str, Any] = {"signals": {"sequence_insensitivity": 1.0, "popularity_bias": 1.0}}
 """Metrics and signals under which every rule's precondition can hold (the cost is of the edit, not of
 the evidence)."""
 
@@ -90,7 +88,7 @@ def main() -> None:
                 (name, ctx)
                 for name, sources in candidates.items()
                 for history in (IMPROVING, OVERFIT)
-                if rule.applies(ctx := RuleContext(sources, EVIDENCE["metrics"], history, EVIDENCE["feedback"]))
+                if rule.applies(ctx := RuleContext(sources, METRICS, history, FEEDBACK))
             ),
             None,
         )

@@ -23,6 +23,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import write_result
+from recsys.batches import Batch
 
 SEED = Path(__file__).resolve().parent.parent / "offline_agent" / "seeds" / "sasrec_bce"
 
@@ -32,7 +33,7 @@ class PlainEmbeddingCollection(nn.Module):
 
     def __init__(self, weight: torch.Tensor, feature: str) -> None:
         super().__init__()
-        self.table = nn.Embedding.from_pretrained(weight.detach().clone(), freeze=False)
+        self.table = nn.Embedding.from_pretrained(weight.detach().clone(), freeze=False)  # type: ignore[no-untyped-call]
         self.feature = feature
 
     def forward(self, features: KeyedJaggedTensor) -> dict[str, JaggedTensor]:
@@ -41,7 +42,7 @@ class PlainEmbeddingCollection(nn.Module):
 
 
 def _time_steps(
-    model: nn.Module, task: nn.Module, optimizer: torch.optim.Optimizer, batches: list
+    model: nn.Module, task: nn.Module, optimizer: torch.optim.Optimizer, batches: list[Batch]
 ) -> tuple[float, int]:
     model.train()
     examples = 0
