@@ -6,7 +6,7 @@ validation NDCG@10; its test NDCG@10 is reported. The arms advance together, the
 side by side (a core each), so a run stopped by its time budget compares like with like; state
 lives under ``benchmarks/state/evolve_<dataset>/`` and the next invocation resumes.
 
-    python benchmarks/evolve.py --dataset ml-1m --evaluations 24 --train-seconds 900   # -> evolve_ml1m.json
+    python benchmarks/evolve.py --dataset ml-1m --evaluations 12 --train-seconds 900   # -> evolve_ml1m.json
     python benchmarks/evolve.py --dataset ml-latest-small --evaluations 8 --train-seconds 60
 """
 
