@@ -19,11 +19,14 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import RESULTS, write_result
+
+if TYPE_CHECKING:
+    from offline_agent.evaluator import EvaluationOutcome
 
 ROOT = Path(__file__).resolve().parent
 SEED = ROOT.parent / "offline_agent" / "seeds" / "sasrec_bce"
@@ -50,6 +53,15 @@ def apply_configuration(sources: dict[str, str], configuration: dict[str, Any]) 
         joiner = " = " if " = " in default else "="
         updated[block] = updated[block].replace(default, f"{key}{joiner}{value}", 1)
     return updated
+
+
+def log_trial(log: Path, configuration: dict[str, Any], outcome: EvaluationOutcome) -> dict[str, Any]:
+    """Append one random-search evaluation to its JSON-lines log (what a resumed run reads back)."""
+    trial = {"configuration": configuration, "status": outcome.status, "reason": outcome.reason,
+             "valid": outcome.valid, "test": outcome.test, "seconds": round(outcome.seconds, 1)}  # fmt: skip
+    with log.open("a") as handle:
+        handle.write(json.dumps(trial) + "\n")
+    return trial
 
 
 def _result_name(dataset: str) -> str:
@@ -115,18 +127,7 @@ def main() -> None:
                 evolution = Evolution(base.model_copy(update={"iterations": target}), prepared.path)
                 evolution.run()
             if pending is not None:
-                outcome = pending.result()
-                trial = {
-                    "configuration": configuration,
-                    "status": outcome.status,
-                    "reason": outcome.reason,
-                    "valid": outcome.valid,
-                    "test": outcome.test,
-                    "seconds": round(outcome.seconds, 1),
-                }
-                trials.append(trial)
-                with random_log.open("a") as handle:
-                    handle.write(json.dumps(trial) + "\n")
+                trials.append(log_trial(random_log, configuration, pending.result()))
 
     best = evolution.db.best()
     scored = [t for t in trials if t["status"] == "evaluated"]

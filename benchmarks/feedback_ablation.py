@@ -33,7 +33,7 @@ from typing import Any, Literal
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import RESULTS, write_result
-from benchmarks.evolve import SEED, apply_configuration, random_configuration
+from benchmarks.evolve import SEED, apply_configuration, log_trial, random_configuration
 
 ROOT = Path(__file__).resolve().parent
 ARMS = ("directional", "scalar_only", "random")
@@ -133,10 +133,7 @@ class RandomRun:
 
         configuration = self.configurations[self.evaluations()]
         outcome = evaluate_candidate(apply_configuration(self.seed_sources, configuration), self.evaluation)
-        trial = {"configuration": configuration, "status": outcome.status, "reason": outcome.reason,
-                 "valid": outcome.valid, "test": outcome.test}  # fmt: skip
-        with self.log.open("a") as handle:
-            handle.write(json.dumps(trial) + "\n")
+        log_trial(self.log, configuration, outcome)
 
     def best(self) -> dict[str, Any] | None:
         scored = [t for t in self.trials() if t["status"] == "evaluated"]
@@ -178,9 +175,6 @@ def main() -> None:
     parser.add_argument("--personas", type=int, default=8, help="simulated users critiquing each candidate")
     parser.add_argument("--budget-seconds", type=float, default=7200, help="time this invocation may spend")
     parser.add_argument("--parallel", type=int, default=2, help="runs advanced at once (a core each)")
-    parser.add_argument(
-        "--state", type=Path, help="resumable state (default benchmarks/state/feedback_ablation_<dataset>)"
-    )
     args = parser.parse_args()
 
     from evorec.main_job import prepared_dataset

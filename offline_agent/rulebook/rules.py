@@ -9,6 +9,7 @@ every proposal. The rationale names the evidence, so the journal shows why each 
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -94,7 +95,7 @@ class RuleContext:
         if len(self.history) < 2:
             return 0.0
         times = [float(h.get("seconds", i + 1)) for i, h in enumerate(self.history)]
-        best = [max(h["valid_ndcg@10"] for h in self.history[: i + 1]) for i in range(len(self.history))]
+        best = list(itertools.accumulate((h["valid_ndcg@10"] for h in self.history), max))
         middle = max((i for i, t in enumerate(times) if t <= times[-1] / 2), default=0)
         if times[middle] <= 0 or times[-1] <= times[middle]:
             return 0.0
