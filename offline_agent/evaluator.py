@@ -27,6 +27,8 @@ from recsys.candidate import BLOCKS, REQUIRED, REQUIRED_VALUES
 from reward_lib.candidate import candidate_alignment
 
 Stage = Literal["static", "smoke", "train"]
+CHECKPOINT = "checkpoint"  # inside the work dir
+CHECKPOINT_FILES = ("last.pt", "best.pt")
 
 ENTRY = """\
 import json
@@ -41,8 +43,10 @@ job = json.loads(Path("job.json").read_text())
 prepared = PreparedDataset.open(Path(job.pop("dataset")), verify=False)
 diagnosis = job.pop("diagnosis", None)
 export = job.pop("export", False)
+checkpoint = job.pop("checkpoint_dir", None)
 candidate = load_candidate(Path("candidate"))
-trainer = Trainer(candidate, prepared, TrainerConfig(progress=False, **job))
+config = TrainerConfig(progress=False, checkpoint_dir=checkpoint and Path(checkpoint), resume=bool(checkpoint), **job)
+trainer = Trainer(candidate, prepared, config)
 fitted = trainer.fit()
 result = fitted.to_json()
 if export:
@@ -82,6 +86,12 @@ class EvaluationConfig(BaseModel):
         default=None, description="export the trained model for serving (inside the sandbox) into this folder"
     )
     work_dir: str | None = Field(default=None, description="where sandboxes run (default: a temporary folder)")
+    checkpoint_dir: str | None = Field(
+        default=None,
+        description="keep each candidate's training checkpoint in a subfolder named by its content key and resume "
+        "from it: a training longer than one invocation (a winner trained to convergence) goes on where the last "
+        "one stopped; the time budget applies to each invocation",
+    )
     alignment_logs: tuple[str, ...] = Field(
         default=(),
         description="simulated A/B logs (run folders or events.parquet) on which the alignment of the "
@@ -141,6 +151,16 @@ def static_check(sources: dict[str, str]) -> str | None:
     return None
 
 
+def _copy_checkpoint(source: Path, target: Path) -> None:
+    """The trainer's checkpoint files, regular files only (a link the candidate planted is not followed)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in CHECKPOINT_FILES:
+        path = source / name
+        if path.is_file() and not path.is_symlink():
+            shutil.copyfile(path, target / f"{name}.tmp")
+            (target / f"{name}.tmp").replace(target / name)  # a copy cut short never replaces a good file
+
+
 def _stage(
     sources: dict[str, str],
     config: EvaluationConfig,
@@ -148,12 +168,19 @@ def _stage(
     wall: float,
     root: Path,
     artifact_to: Path | None = None,
+    checkpoint: Path | None = None,
 ) -> Any:
-    """One sandboxed run; an artifact the run exported is copied to ``artifact_to`` before the work dir goes."""
+    """One sandboxed run; an artifact the run exported is copied to ``artifact_to`` before the work dir goes.
+
+    With ``checkpoint`` its files are copied into the work dir first and, after a run that ended
+    cleanly, back: the candidate writes only inside its sandbox, and a run killed mid-write leaves
+    the last good checkpoint in place."""
     workdir = Path(tempfile.mkdtemp(prefix="evaluation-", dir=root))
     try:
         candidate = workdir / "candidate"
         candidate.mkdir()
+        if checkpoint is not None:
+            _copy_checkpoint(checkpoint, workdir / CHECKPOINT)
         for block, source in sources.items():
             (candidate / f"{block}.py").write_text(source)
         (workdir / "job.json").write_text(json.dumps({"dataset": config.dataset, **job}))
@@ -163,6 +190,8 @@ def _stage(
         if artifact_to is not None and outcome.status == "ok" and (workdir / "artifact").is_dir():
             shutil.rmtree(artifact_to, ignore_errors=True)
             shutil.copytree(workdir / "artifact", artifact_to)
+        if checkpoint is not None and outcome.status == "ok":
+            _copy_checkpoint(workdir / CHECKPOINT, checkpoint)
         return outcome
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -178,6 +207,8 @@ def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> Eva
     root.mkdir(parents=True, exist_ok=True)
     common = {"seed": config.seed, "threads": config.threads}
     extra: dict[str, Any] = {"export": config.export_dir is not None}
+    if config.checkpoint_dir:
+        extra["checkpoint_dir"] = CHECKPOINT
     if config.diagnose:
         request = {"sample_size": config.diagnosis_users, "list_users": list(config.list_users), "seed": config.seed}
         extra["diagnosis"] = request
@@ -190,7 +221,10 @@ def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> Eva
     ]  # fmt: skip
     outcome = None
     for stage, job, wall in stages:
-        outcome = _stage(sources, config, job, wall, root, artifact if stage == "train" else None)
+        kept = (
+            Path(config.checkpoint_dir) / content_key(sources) if config.checkpoint_dir and stage == "train" else None
+        )
+        outcome = _stage(sources, config, job, wall, root, artifact if stage == "train" else None, kept)
         if outcome.status != "ok":
             return EvaluationOutcome(
                 "failed", stage, f"{outcome.status}: {outcome.reason}", seconds=time.monotonic() - started,
