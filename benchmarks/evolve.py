@@ -11,7 +11,7 @@ convergence. So, once both arms have spent their evaluations, each arm's best is
 in the sandbox until early stopping (``final``), checkpointed so that it spans invocations.
 
     python benchmarks/evolve.py --dataset ml-1m --evaluations 8 --train-seconds 900   # -> evolve_ml1m.json
-    python benchmarks/evolve.py --dataset ml-latest-small --evaluations 8 --train-seconds 60
+    python benchmarks/evolve.py --dataset ml-latest-small --evaluations 6 --train-seconds 45     # fast variant
 """
 
 from __future__ import annotations
