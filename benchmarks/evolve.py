@@ -90,9 +90,13 @@ def _final_figures(outcome: EvaluationOutcome) -> dict[str, Any]:
         "test_ndcg10": round(outcome.test["ndcg@10"], 4),
         "test_hr10": round(outcome.test["hr@10"], 4),
         "epochs": len(outcome.history),
-        "best_epoch": max(range(len(outcome.history)), key=lambda i: outcome.history[i]["valid_ndcg@10"]) + 1,
+        "best_epoch": outcome.best_epoch,
         "training_seconds": outcome.history[-1]["seconds"],
     }
+
+
+def _finished(final: dict[str, dict[str, Any]]) -> bool:
+    return bool(final) and all(arm.get("finished") for arm in final.values())
 
 
 def _result_name(dataset: str) -> str:
@@ -170,8 +174,7 @@ def main() -> None:
     final = previous.get("final", {})
     overhead = evaluation.smoke_seconds + evaluation.overhead_seconds
     remaining = args.budget_seconds - (time.monotonic() - started) - overhead
-    unfinished = not final or not all(arm.get("finished") for arm in final.values())
-    if args.final and stopped == "evaluations" and best and random_best and unfinished and remaining >= 60:
+    if args.final and stopped == "evaluations" and best and random_best and not _finished(final) and remaining >= 60:
         configuration = random_best["configuration"]
         arms = {"evolution": best.blocks, "random_search": apply_configuration(seed_sources, configuration)}
         final = final_training(arms, evaluation, state, remaining)
@@ -209,7 +212,7 @@ def main() -> None:
         "final": final,
         "final_test_ndcg10": final.get("evolution", {}).get("test_ndcg10"),
         "random_search_final_test_ndcg10": final.get("random_search", {}).get("test_ndcg10"),
-        "final_finished": bool(final) and all(arm.get("finished") for arm in final.values()),
+        "final_finished": _finished(final),
         "sessions": previous.get("sessions", 0) + 1,
         "seconds": round(previous.get("seconds", 0.0) + time.monotonic() - started, 1),
     }

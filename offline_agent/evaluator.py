@@ -116,6 +116,11 @@ class EvaluationOutcome:
     export_error: str | None = None
     reward_alignment: dict[str, Any] | None = None  # the reward's alignment with the north-star, or why none
 
+    @property
+    def best_epoch(self) -> int:
+        """The epoch (from 1) of the best validation NDCG@10: the one the metrics are of."""
+        return max(range(len(self.history)), key=lambda i: self.history[i]["valid_ndcg@10"]) + 1
+
     def to_json(self) -> dict[str, Any]:
         """A plain mapping, for an evaluation that ran in another process or pipeline task."""
         return dataclasses.asdict(self)
