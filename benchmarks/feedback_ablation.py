@@ -30,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
+from scipy import stats
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import RESULTS, write_result
@@ -165,6 +167,24 @@ def _summary(bests: list[dict[str, Any]]) -> dict[str, Any]:
     return figures
 
 
+def _paired(bests: dict[str, list[dict[str, Any] | None]], other: str) -> dict[str, Any]:
+    """Directional against another arm seed by seed: the runs of a seed start from the same seed
+    candidate trained with the same seed, so the per-seed difference takes out how lucky that seed was."""
+    pairs = [
+        (float(d["test"]["ndcg@10"]), float(o["test"]["ndcg@10"]))
+        for d, o in zip(bests["directional"], bests[other], strict=True)
+        if d and o
+    ]
+    differences = [d - o for d, o in pairs]
+    figures: dict[str, Any] = {"test_ndcg10_differences": [round(v, 4) for v in differences]}
+    if differences:
+        figures.update(mean_difference=round(statistics.mean(differences), 4), wins=sum(v > 0 for v in differences))
+    if len(differences) > 1 and statistics.stdev(differences) > 0:
+        directional, others = zip(*pairs, strict=True)
+        figures["paired_t_p_value"] = round(float(stats.ttest_rel(directional, others).pvalue), 4)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-latest-small")
@@ -207,13 +227,18 @@ def main() -> None:
 
     previous_path = RESULTS / f"{_result_name(args.dataset)}.json"
     previous = json.loads(previous_path.read_text()) if resumed and previous_path.exists() else {}
-    arms = {}
-    for arm in ARMS:
-        bests = [b for seed in range(args.seeds) if (b := runs[arm, seed].best()) is not None]
-        arms[arm] = {**_summary(bests), "evaluations": [runs[arm, seed].evaluations() for seed in range(args.seeds)]}
+    bests = {arm: [runs[arm, seed].best() for seed in range(args.seeds)] for arm in ARMS}
+    arms = {
+        arm: {
+            **_summary([b for b in bests[arm] if b is not None]),
+            "evaluations": [runs[arm, seed].evaluations() for seed in range(args.seeds)],
+        }
+        for arm in ARMS
+    }
     figures = {
         "seeds": args.seeds,
         "arms": arms,
+        "directional_against": {other: _paired(bests, other) for other in ARMS[1:]},
         "evaluations_per_run": args.evaluations,
         "max_epochs_per_evaluation": args.max_epochs,
         "personas": args.personas,
