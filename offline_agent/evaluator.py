@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from offline_agent.sandbox import SandboxLimits, run_sandboxed
-from recsys.candidate import BLOCKS, REQUIRED, REQUIRED_VALUES
+from recsys.candidate import BLOCKS, REQUIRED, REQUIRED_VALUES, parse_block
 from reward_lib.candidate import candidate_alignment
 
 Stage = Literal["static", "smoke", "train"]
@@ -140,7 +140,7 @@ def static_check(sources: dict[str, str]) -> str | None:
     """The first contract problem visible without running code, or None."""
     for block in BLOCKS:
         try:
-            tree = ast.parse(sources[block], filename=f"{block}.py")
+            tree = parse_block(sources[block], filename=f"{block}.py")
         except SyntaxError as exc:
             return f"{block}.py, line {exc.lineno}: syntax error: {exc.msg}"
         defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}

@@ -26,10 +26,12 @@ and its parameters, and names the block and function when something is missing o
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import inspect
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -146,6 +148,20 @@ def resolve_sources(directory: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[
     if missing:
         raise CandidateError(f"{directory}: missing block(s) {', '.join(f'{b}.py' for b in missing)}")
     return sources, meta
+
+
+_PARSING = threading.Lock()
+
+
+def parse_block(source: str, filename: str = "<unknown>") -> ast.Module:
+    """A block's source as an AST, one parse at a time in this process.
+
+    Python 3.11 keeps the AST constructor's recursion depth in interpreter-wide state, so parses in
+    two threads at once (proposals and checks of parallel runs) can fail with a spurious
+    ``SystemError: AST constructor recursion depth mismatch`` (CPython gh-106905).
+    """
+    with _PARSING:
+        return ast.parse(source, filename=filename)
 
 
 def _load_module(name: str, block: str, source: str) -> ModuleType:

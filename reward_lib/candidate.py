@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys.candidate import parse_block
 from reward_lib.errors import RewardError
 from reward_lib.rewards import Reward
 from reward_lib.store import resolve_reward
@@ -42,7 +43,7 @@ def training_weights(reward: Reward | str, events: pd.DataFrame) -> np.ndarray:
 def spec_of_source(source: str) -> str | None:
     """The ``REWARD_SPEC`` string constant of a ``reward.py`` source, read without running it."""
     try:
-        tree = ast.parse(source)
+        tree = parse_block(source, filename="reward.py")
     except SyntaxError:
         return None
     for node in tree.body:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from offline_agent import SEEDS
+from recsys.candidate import parse_block
 
 TEMPLATES = Path(__file__).parent / "templates"
 PROBE_TEMPLATES = {
@@ -207,7 +208,7 @@ def _probes_module(source: str) -> tuple[list[str], str, list[str]] | None:
     """A diagnosis module as its header lines (docstring and imports), the code between them and the
     ``PROBES = [...]`` it ends with, and the entries of that list; None when it parses otherwise or not at all."""
     try:
-        body = ast.parse(source).body
+        body = parse_block(source).body
     except SyntaxError:
         return None
     last = body[-1] if body else None

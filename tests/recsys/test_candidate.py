@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import ast
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
-from recsys.candidate import CandidateError, load_candidate
+from recsys.candidate import CandidateError, load_candidate, parse_block
 
 SEEDS = ("sasrec_bce", "sasrec_ce", "mf_bpr")
 
@@ -59,3 +64,23 @@ def test_missing_blocks_and_base_cycles_are_refused(tmp_path):
     (tmp_path / "b" / "candidate.yaml").write_text("base: a\n")
     with pytest.raises(CandidateError, match="form a cycle"):
         load_candidate(tmp_path / "a")
+
+
+def test_blocks_parsed_from_many_threads_are_parsed_one_at_a_time(monkeypatch):
+    active, overlaps, guard = [0], [0], threading.Lock()
+    parse = ast.parse
+
+    def slow_parse(source: str, filename: str = "<unknown>") -> ast.Module:
+        with guard:
+            active[0] += 1
+            overlaps[0] = max(overlaps[0], active[0])
+        time.sleep(0.01)  # long enough for every other thread to reach the parse
+        with guard:
+            active[0] -= 1
+        return parse(source, filename=filename)
+
+    monkeypatch.setattr(ast, "parse", slow_parse)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        trees = list(pool.map(lambda i: parse_block(f"x = {i}\n", filename=f"block{i}.py"), range(16)))
+    assert overlaps[0] == 1
+    assert [tree.body[0].value.value for tree in trees] == list(range(16))
