@@ -117,8 +117,10 @@ class EvaluationOutcome:
     reward_alignment: dict[str, Any] | None = None  # the reward's alignment with the north-star, or why none
 
     @property
-    def best_epoch(self) -> int:
-        """The epoch (from 1) of the best validation NDCG@10: the one the metrics are of."""
+    def best_epoch(self) -> int | None:
+        """The epoch (from 1) of the best validation NDCG@10, the one the metrics are of; None before any."""
+        if not self.history:
+            return None
         return max(range(len(self.history)), key=lambda i: self.history[i]["valid_ndcg@10"]) + 1
 
     def to_json(self) -> dict[str, Any]:

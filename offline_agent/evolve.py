@@ -232,7 +232,7 @@ class Evolution:
             "stage": outcome.stage,
             "history": outcome.history,
             "stopped": outcome.stopped,
-            "best_epoch": outcome.best_epoch if outcome.history else None,
+            "best_epoch": outcome.best_epoch,
             "test_metrics": outcome.test,  # kept apart: never shown to proposers, never ranked on
             "isolation": list(outcome.isolation),
             "seconds": round(outcome.seconds, 1),
