@@ -23,6 +23,7 @@ CODE := evorec recsys pipelines offline_agent online_agent ab_testing reward_lib
 lint: setup
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/lint-imports
 	$(BIN)/mypy evorec recsys pipelines offline_agent serving ab_testing online_agent reward_lib benchmarks
 
 test: lint

@@ -26,12 +26,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from ab_testing.decision import MetricSpec
-from ab_testing.events import EventLog
 from ab_testing.ground_truth import GroundTruth
 from ab_testing.population import Population, PopulationConfig, simulate
-from evorec.exceptions import EvorecError
 from recsys.data.prepared import PreparedDataset
+from recsys.errors import EvorecError
 from recsys.evaluation import ItemCatalog, list_diversity
+from recsys.event_log import EventLog
 from recsys.sequences import UserSequences
 from serving.artifacts import LoadedModel
 from serving.batcher import rank

@@ -25,8 +25,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import expit
 
-from ab_testing.events import NO_CHOICE, DayOutcome, EventLog
 from ab_testing.ground_truth import GroundTruth
+from recsys.event_log import NO_CHOICE, DayOutcome, EventLog
 from recsys.sequences import UserSequences
 
 Policy = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]

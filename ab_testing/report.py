@@ -7,9 +7,6 @@ active days with its confidence band by day, and the lift by user segment.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ import numpy as np
 from ab_testing.analysis import Analysis, planned_users_per_arm
 from ab_testing.experiment import SEGMENTS, ExperimentRun
 from ab_testing.statistics import welch_test
+from recsys.reports import figure_png, write_report_files
 
 
 def cumulative_lift(run: ExperimentRun, analysis: Analysis) -> list[dict[str, float]]:
@@ -70,15 +68,6 @@ def health_checks(run: ExperimentRun, analysis: Analysis) -> list[dict[str, Any]
          "detail": f"{len(treated)} / {len(control)} users; {needed} per arm detect a {plan.mde:.0%} change in active "
                    f"days at power {plan.power:.0%}, α split over the north stars"},
     ]  # fmt: skip
-
-
-def figure_png(figure: Any) -> str:
-    """A matplotlib figure as base64 PNG for an ``<img>`` in a self-contained page (the figure is closed)."""
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def _lift_plot(points: list[dict[str, float]], title: str) -> str:
@@ -149,20 +138,6 @@ def report_markdown(run: ExperimentRun, analysis: Analysis) -> str:
     return "\n".join(lines) + "\n"
 
 
-def html_page(title: str, plots: list[tuple[str, str]], markdown: str) -> str:
-    """A self-contained page: the ``(caption, base64 PNG)`` plots, then the Markdown's lines (tables as text)."""
-    images = "".join(f"<figure><img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption>{html.escape(alt)}</figcaption></figure>" for alt, data in plots)  # fmt: skip
-    body = "\n".join(f"<pre>{html.escape(line)}</pre>" if line.startswith("|") else f"<p>{html.escape(line)}</p>"
-                     for line in markdown.splitlines() if line)  # fmt: skip
-    return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto}pre{margin:0}</style>"
-        f"</head><body><main>{images}{body}</main></body></html>"
-    )
-
-
 def write_report(run: ExperimentRun, analysis: Analysis) -> dict[str, Path]:
     """``report-<treatment>.{json,md,html}`` in the run folder."""
     stem = run.folder / f"report-{analysis.treatment}"
@@ -176,11 +151,11 @@ def write_report(run: ExperimentRun, analysis: Analysis) -> dict[str, Path]:
         "guardrails": run.guardrails,
         "seconds": run.seconds,
     }
-    paths = {"json": stem.with_suffix(".json"), "md": stem.with_suffix(".md"), "html": stem.with_suffix(".html")}
-    paths["json"].write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    markdown = report_markdown(run, analysis)
-    paths["md"].write_text(markdown)
+    json_path = stem.with_suffix(".json")
+    json_path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     plots = [("cumulative lift of active days by day", _lift_plot(points, "cumulative lift with its confidence band")),
              ("relative lift of every metric with its confidence interval", _metric_plot(analysis))]  # fmt: skip
-    paths["html"].write_text(html_page(f"Experiment {run.plan.name}", plots, markdown))
-    return paths
+    return {
+        "json": json_path,
+        **write_report_files(stem, f"Experiment {run.plan.name}", report_markdown(run, analysis), plots),
+    }

@@ -314,9 +314,9 @@ def main() -> None:
     import torch
 
     from ab_testing.ground_truth import GroundTruth
-    from evorec.main_job import prepared_dataset
-    from evorec.settings import get_settings
+    from recsys.data.lookup import prepared_dataset
     from recsys.sequences import UserSequences
+    from recsys.settings import get_settings
 
     torch.set_num_threads(args.threads)
     prepared = prepared_dataset(args.dataset, get_settings())

@@ -24,13 +24,13 @@ from benchmarks.common import peak_rss_mb, write_result
 
 
 def _child(kind: str, dataset: str, out: Path, runner: str) -> None:
-    from evorec.settings import get_settings
     from recsys.data.catalog import builtin_source
+    from recsys.settings import get_settings
 
     source = builtin_source(dataset, get_settings())
     started = time.perf_counter()
     if kind == "beam":
-        from pipelines.data_prepare import run_prepare
+        from recsys.data.beam_prepare import run_prepare
 
         run_prepare(source, out, runner=runner)
     else:
@@ -79,10 +79,10 @@ def main() -> None:
         _child(args.child, args.dataset, args.out, args.runner)
         return
 
-    from evorec.settings import get_settings
     from recsys.data.catalog import FETCHABLE
     from recsys.data.fetch import fetch_dataset
     from recsys.data.prepared import PreparedDataset
+    from recsys.settings import get_settings
 
     if args.dataset in FETCHABLE:
         fetch_dataset(args.dataset, get_settings())

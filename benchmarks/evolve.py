@@ -114,12 +114,12 @@ def main() -> None:
                         help="train each arm's best to convergence once the evaluations are spent")  # fmt: skip
     args = parser.parse_args()
 
-    from evorec.main_job import prepared_dataset
-    from evorec.settings import get_settings
     from offline_agent.evaluator import EvaluationConfig, evaluate_candidate
     from offline_agent.evolve import Evolution, EvolutionConfig
     from offline_agent.program_db import DatabaseConfig
     from recsys.candidate import load_candidate
+    from recsys.data.lookup import prepared_dataset
+    from recsys.settings import get_settings
 
     started = time.monotonic()
     prepared = prepared_dataset(args.dataset, get_settings())

@@ -200,8 +200,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="runs advanced at once (a core each)")
     args = parser.parse_args()
 
-    from evorec.main_job import prepared_dataset
-    from evorec.settings import get_settings
+    from recsys.data.lookup import prepared_dataset
+    from recsys.settings import get_settings
 
     started = time.monotonic()
     prepared = prepared_dataset(args.dataset, get_settings())

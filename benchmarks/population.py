@@ -41,9 +41,9 @@ def main() -> None:
         random_policy,
         simulate,
     )
-    from evorec.main_job import prepared_dataset
-    from evorec.settings import get_settings
+    from recsys.data.lookup import prepared_dataset
     from recsys.sequences import UserSequences
+    from recsys.settings import get_settings
 
     prepared = prepared_dataset(args.dataset, get_settings())
     sequences = UserSequences.from_prepared(prepared)

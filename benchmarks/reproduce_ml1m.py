@@ -85,12 +85,12 @@ def main() -> None:
     parser.add_argument("--models", default="ease,most_popular,sasrec_ce,mf_bpr,sasrec_bce")
     args = parser.parse_args()
 
-    from evorec.settings import get_settings
-    from pipelines.data_prepare import run_prepare
+    from recsys.data.beam_prepare import run_prepare
     from recsys.data.catalog import builtin_source
     from recsys.data.config import PrepareConfig
     from recsys.data.fetch import fetch_dataset
     from recsys.data.prepared import PreparedDataset, is_up_to_date
+    from recsys.settings import get_settings
 
     started = time.monotonic()
     settings = get_settings()

@@ -46,11 +46,12 @@ def main() -> None:
 
     from ab_testing.experiment import ArmPlan, ExperimentPlan
     from ab_testing.ground_truth import GroundTruth
-    from evorec.main_job import prepared_dataset
-    from evorec.settings import get_settings
+    from ab_testing.reference_logs import simulate_reference_log
+    from recsys.data.lookup import prepared_dataset
+    from recsys.event_table import from_interactions
+    from recsys.settings import get_settings
     from reward_lib.alignment import measure
-    from reward_lib.events import from_interactions
-    from reward_lib.logs import simulate_reference_log
+    from reward_lib.logs import LogFile
     from reward_lib.store import resolve_reward
     from reward_lib.tune import tune
 
@@ -64,7 +65,9 @@ def main() -> None:
                 name=f"reference-{seed}", dataset=args.dataset, arms=tuple(ArmPlan(name=arm) for arm in ARMS),
                 users=args.users, days=args.days, pre_period_days=0, seed=seed,
             )  # fmt: skip
-            logs[seed] = simulate_reference_log(plan, prepared, Path(folder) / plan.name, truth).read(prepared.items)
+            logs[seed] = LogFile.find(simulate_reference_log(plan, prepared, Path(folder) / plan.name, truth)).read(
+                prepared.items
+            )
     simulated = time.monotonic() - started
     tuning, holdout = [logs[s] for s in TUNING_SEEDS], [logs[s] for s in HOLDOUT_SEEDS]
     probe = ("training interactions", from_interactions(prepared.interactions, prepared.items))

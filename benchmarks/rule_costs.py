@@ -72,10 +72,10 @@ def main() -> None:
 
     from tqdm import tqdm
 
-    from evorec.main_job import prepared_dataset
-    from evorec.settings import get_settings
     from offline_agent.edits import apply_change, parse_reply
     from offline_agent.rulebook.rules import RULES, RuleContext, reply_for
+    from recsys.data.lookup import prepared_dataset
+    from recsys.settings import get_settings
 
     prepared = prepared_dataset(args.dataset, get_settings())
     work = Path(tempfile.mkdtemp(prefix="evorec-rule-costs-"))

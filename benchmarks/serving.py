@@ -43,9 +43,9 @@ def export_checkpoint(name: str, prepared: Any, out: Path) -> Path:
     """The reproduce_ml1m best checkpoint of seed ``name`` as a serving artifact."""
     import torch
 
+    from recsys.artifacts import ArtifactManifest, export_scorer, write_artifact
     from recsys.candidate import load_candidate
     from recsys.trainer import Trainer
-    from serving.artifacts import ArtifactManifest, export_scorer, write_artifact
 
     candidate = load_candidate(SEEDS / name)
     trainer = Trainer(candidate, prepared)
@@ -142,8 +142,8 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
 
-    from evorec.main_job import prepared_dataset
-    from evorec.settings import get_settings
+    from recsys.data.lookup import prepared_dataset
+    from recsys.settings import get_settings
     from serving.registry import Registry
 
     prepared = prepared_dataset("ml-1m", get_settings())

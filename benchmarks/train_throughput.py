@@ -63,12 +63,12 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=5, help="steps per alternating block")
     args = parser.parse_args()
 
-    from evorec.main_job import prepared_dataset
-    from evorec.settings import get_settings
     from recsys.batches import ITEM_FEATURE, training_batches
     from recsys.candidate import ModelSpec, load_candidate
+    from recsys.data.lookup import prepared_dataset
     from recsys.evaluation import ItemCatalog, evaluate
     from recsys.sequences import UserSequences
+    from recsys.settings import get_settings
 
     prepared = prepared_dataset(args.dataset, get_settings())
     sequences = UserSequences.from_prepared(prepared)

@@ -1,3 +1,8 @@
-"""evorec: a recommender that improves itself, in an offline and an online loop."""
+"""evorec: a recommender that improves itself, in an offline and an online loop.
 
-__version__ = "0.1.0"
+This package is the top floor only: the CLI, the review console and the main job.
+"""
+
+from recsys import __version__
+
+__all__ = ["__version__"]

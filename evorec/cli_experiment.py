@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from evorec.exceptions import EvorecError
+from recsys.errors import EvorecError
 
 experiment_app = typer.Typer(help="Run simulated A/B experiments and read their reports.", no_args_is_help=True)
 console = Console()
@@ -39,9 +39,9 @@ def run(
     from ab_testing.analysis import analyse
     from ab_testing.experiment import ExperimentPlan, run_experiment
     from ab_testing.report import write_report
-    from evorec.config_files import load_yaml_model
-    from evorec.main_job import prepared_dataset
-    from evorec.settings import get_settings
+    from recsys.config_files import load_yaml_model
+    from recsys.data.lookup import prepared_dataset
+    from recsys.settings import get_settings
     from serving.artifacts import load_artifact
     from serving.registry import Registry, default_registry_url
 
@@ -112,10 +112,10 @@ def queue(
     Versions the decision rule would ship wait in awaiting_approval (unless the config names an
     auto-approval policy); the others are rejected with the reasons.
     """
-    from evorec.config_files import load_yaml_model
-    from evorec.main_job import prepared_dataset
-    from evorec.settings import get_settings
     from online_agent.agent import OnlineAgentConfig, process_queue
+    from recsys.config_files import load_yaml_model
+    from recsys.data.lookup import prepared_dataset
+    from recsys.settings import get_settings
     from serving.registry import Registry, default_registry_url
 
     settings = load_yaml_model(config, OnlineAgentConfig, "online agent config", section="online_agent") if config \

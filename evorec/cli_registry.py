@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 from rich.text import Text
 
-from evorec.exceptions import EvorecError
+from recsys.errors import EvorecError
 
 if TYPE_CHECKING:
     from serving.registry import AuditInfo, Registry, VersionInfo

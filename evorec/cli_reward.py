@@ -35,8 +35,8 @@ STORE = Path("runs") / "rewards"
 
 
 def _dataset(name: str | None, logs: list[LogFile], data_dir: Path | None) -> PreparedDataset:
-    from evorec.main_job import prepared_dataset
-    from evorec.settings import get_settings
+    from recsys.data.lookup import prepared_dataset
+    from recsys.settings import get_settings
 
     chosen = name or next((log.dataset for log in logs if log.dataset), None) or "ml-latest-small"
     return prepared_dataset(chosen, get_settings(data_dir))
@@ -112,9 +112,9 @@ def validate(
     """
     import json
 
+    from recsys.event_table import from_interactions
     from reward_lib.alignment import measure
     from reward_lib.errors import RewardError
-    from reward_lib.events import from_interactions
     from reward_lib.logs import LogFile
     from reward_lib.store import RewardStore, resolve_reward
     from reward_lib.validate import validate as check
@@ -178,8 +178,8 @@ def tune(
     """
     from dataclasses import replace
 
+    from recsys.event_table import from_interactions
     from reward_lib.errors import RewardError
-    from reward_lib.events import from_interactions
     from reward_lib.logs import LogFile
     from reward_lib.report import write_tune_report
     from reward_lib.store import RewardStore, resolve_reward
@@ -230,10 +230,11 @@ def simulate(
     from pydantic import ValidationError
 
     from ab_testing.experiment import ArmPlan, ExperimentPlan
-    from evorec.main_job import prepared_dataset
-    from evorec.settings import get_settings
+    from ab_testing.reference_logs import simulate_reference_log
+    from recsys.data.lookup import prepared_dataset
+    from recsys.settings import get_settings
     from reward_lib.errors import RewardError
-    from reward_lib.logs import simulate_reference_log
+    from reward_lib.logs import LogFile
 
     try:
         plan = ExperimentPlan(
@@ -242,5 +243,5 @@ def simulate(
         )  # fmt: skip
     except ValidationError as exc:
         raise RewardError(f"invalid simulation settings:\n{exc}") from exc
-    written = simulate_reference_log(plan, prepared_dataset(dataset, get_settings(data_dir)), out)
+    written = LogFile.find(simulate_reference_log(plan, prepared_dataset(dataset, get_settings(data_dir)), out))
     console.print(f"log: {written.path} ({users:,} users, {days} days, arms {arms})", soft_wrap=True)

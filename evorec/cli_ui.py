@@ -51,8 +51,8 @@ def ui(
         error_console.print("warning: serve the console behind HTTPS and set secure_cookies, or keep it on loopback")
     import uvicorn
 
-    from evorec.settings import get_settings
     from evorec.ui.app import create_app
+    from recsys.settings import get_settings
     from serving.registry import Registry, default_registry_url
 
     with Registry(settings.registry_url or default_registry_url(get_settings(settings.data_dir))) as store:

@@ -1,5 +1,4 @@
-"""The main job that `evorec run` (and `make run`) performs, and the dataset resolution that every
-command shares.
+"""The main job that `evorec run` (and `make run`) performs.
 
 The main job is the ``two_loop`` Kubeflow pipeline run here with kfp.local on the embedded default
 (the shipped MovieLens latest-small, the rulebook proposer): prepare, evolve, train the finalists,
@@ -11,39 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evorec.settings import Settings
-from pipelines.data_prepare import run_prepare
-from recsys.data.catalog import resolve_source
-from recsys.data.config import PrepareConfig
-from recsys.data.prepared import MANIFEST, PreparedDataset, is_up_to_date
+from recsys.settings import Settings
 
 if TYPE_CHECKING:
     from pipelines.config import PipelineConfig
     from pipelines.runner import LocalRun
-
-log = logging.getLogger(__name__)
-
-
-def prepared_dataset(dataset: str, settings: Settings) -> PreparedDataset:
-    """A prepared folder given by path, or a dataset by name, prepared with the protocol's
-    defaults when it has not been prepared yet (or its inputs changed)."""
-    path = Path(dataset)
-    if (path / MANIFEST).exists():
-        return PreparedDataset.open(path)
-    source = resolve_source(dataset, settings)
-    out = settings.prepared_dir / source.name
-    config = PrepareConfig()
-    if is_up_to_date(source, out, config):
-        log.info("%s is prepared and up to date in %s", source.name, out)
-    else:
-        run_prepare(source, out, config)
-    return PreparedDataset.open(out)
 
 
 @dataclass(frozen=True)

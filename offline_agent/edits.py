@@ -21,8 +21,8 @@ import re
 import tokenize
 from dataclasses import dataclass, field
 
-from evorec.exceptions import EvorecError
 from recsys.candidate import BLOCKS
+from recsys.errors import EvorecError
 
 EDIT = re.compile(
     r"^<{7} SEARCH[ \t]+(?P<block>[\w.]+)[ \t]*\n(?P<search>.*?)^={7}[ \t]*\n(?P<replace>.*?)^>{7} REPLACE[ \t]*$",

@@ -50,7 +50,7 @@ trainer = Trainer(candidate, prepared, config)
 fitted = trainer.fit()
 result = fitted.to_json()
 if export:
-    from serving.artifacts import export_trained
+    from recsys.artifacts import export_trained
 
     try:
         export_trained(trainer, fitted, Path("artifact"))

@@ -23,8 +23,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evorec.config_files import load_yaml_model
-from evorec.exceptions import ConfigError
 from offline_agent import SEEDS
 from offline_agent.diagnosis.report import DiagnosisReport
 from offline_agent.edits import EditError, apply_change, behaviour_hash, parse_reply
@@ -38,7 +36,9 @@ from offline_agent.simulator.cache import ReplyCache
 from offline_agent.simulator.critiques import LLMCritic
 from offline_agent.simulator.personas import sample_users
 from recsys.candidate import load_candidate
+from recsys.config_files import load_yaml_model
 from recsys.data.prepared import PreparedDataset
+from recsys.errors import ConfigError
 from recsys.sequences import UserSequences
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from evorec.exceptions import ConfigError
+from recsys.errors import ConfigError
 
 Status = Literal["pending", "evaluated", "failed"]
 

@@ -14,11 +14,11 @@ from typing import Protocol
 
 import jinja2
 
-from evorec.exceptions import EvorecError
 from offline_agent.diagnosis.report import DiagnosisReport
 from offline_agent.llm.base import LLM, LLMReply, Spend
 from offline_agent.program_db import Program
 from offline_agent.rulebook.rules import Rule, RuleContext, applicable, reply_for
+from recsys.errors import EvorecError
 
 SHOWN_METRICS = ("ndcg@10", "hr@10", "mrr@10", "coverage@10", "novelty@10", "popularity_lift@10", "gini@10",
                  "ild@10", "calibration_kl@10", "ndcg@10_light", "ndcg@10_medium", "ndcg@10_heavy")  # fmt: skip

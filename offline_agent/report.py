@@ -6,9 +6,6 @@ score plot embedded, beside the best candidate exported as a standalone director
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import itertools
 from collections import Counter
 from pathlib import Path
@@ -21,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from offline_agent.program_db import Program, ProgramDatabase
 from recsys.candidate import Candidate
+from recsys.reports import figure_png, write_report_files
 
 SEVERITY_SHOWN = 0.25  # probe signals below this are healthy and left out of the chain
 
@@ -38,8 +36,8 @@ def export_best(db: ProgramDatabase, directory: Path) -> Program | None:
     return best
 
 
-def score_plot(db: ProgramDatabase, fitness: str) -> bytes:
-    """PNG: each evaluated candidate's fitness by iteration, and the best so far."""
+def score_plot(db: ProgramDatabase, fitness: str) -> str:
+    """Base64 PNG: each evaluated candidate's fitness by iteration, and the best so far."""
     evaluated = sorted(db.programs(status="evaluated"), key=lambda p: p.iteration)
     figure, axis = plt.subplots(figsize=(7, 3.5), dpi=110)
     if evaluated:
@@ -55,11 +53,7 @@ def score_plot(db: ProgramDatabase, fitness: str) -> bytes:
     axis.set_xlabel("iteration")
     axis.set_ylabel(f"validation {fitness}")
     axis.grid(alpha=0.3)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
@@ -142,18 +136,7 @@ def feedback_chain(db: ProgramDatabase, best: Program, fitness: str) -> list[str
 
 
 def write_report(db: ProgramDatabase, run_dir: Path, fitness: str, stopped: str) -> tuple[Path, Path]:
-    markdown = report_markdown(db, fitness, stopped)
-    markdown_path = run_dir / "report.md"
-    markdown_path.write_text(markdown)
-    image = base64.b64encode(score_plot(db, fitness)).decode()
-    body = "\n".join(f"<pre>{html.escape(line)}</pre>" if line.startswith("|") else html.escape(line) + "<br>"
-                     for line in markdown.splitlines())  # fmt: skip
-    page = (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Evolution report</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;}pre{margin:0}</style></head>"
-        f"<body><h1>Evolution report</h1><img alt='validation {html.escape(fitness)} by iteration' "
-        f"src='data:image/png;base64,{image}'><div>{body}</div></body></html>"
-    )
-    html_path = run_dir / "report.html"
-    html_path.write_text(page)
-    return markdown_path, html_path
+    """``report.md`` and ``report.html`` in the run folder."""
+    plots = [(f"validation {fitness} by iteration", score_plot(db, fitness))]
+    paths = write_report_files(run_dir / "report", "Evolution report", report_markdown(db, fitness, stopped), plots)
+    return paths["md"], paths["html"]

@@ -29,8 +29,8 @@ from ab_testing.ground_truth import GroundTruth
 from ab_testing.interleaving import InterleavingResult, interleave
 from ab_testing.population import Population, PopulationConfig
 from ab_testing.report import write_report
-from evorec.exceptions import EvorecError
 from recsys.data.prepared import PreparedDataset
+from recsys.errors import EvorecError
 from recsys.evaluation import ItemCatalog
 from recsys.sequences import UserSequences
 from serving.artifacts import LoadedModel, load_artifact

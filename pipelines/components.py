@@ -23,8 +23,8 @@ def prepare_data(dataset: str, prepared: Output[Dataset]) -> None:
     """Validate, filter and split the dataset (Beam), reusing an up-to-date preparation."""
     from pathlib import Path
 
-    from evorec.logs import configure_logging
     from pipelines.steps import prepare
+    from recsys.logs import configure_logging
 
     configure_logging()  # a task's log is all a person sees of it
     prepared.metadata.update(prepare(dataset, Path(prepared.path)))
@@ -35,9 +35,9 @@ def start_evolution(prepared: Input[Dataset], evolution: dict[str, Any], state: 
     """A new evolution state seeded with the seed candidate; returns the keys to evaluate."""
     from pathlib import Path
 
-    from evorec.logs import configure_logging
     from offline_agent.evolve import EvolutionConfig
     from pipelines.steps import start_evolution as start
+    from recsys.logs import configure_logging
 
     configure_logging()  # a task's log is all a person sees of it
     return start(EvolutionConfig.model_validate(evolution), Path(prepared.path), Path(state.path))
@@ -50,9 +50,9 @@ def evaluate_candidate(
     """One candidate through the sandboxed evaluation cascade; its outcome, failed or not."""
     from pathlib import Path
 
-    from evorec.logs import configure_logging
     from offline_agent.evolve import EvolutionConfig
     from pipelines.steps import evaluate_program
+    from recsys.logs import configure_logging
 
     configure_logging()  # a task's log is all a person sees of it
     config = EvolutionConfig.model_validate(evolution)
@@ -73,9 +73,9 @@ def record_generation(
     import shutil
     from pathlib import Path
 
-    from evorec.logs import configure_logging
     from offline_agent.evolve import EvolutionConfig
     from pipelines.steps import record_generation as record
+    from recsys.logs import configure_logging
 
     configure_logging()  # a task's log is all a person sees of it
     config = EvolutionConfig.model_validate(evolution)
@@ -92,9 +92,9 @@ def choose_finalists(
     """The programs to train in full: the best, and the seed when nothing is in production yet."""
     from pathlib import Path
 
-    from evorec.logs import configure_logging
     from offline_agent.evolve import EvolutionConfig
     from pipelines.steps import finalists
+    from recsys.logs import configure_logging
 
     configure_logging()  # a task's log is all a person sees of it
     config = EvolutionConfig.model_validate(evolution)
@@ -115,9 +115,9 @@ def final_training(
     """Train a finalist with the full budget (``max_epochs`` 0: its plan's) and export it for serving."""
     from pathlib import Path
 
-    from evorec.logs import configure_logging
     from offline_agent.evolve import EvolutionConfig
     from pipelines.steps import final_training as train
+    from recsys.logs import configure_logging
 
     configure_logging()  # a task's log is all a person sees of it
     config = EvolutionConfig.model_validate(evolution)
@@ -134,8 +134,8 @@ def register_models(
     """Write the finalists to the registry; returns the version queued for an experiment (0: none)."""
     from pathlib import Path
 
-    from evorec.logs import configure_logging
     from pipelines.steps import register_finalists
+    from recsys.logs import configure_logging
 
     configure_logging()  # a task's log is all a person sees of it
     policy = first_production_policy or None
@@ -157,9 +157,9 @@ def run_experiment(
     import shutil
     from pathlib import Path
 
-    from evorec.logs import configure_logging
     from online_agent.agent import OnlineAgentConfig
     from pipelines.steps import experiment as run
+    from recsys.logs import configure_logging
 
     configure_logging()  # a task's log is all a person sees of it
     config = OnlineAgentConfig.model_validate(online)
@@ -177,8 +177,8 @@ def run_experiment(
 @component
 def approval_gate(registry_url: str, version: int, wait_seconds: float) -> str:
     """Where the candidate stands for a person: awaiting approval (with the command), or decided."""
-    from evorec.logs import configure_logging
     from pipelines.steps import approval_gate as gate
+    from recsys.logs import configure_logging
 
     configure_logging()  # a task's log is all a person sees of it
     message = gate(registry_url, version, wait_seconds)

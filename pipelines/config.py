@@ -13,10 +13,10 @@ from typing import Any
 from kfp.dsl.graph_component import GraphComponent
 from pydantic import BaseModel, ConfigDict, Field
 
-from evorec.config_files import load_yaml_model
 from offline_agent.evaluator import EvaluationConfig
 from offline_agent.evolve import EvolutionConfig
 from online_agent.agent import OnlineAgentConfig
+from recsys.config_files import load_yaml_model
 
 EMBEDDED_EVOLUTION = EvolutionConfig(
     seed_candidate="offline_agent/seeds/sasrec_bce",

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from evorec.exceptions import EvorecError
 from pipelines.config import PipelineConfig
 from pipelines.definitions import build
+from recsys.errors import EvorecError
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evorec.exceptions import EvorecError
-from evorec.main_job import prepared_dataset
-from evorec.settings import get_settings
 from offline_agent.evaluator import EvaluationOutcome, evaluate_candidate
 from offline_agent.evolve import Evolution, EvolutionConfig
 from offline_agent.program_db import Program
 from offline_agent.report import write_report as write_evolution_report
 from online_agent.agent import OnlineAgentConfig, experiment_versions
+from recsys.data.lookup import prepared_dataset
 from recsys.data.prepared import PreparedDataset
+from recsys.errors import EvorecError
+from recsys.settings import get_settings
 from serving.registry import Registry, default_registry_url
 
 log = logging.getLogger(__name__)

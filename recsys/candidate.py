@@ -12,7 +12,7 @@ A candidate is a directory with these blocks (each a Python file)::
                   build_optimizer(params) -> torch.optim.Optimizer
                   (optional) build_scheduler(optimizer, total_steps), stepped after every step
     reward.py     event_weights(events: pd.DataFrame) -> np.ndarray, a training weight per event of
-                  the training split's event table (``reward_lib.events``: user, item, timestamp,
+                  the training split's event table (``recsys.event_table``: user, item, timestamp,
                   day, session, position, event, rating, genres); with reward_lib it declares
                   ``REWARD_SPEC`` (name@version or the YAML) and returns
                   ``reward_lib.training_weights(REWARD_SPEC, events)``
@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import yaml
 
-from evorec.exceptions import EvorecError
+from recsys.errors import EvorecError
 
 BLOCKS = ("model", "loss", "optim", "reward", "diagnosis")
 REQUIRED: dict[str, dict[str, tuple[str, ...]]] = {

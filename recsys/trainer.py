@@ -24,7 +24,6 @@ from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from tqdm.auto import tqdm
 
-from evorec.exceptions import EvorecError
 from recsys.batches import Batch, training_batches
 from recsys.candidate import Candidate, ModelSpec, TrainingPlan
 from recsys.data.prepared import PreparedDataset
@@ -35,9 +34,10 @@ from recsys.distributed import (
     launched_by_torchrun,
     table_parameters,
 )
+from recsys.errors import EvorecError
 from recsys.evaluation import ItemCatalog, evaluate
+from recsys.event_table import from_interactions
 from recsys.sequences import SPLIT_CODES, Stage, UserSequences
-from reward_lib.events import from_interactions
 
 log = logging.getLogger(__name__)
 SELECTION_METRIC = "ndcg@10"

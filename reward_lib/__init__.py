@@ -1,6 +1,6 @@
 """Reward functions: spec, validation, alignment with the north-star, tuning.
 
-A reward is a named, versioned function of an event table (:mod:`reward_lib.events`) giving one
+A reward is a named, versioned function of an event table (:mod:`recsys.event_table`) giving one
 float per event: a YAML spec of weighted signals (:mod:`reward_lib.spec`) or a Python function
 registered with :func:`reward`. Alignment and tuning (scipy, Optuna) are imported from their own
 modules, so a candidate's ``reward.py`` that only needs training weights stays light.

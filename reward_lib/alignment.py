@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from recsys.event_table import from_experiment_log, shown
 from reward_lib.errors import RewardError
-from reward_lib.events import from_experiment_log, shown
 from reward_lib.rewards import Reward
 from reward_lib.spec import DEFAULT_OBJECTIVE, OBJECTIVE_METRICS
 from reward_lib.validate import evaluate
@@ -67,7 +67,7 @@ class AlignmentData:
 def prepare_log(
     log: pd.DataFrame, name: str, items: pd.DataFrame | None = None, split_day: int | None = None
 ) -> AlignmentData:
-    """Split an A/B event log (``ab_testing.events`` columns) at ``split_day`` (default: half the
+    """Split an A/B event log (``recsys.event_log`` columns) at ``split_day`` (default: half the
     experiment's days); pre-period days (negative) only tell who the users are."""
     days = int(log["day"].max()) + 1 if len(log) else 0
     split = days // 2 if split_day is None else split_day

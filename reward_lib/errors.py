@@ -1,6 +1,6 @@
 """The one error of reward_lib: what the user can fix, said in the message."""
 
-from evorec.exceptions import ConfigError
+from recsys.errors import ConfigError
 
 
 class RewardError(ConfigError):

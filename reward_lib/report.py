@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ab_testing.report import figure_png, html_page
+from recsys.reports import figure_png, html_page
 from reward_lib.alignment import Alignment
 from reward_lib.spec import OBJECTIVE_METRICS
 from reward_lib.tune import TuneResult
@@ -140,5 +140,5 @@ def write_tune_report(result: TuneResult, saved: Path) -> dict[str, Path]:
         ("alignment before and after tuning", _alignment_plot(result)),
         ("weights before and after tuning", _weights_plot(result)),
     ]
-    paths["html"].write_text(html_page(f"Reward tuning {result.after.key}", plots, markdown))
+    paths["html"].write_text(html_page(f"Reward tuning {result.after.key}", markdown, plots))
     return paths

@@ -39,10 +39,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_serializer, model_validator
 
-from evorec.config_files import load_yaml_model, parse_yaml_model
-from evorec.exceptions import ConfigError
+from recsys.config_files import load_yaml_model, parse_yaml_model
+from recsys.errors import ConfigError
+from recsys.event_table import COLUMNS
 from reward_lib.errors import RewardError
-from reward_lib.events import COLUMNS
 from reward_lib.signals import SIGNALS
 
 Direction = Literal["increasing", "decreasing"]

@@ -19,8 +19,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from recsys.event_table import COLUMNS
 from reward_lib.errors import RewardError
-from reward_lib.events import COLUMNS
 from reward_lib.rewards import Reward, component_range, output_range
 from reward_lib.spec import Direction
 

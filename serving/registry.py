@@ -50,12 +50,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from evorec.exceptions import EvorecError
+from recsys.errors import EvorecError
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-    from evorec.settings import Settings
+    from recsys.settings import Settings
 
 STATES = (
     "proposed",
@@ -230,7 +230,7 @@ class Registry:
 
     def __init__(self, url: str | None = None) -> None:
         if url is None:
-            from evorec.settings import get_settings
+            from recsys.settings import get_settings
 
             url = default_registry_url(get_settings())
         self._engine = _create_engine(url)

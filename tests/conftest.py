@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from evorec.settings import Settings
 from recsys.data.catalog import shipped_dir
+from recsys.settings import Settings
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def small_latest(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def prepared_small(tmp_path_factory: pytest.TempPathFactory):
     """The first 60 users of ml-latest-small, prepared by the real pipeline with the protocol's filter."""
-    from pipelines.data_prepare import run_prepare
+    from recsys.data.beam_prepare import run_prepare
     from recsys.data.catalog import layout_source
     from recsys.data.prepared import PreparedDataset
 
@@ -53,9 +53,9 @@ def seeds_dir() -> Path:
 @pytest.fixture(scope="session")
 def artifacts(prepared_small, seeds_dir, tmp_path_factory) -> dict[str, Path]:
     """sasrec_ce and mf_bpr trained for one epoch on ``prepared_small`` and exported for serving."""
+    from recsys.artifacts import export_trained
     from recsys.candidate import load_candidate
     from recsys.trainer import Trainer, TrainerConfig
-    from serving.artifacts import export_trained
 
     folder = tmp_path_factory.mktemp("artifacts")
     exported = {}

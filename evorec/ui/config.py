@@ -13,8 +13,8 @@ import limits
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from evorec.config_files import load_yaml_model
-from evorec.exceptions import ConfigError
+from recsys.config_files import load_yaml_model
+from recsys.errors import ConfigError
 
 
 class UIConfig(BaseSettings):

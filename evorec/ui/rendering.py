@@ -13,10 +13,9 @@ from typing import Any, Literal
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from markdown_it import MarkdownIt
-from markupsafe import Markup
 
 from evorec.ui.auth import csrf_token
+from recsys.reports import markdown_html
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NAVIGATION = (
@@ -28,12 +27,6 @@ NAVIGATION = (
     ("/rewards", "Rewards"),
 )
 FlashKind = Literal["success", "error"]
-_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
-
-
-def markdown_html(text: str) -> Markup:
-    """Markdown (tables included) as HTML; raw HTML in the text is escaped, not rendered."""
-    return Markup(_MARKDOWN.render(text))  # safe: with html=False markdown-it escapes every tag
 
 
 def template_environment() -> Environment:

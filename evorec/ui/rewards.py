@@ -20,11 +20,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from evorec.exceptions import EvorecError
-from evorec.settings import get_settings
 from evorec.ui.auth import CsrfChecked, Reviewer
 from evorec.ui.config import UIConfig
 from evorec.ui.rendering import flash, render
+from recsys.errors import EvorecError
+from recsys.settings import get_settings
 from reward_lib import RewardError, RewardSpec, RewardStore, ValidationReport, validate
 from reward_lib.alignment import Alignment, AlignmentData, measure
 from reward_lib.logs import LogFile

@@ -9,6 +9,7 @@ Markdown and plot (:mod:`offline_agent.report`), so the console and ``report.md`
 
 from __future__ import annotations
 
+import base64
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,7 @@ def score_image(request: Request, run: str) -> Response:
     database = store.database(run)
     with _PLOT_LOCK:
         image = score_plot(database, store.fitness)
-    return Response(image, media_type="image/png", headers={"Cache-Control": "no-store"})
+    return Response(base64.b64decode(image), media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/runs/{run}/candidates/{key}", response_class=HTMLResponse)

@@ -14,10 +14,10 @@ from typing import Annotated
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from evorec.exceptions import EvorecError
 from evorec.ui.auth import CsrfChecked, Reviewer
 from evorec.ui.experiments import reports_of
 from evorec.ui.rendering import flash, render
+from recsys.errors import EvorecError
 from serving.registry import TRANSITIONS, Registry, RegistryError, VersionInfo
 
 router = APIRouter()

@@ -15,7 +15,7 @@ from typing import Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from evorec.exceptions import ConfigError, EvorecError
+from recsys.errors import ConfigError, EvorecError
 
 T = TypeVar("T")
 

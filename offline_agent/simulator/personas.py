@@ -17,8 +17,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from scipy.stats import rankdata
 
-from evorec.exceptions import DataError
 from recsys.data.prepared import PreparedDataset
+from recsys.errors import DataError
 from recsys.sequences import SPLIT_CODES, Stage, UserSequences
 
 Activity = Literal["light", "medium", "heavy"]

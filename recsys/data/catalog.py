@@ -11,8 +11,6 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from evorec.exceptions import DataError
-from evorec.settings import Settings
 from recsys.data.sources import (
     DatasetSource,
     InteractionColumns,
@@ -21,6 +19,8 @@ from recsys.data.sources import (
     ItemFile,
     UserFile,
 )
+from recsys.errors import DataError
+from recsys.settings import Settings
 
 SHIPPED = "ml-latest-small"
 FETCHABLE = ("ml-100k", "ml-1m")

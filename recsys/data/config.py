@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evorec.config_files import load_yaml_model
+from recsys.config_files import load_yaml_model
 from recsys.data.splits import SplitMethod
 
 

@@ -24,9 +24,9 @@ from typing import Literal
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from evorec.exceptions import ChecksumError, DataError, FetchError
-from evorec.settings import Settings
 from recsys.data.catalog import FETCHABLE
+from recsys.errors import ChecksumError, DataError, FetchError
+from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from evorec.exceptions import DataError
 from recsys.data.sources import Column, DatasetSource
+from recsys.errors import DataError
 
 _TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:-\d{0,4})?\)\s*$")
 NO_GENRE = {"", "(no genres listed)", "unknown"}

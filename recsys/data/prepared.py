@@ -14,10 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from evorec.exceptions import DataError
 from recsys.data.config import PrepareConfig
 from recsys.data.fetch import file_digest
 from recsys.data.sources import DatasetSource
+from recsys.errors import DataError
 
 MANIFEST = "manifest.json"
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from evorec.exceptions import DataError
 from recsys.data.sources import InteractionFiles
+from recsys.errors import DataError
 
 FIELDS = ("user", "item", "rating", "timestamp")
 MAX_TEXT = 300  # characters of the offending line kept in a dead letter

@@ -18,9 +18,9 @@ from typing import Any
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 
-from evorec.exceptions import DataError
 from recsys.data.rows import FIELDS, Record, dead_letter
 from recsys.data.sources import InteractionFiles
+from recsys.errors import DataError
 
 FEATURE = {"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp"}
 TIMESTAMP_DOMAIN = (0, 4_102_444_800)  # 1970-01-01 .. 2100-01-01: plausible event times

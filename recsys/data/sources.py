@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from evorec.config_files import load_yaml_model
+from recsys.config_files import load_yaml_model
 
 Column = str | int
 """A column named by its header name, or by its 0-based position in a file without a header."""

@@ -21,7 +21,7 @@ def _run_on(connection: Connection) -> None:
 
 
 def _url() -> str:
-    from evorec.settings import get_settings
+    from recsys.settings import get_settings
     from serving.registry import default_registry_url
 
     return context.get_x_argument(as_dictionary=True).get("url") or default_registry_url(get_settings())

@@ -9,7 +9,6 @@ from pydantic import ValidationError
 
 from ab_testing.analysis import analyse, planned_users_per_arm
 from ab_testing.decision import MetricSpec
-from ab_testing.events import EventLog
 from ab_testing.experiment import (
     ArmPlan,
     ExperimentError,
@@ -21,6 +20,7 @@ from ab_testing.experiment import (
 )
 from ab_testing.report import write_report
 from ab_testing.statistics import power_analysis
+from recsys.event_log import EventLog
 from serving.artifacts import load_artifact
 
 pytestmark = pytest.mark.integration

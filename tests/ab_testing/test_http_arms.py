@@ -13,10 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from ab_testing.events import EventLog
 from ab_testing.experiment import ArmPlan, ExperimentError, ExperimentPlan, ExperimentRun, run_experiment
 from ab_testing.http_arms import RecommendationClient, server_config
 from evorec.cli import app as cli
+from recsys.event_log import EventLog
 from serving.artifacts import load_artifact
 from serving.catalog import ServingCatalog
 from serving.registry import Registry

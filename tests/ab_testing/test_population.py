@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from ab_testing.events import NO_CHOICE, DayOutcome, EventLog
 from ab_testing.ground_truth import GroundTruth
 from ab_testing.population import (
     Policy,
@@ -21,6 +20,7 @@ from ab_testing.population import (
     simulate,
 )
 from recsys.data.prepared import PreparedDataset
+from recsys.event_log import NO_CHOICE, DayOutcome, EventLog
 from recsys.sequences import UserSequences
 
 USERS = 2000

@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import (
 from typer.testing import CliRunner
 
 from evorec.cli import app
-from pipelines.beam_options import load_beam_config
+from recsys.data.beam_options import load_beam_config
 from tests.infra.infra_files import INFRA, ROOT
 
 BEAM = INFRA / "beam"
@@ -59,7 +59,7 @@ def test_the_dataflow_worker_image_is_the_projects_beam_worker_image():
 
 @pytest.mark.parametrize("name", ["flink.yaml", "dataflow.yaml"])
 def test_data_prepare_passes_the_files_runner_and_flags_then_the_command_lines(monkeypatch, tmp_path, name):
-    import pipelines.data_prepare
+    import recsys.data.beam_prepare
 
     calls = []
 
@@ -67,7 +67,7 @@ def test_data_prepare_passes_the_files_runner_and_flags_then_the_command_lines(m
         calls.append((runner, beam_args))
         raise SystemExit(0)  # stop before any Beam runner is contacted
 
-    monkeypatch.setattr(pipelines.data_prepare, "run_prepare", fake_run_prepare)
+    monkeypatch.setattr(recsys.data.beam_prepare, "run_prepare", fake_run_prepare)
     result = CliRunner().invoke(
         app,
         [

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from recsys.artifacts import ArtifactManifest, export_scorer, write_artifact
 from recsys.candidate import load_candidate
 from recsys.trainer import Trainer
-from serving.artifacts import ArtifactManifest, export_scorer, write_artifact
 from serving.registry import Registry
 
 

@@ -15,10 +15,10 @@ from fastapi import FastAPI, Request
 from typer.testing import CliRunner
 
 from evorec.cli import app
-from evorec.exceptions import ConfigError
 from pipelines.config import PipelineConfig, load_pipeline_config
 from pipelines.runner import PipelineRunError, compile_pipeline, run_local, submit
 from pipelines.steps import PipelineStepError, approval_gate, register_finalists
+from recsys.errors import ConfigError
 from serving.registry import Registry
 from tests.serving.conftest import LiveServer, free_port
 

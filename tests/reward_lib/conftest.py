@@ -6,8 +6,9 @@ import pytest
 
 from ab_testing.experiment import ArmPlan, ExperimentPlan
 from ab_testing.ground_truth import GroundTruth
+from ab_testing.reference_logs import simulate_reference_log
 from reward_lib.alignment import AlignmentData
-from reward_lib.logs import LogFile, simulate_reference_log
+from reward_lib.logs import LogFile
 
 ARMS = (ArmPlan(name="popularity"), ArmPlan(name="random"), ArmPlan(name="oracle"))
 
@@ -18,11 +19,11 @@ def reference_logs(prepared_small, tmp_path_factory) -> list[LogFile]:
     truth = GroundTruth.fit(prepared_small)
     folder = tmp_path_factory.mktemp("reward-logs")
     return [
-        simulate_reference_log(
+        LogFile.find(simulate_reference_log(
             ExperimentPlan(name=f"ref-{seed}", dataset=str(prepared_small.path), arms=ARMS, users=600, days=8,
                            pre_period_days=0, seed=seed),
             prepared_small, folder / f"ref-{seed}", truth,
-        )
+        ))
         for seed in (1, 2)
     ]  # fmt: skip
 

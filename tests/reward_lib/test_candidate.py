@@ -11,11 +11,11 @@ import pytest
 from offline_agent.edits import apply_change, parse_reply
 from offline_agent.rulebook.rules import RULES, RuleContext, reply_for
 from recsys.candidate import load_candidate
+from recsys.event_table import from_interactions
 from recsys.sequences import SPLIT_CODES
 from recsys.trainer import Trainer, TrainerConfig
 from reward_lib.candidate import candidate_alignment, spec_of_source, training_weights
 from reward_lib.errors import RewardError
-from reward_lib.events import from_interactions
 
 EVENTS = from_interactions(
     pd.DataFrame({"user_idx": [0, 0, 1, 1], "item_idx": [1, 2, 3, 1], "timestamp": [0, 60, 0, 60],

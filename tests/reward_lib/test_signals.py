@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.event_table import EVENT_TYPES, from_interactions
 from reward_lib.errors import RewardError
-from reward_lib.events import EVENT_TYPES, from_interactions
 from reward_lib.rewards import spec_reward
 from reward_lib.signals import SIGNALS, signal
 from reward_lib.spec import parse_spec

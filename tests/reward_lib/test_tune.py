@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from recsys.event_table import from_interactions
 from reward_lib.errors import RewardError
-from reward_lib.events import from_interactions
 from reward_lib.report import write_tune_report
 from reward_lib.spec import parse_spec
 from reward_lib.store import RewardStore, resolve_reward

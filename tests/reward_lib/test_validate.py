@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.event_table import from_interactions
 from reward_lib.errors import RewardError
-from reward_lib.events import from_interactions
 from reward_lib.rewards import Reward, spec_reward
 from reward_lib.spec import parse_spec
 from reward_lib.store import resolve_reward

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, inspect, text
 from typer.testing import CliRunner
 
 from evorec.cli_registry import promote_app, registry_app
-from evorec.exceptions import EvorecError
+from recsys.errors import EvorecError
 from serving.registry import (
     STATES,
     TRANSITIONS,

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from serving.artifacts import ArtifactError, load_artifact
+from recsys.artifacts import ArtifactError
+from serving.artifacts import load_artifact
 from serving.server import ExperimentArm, ServerConfig, create_app
 from tests.serving.conftest import LiveServer, free_port, promote
 

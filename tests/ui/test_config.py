@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from evorec.exceptions import ConfigError
 from evorec.ui.config import load_ui_config, require_reviewers
 from evorec.ui.diffs import block_diffs
+from recsys.errors import ConfigError
 
 
 def test_settings_come_from_the_environment_and_the_yaml_file_and_never_show_a_secret(tmp_path, monkeypatch):

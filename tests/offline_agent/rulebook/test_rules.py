@@ -11,7 +11,7 @@ from offline_agent.edits import apply_change, parse_reply
 from offline_agent.rulebook.rules import PROBE_TEMPLATES, RULES, TEMPLATES, RuleContext, applicable, reply_for
 from recsys.batches import make_batch
 from recsys.candidate import Candidate, ModelSpec, load_candidate
-from reward_lib.events import from_interactions
+from recsys.event_table import from_interactions
 
 NUM_ITEMS = 30
 SPEC = ModelSpec(

@@ -8,13 +8,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from evorec.exceptions import DataError
 from offline_agent.simulator.personas import (
     activity_levels,
     build_personas,
     sample_users,
     shown_items,
 )
+from recsys.errors import DataError
 from recsys.sequences import SPLIT_CODES, UserSequences
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from evorec.exceptions import FetchError
 from recsys.data.catalog import builtin_source
 from recsys.data.fetch import GroupLensArchive, fetch_dataset, file_digest
+from recsys.errors import FetchError
 
 ML100K_FILES = ("u.data", "u.item", "u.user", "u.genre", "u.occupation", "README")
 

@@ -1,8 +1,8 @@
 import pytest
 
-from evorec.exceptions import DataError
 from recsys.data.rows import decode_line, make_plan, parse_line
 from recsys.data.sources import InteractionColumns, InteractionFiles
+from recsys.errors import DataError
 
 CSV = InteractionFiles(
     paths=["r.csv"],

@@ -1,9 +1,9 @@
 import pytest
 
-from evorec.exceptions import ConfigError, DataError
 from recsys.data.catalog import builtin_source, resolve_source
 from recsys.data.config import load_prepare_config
 from recsys.data.sources import load_source_yaml
+from recsys.errors import ConfigError, DataError
 
 
 def test_yaml_errors_name_the_file_and_the_field(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from apache_beam.options.pipeline_options import DebugOptions, FlinkRunnerOptions, PipelineOptions
 
-from evorec.exceptions import ConfigError
-from pipelines.beam_options import DEFAULT_RUNNER, BeamRunnerConfig, beam_invocation, load_beam_config
+from recsys.data.beam_options import DEFAULT_RUNNER, BeamRunnerConfig, beam_invocation, load_beam_config
+from recsys.errors import ConfigError
 
 
 def write(tmp_path, text: str):

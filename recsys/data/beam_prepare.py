@@ -33,8 +33,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from evorec import __version__
-from evorec.exceptions import DataError, TooManyBadRowsError
+from recsys import __version__
 from recsys.data.config import PrepareConfig
 from recsys.data.fetch import file_digest
 from recsys.data.metadata import ItemInfo, load_items, load_users
@@ -55,6 +54,7 @@ from recsys.data.schema import (
 from recsys.data.sources import DatasetSource, InteractionFiles
 from recsys.data.splits import assign_splits, build_vocab, time_order
 from recsys.data.statistics import IdSummary, NumericSummary, save_statistics, statistics_proto
+from recsys.errors import DataError, TooManyBadRowsError
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
-from evorec.config_files import load_yaml_model
-from evorec.exceptions import ConfigError
+from recsys.config_files import load_yaml_model
+from recsys.errors import ConfigError
 
 DEFAULT_RUNNER = "FnApiRunner"
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr

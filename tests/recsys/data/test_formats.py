@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.data_prepare import run_prepare
+from recsys.data.beam_prepare import run_prepare
 from recsys.data.catalog import ML100K_GENRES, layout_source
 from recsys.data.config import FilterConfig, PrepareConfig
 from recsys.data.prepared import PreparedDataset

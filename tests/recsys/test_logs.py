@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from evorec.logs import configure_logging
+from recsys.logs import configure_logging
 
 
 def test_info_lines_of_the_project_are_shown_and_noisy_libraries_are_quiet(capsys):

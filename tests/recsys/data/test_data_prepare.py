@@ -10,13 +10,13 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
-from evorec.exceptions import DataError, TooManyBadRowsError
-from pipelines.data_prepare import run_prepare
+from recsys.data.beam_prepare import run_prepare
 from recsys.data.catalog import layout_source
 from recsys.data.config import FilterConfig, PrepareConfig, SplitConfig
 from recsys.data.prepared import PreparedDataset
 from recsys.data.reference import prepare_with_pandas
 from recsys.data.sources import DatasetSource, InteractionColumns, InteractionFiles
+from recsys.errors import DataError, TooManyBadRowsError
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ab_testing.events import ABSENT_POSITION
+from recsys.event_log import ABSENT_POSITION
 
 ColumnKind = Literal["integer", "number", "text", "list"]
 COLUMNS: dict[str, ColumnKind] = {
@@ -75,7 +75,7 @@ def shown(log: pd.DataFrame) -> pd.DataFrame:
 
 
 def from_experiment_log(log: pd.DataFrame, items: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The impressions of an A/B event log (``ab_testing.events``) as clicks and skips, row for row
+    """The impressions of an A/B event log (``recsys.event_log``) as clicks and skips, row for row
     with :func:`shown`; one session per visit, the watched share when the log records it."""
     rows = shown(log)
     users = rows["user"].to_numpy(np.int64)

@@ -1,11 +1,11 @@
-"""The dataset resolution every command shares: the shipped dataset is prepared once, then reused
-while current. (The main job itself, the two-loop pipeline, runs in tests/pipelines.)"""
+"""The dataset lookup every command shares: the shipped dataset is prepared once, then reused while
+current. (The main job itself, the two-loop pipeline, runs in tests/pipelines.)"""
 
 from __future__ import annotations
 
 import pytest
 
-from evorec.main_job import prepared_dataset
+from recsys.data.lookup import prepared_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

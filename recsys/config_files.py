@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from evorec.exceptions import ConfigError
+from recsys.errors import ConfigError
 
 Model = TypeVar("Model", bound=BaseModel)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from evorec.settings import Settings
-from pipelines.data_prepare import run_prepare
+from recsys.data.beam_prepare import run_prepare
 from recsys.data.catalog import builtin_source
 from recsys.data.fetch import fetch_dataset
 from recsys.data.prepared import PreparedDataset
+from recsys.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
