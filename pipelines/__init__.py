@@ -1,3 +1,3 @@
-"""The Beam data pipeline and the Kubeflow pipelines of both loops."""
+"""The Kubeflow pipelines of both loops: components and wiring over the floors below, no logic of their own."""
 
 PIPELINE_NAMES = ("offline_evolution", "online_experiment", "two_loop")  # here, so the CLI names them without kfp
