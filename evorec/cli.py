@@ -179,10 +179,11 @@ def train(
     import json
 
     from evorec.reports import diagnosis_table, metrics_table
+    from offline_agent.sandbox_entry import DiagnosisRequest, train_diagnose_export
     from recsys.candidate import load_candidate
     from recsys.data.lookup import prepared_dataset
     from recsys.settings import get_settings
-    from recsys.trainer import Trainer, TrainerConfig
+    from recsys.trainer import TrainerConfig
 
     loaded = load_candidate(candidate)
     prepared = prepared_dataset(dataset, get_settings(data_dir))
@@ -190,23 +191,19 @@ def train(
     config = TrainerConfig(
         seed=seed, max_epochs=max_epochs, budget_seconds=budget_seconds, checkpoint_dir=folder, resume=resume
     )
-    trainer = Trainer(loaded, prepared, config, epoch_log=sys.stderr)
-    result = trainer.fit()
-    if not trainer.world.is_main:
+    trained = train_diagnose_export(
+        loaded, prepared, config,
+        diagnosis=DiagnosisRequest(sample_size=512, seed=seed) if diagnose else None,
+        export_to=folder / "artifact" if export else None,
+        epoch_log=sys.stderr,
+    )  # fmt: skip
+    if not trained.trainer.world.is_main:
         return
-    payload = result.to_json()
-    report = None
-    if diagnose and trainer.world.world_size == 1:
-        from offline_agent.diagnosis.report import diagnose_trained
-
-        report = diagnose_trained(trainer, loaded, sample_size=512, list_users=(), seed=seed)
-        payload["diagnosis"] = report.to_json()
+    result, report = trained.result, trained.diagnosis
+    payload = trained.to_json()
+    if report is not None:
         (folder / "diagnosis.json").write_text(json.dumps(payload["diagnosis"], indent=2) + "\n")
         (folder / "diagnosis.md").write_text(report.to_markdown() + "\n")
-    if export:
-        from recsys.artifacts import export_trained
-
-        payload["artifact"] = str(export_trained(trainer, result, folder / "artifact"))
     (folder / "result.json").write_text(json.dumps(payload, indent=2) + "\n")
     if as_json:
         print(json.dumps(payload))
@@ -214,6 +211,9 @@ def train(
     console.print(metrics_table(result))
     if report is not None:
         console.print(diagnosis_table(report))
+    for problem in (trained.diagnosis_error, trained.export_error):
+        if problem is not None:
+            console.print(f"[yellow]{problem}[/yellow]")
     console.print(f"result: {folder / 'result.json'}")
 
 

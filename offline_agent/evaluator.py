@@ -3,16 +3,23 @@
 Static checks read the code without running it. The smoke run trains briefly on the first
 users (seconds) to catch crashes and NaNs cheaply; only a candidate that passes gets the budgeted
 run on the whole dataset. Both runs execute in the sandbox: candidate code never runs in this
-process. Validation metrics are for selection; test metrics are kept apart and never shown to
-proposers or used to rank.
+process.
+
+The sandbox sees a view of the data without the held-out targets, and never computes a metric:
+it hands ranked lists to a judge in this process (:class:`recsys.heldout.Judge`), which checks them
+and scores them; every metric recorded here is the judge's. An exported model is checked to rank
+as its lists did. Validation metrics are for selection; test metrics are kept apart and never shown
+to proposers or used to rank.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -23,46 +30,22 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from offline_agent.sandbox import SandboxLimits, run_sandboxed
+from offline_agent.sandbox_entry import ARTIFACT_FOLDER, CANDIDATE_FOLDER, VIEW_FOLDER
 from recsys.candidate import BLOCKS, REQUIRED, REQUIRED_VALUES, parse_block
+from recsys.data.view import copy_view
+from recsys.evaluation import SELECTION_METRIC, IntegrityError
+from recsys.heldout import Judge
 from reward_lib.candidate import candidate_alignment
 
 Stage = Literal["static", "smoke", "train"]
 CHECKPOINT = "checkpoint"  # inside the work dir
 CHECKPOINT_FILES = ("last.pt", "best.pt")
 
-ENTRY = """\
-import json
-from pathlib import Path
-
-from offline_agent.diagnosis.report import diagnose_trained
-from recsys.candidate import load_candidate
-from recsys.data.prepared import PreparedDataset
-from recsys.trainer import Trainer, TrainerConfig
-
-job = json.loads(Path("job.json").read_text())
-prepared = PreparedDataset.open(Path(job.pop("dataset")), verify=False)
-diagnosis = job.pop("diagnosis", None)
-export = job.pop("export", False)
-checkpoint = job.pop("checkpoint_dir", None)
-candidate = load_candidate(Path("candidate"))
-config = TrainerConfig(progress=False, checkpoint_dir=checkpoint and Path(checkpoint), resume=bool(checkpoint), **job)
-trainer = Trainer(candidate, prepared, config)
-fitted = trainer.fit()
-result = fitted.to_json()
-if export:
-    from recsys.artifacts import export_trained
-
-    try:
-        export_trained(trainer, fitted, Path("artifact"))
-    except Exception as exc:  # the evaluation stands; the model just cannot be served
-        result["export_error"] = f"{type(exc).__name__}: {exc}"
-if diagnosis is not None:
-    try:
-        result["diagnosis"] = diagnose_trained(trainer, candidate, **diagnosis).to_json()
-    except Exception as exc:  # the training result stands; the reason goes into the feedback
-        result["diagnosis_error"] = f"{type(exc).__name__}: {exc}"
-Path("result.json").write_text(json.dumps(result))
-"""
+ENTRY = "from offline_agent.sandbox_entry import main\n\nmain()\n"
+SANDBOXES = "evorec-sandboxes"  # under the work root: every work dir, hidden from every other sandbox
+JUDGED = "judged.json"  # beside a kept checkpoint: the judge's record of the epochs trained so far
+VERIFIED_USERS = 64  # test users whose lists are checked against the exported program
+SCORE_TOLERANCE = 1e-3
 
 
 class EvaluationConfig(BaseModel):
@@ -82,6 +65,9 @@ class EvaluationConfig(BaseModel):
     diagnose: bool = Field(default=True, description="run the diagnosis probes on the trained candidate")
     diagnosis_users: int = Field(default=512, ge=10, description="users the per-user probes sample")
     list_users: tuple[int, ...] = Field(default=(), description="users whose top-10 the simulator critiques")
+    hidden_paths: tuple[str, ...] = Field(
+        default=(), description="more folders no sandbox may read (the evolution run's folder and database)"
+    )
     export_dir: str | None = Field(
         default=None, description="export the trained model for serving (inside the sandbox) into this folder"
     )
@@ -168,6 +154,43 @@ def _copy_checkpoint(source: Path, target: Path) -> None:
             (target / f"{name}.tmp").replace(target / name)  # a copy cut short never replaces a good file
 
 
+@dataclass(frozen=True)
+class _HeldOutData:
+    """What the judge of one dataset needs, loaded once per process: the full sequences (with the
+    targets), the catalogue a trainer on the same users builds, and the sandbox's view on disk."""
+
+    sequences: Any
+    catalog: Any
+    view: Path
+
+
+@functools.cache
+def _heldout_data(dataset: str, max_users: int | None, views: Path) -> _HeldOutData:
+    from recsys.data.prepared import PreparedDataset
+    from recsys.data.view import write_training_view
+    from recsys.evaluation import ItemCatalog
+    from recsys.sequences import UserSequences
+
+    prepared = PreparedDataset.open(Path(dataset))
+    sequences = UserSequences.from_prepared(prepared)
+    if max_users is not None:
+        sequences = sequences.head(max_users)
+    view = views / hashlib.sha256(f"{Path(dataset).resolve()}".encode()).hexdigest()[:16]
+    if not (view / "manifest.json").exists():
+        write_training_view(prepared, Path(tempfile.mkdtemp(prefix=".view-", dir=views))).path.replace(view)
+    return _HeldOutData(sequences, ItemCatalog.build(prepared, sequences), view)
+
+
+def _hidden_paths(config: EvaluationConfig, root: Path) -> list[Path]:
+    """Folders no sandbox may read: the data with its targets, every work dir, kept checkpoints and
+    artifacts, and what the caller names (the run's database)."""
+    from recsys.settings import get_settings
+
+    paths = [Path(config.dataset), get_settings().data_dir, root, *(Path(p) for p in config.hidden_paths)]
+    paths += [Path(p) for p in (config.checkpoint_dir, config.export_dir) if p]
+    return paths
+
+
 def _stage(
     sources: dict[str, str],
     config: EvaluationConfig,
@@ -176,32 +199,112 @@ def _stage(
     root: Path,
     artifact_to: Path | None = None,
     checkpoint: Path | None = None,
-) -> Any:
-    """One sandboxed run; an artifact the run exported is copied to ``artifact_to`` before the work dir goes.
+) -> tuple[Any, Judge]:
+    """One sandboxed run judged by a :class:`Judge` here; an artifact the run exported is copied to
+    ``artifact_to`` before the work dir goes.
 
     With ``checkpoint`` its files are copied into the work dir first and, after a run that ended
-    cleanly, back: the candidate writes only inside its sandbox, and a run killed mid-write leaves
-    the last good checkpoint in place."""
+    cleanly, back, with the judge's record beside them: the candidate writes only inside its
+    sandbox, and a run killed mid-write leaves the last good checkpoint in place."""
+    data = _heldout_data(config.dataset, job.get("max_users"), root / ".views")
+    judged = checkpoint / JUDGED if checkpoint is not None else None
+    history = json.loads(judged.read_text()) if judged is not None and judged.exists() else []
+    judge = Judge(data.sequences, data.catalog, history=history)
     workdir = Path(tempfile.mkdtemp(prefix="evaluation-", dir=root))
     try:
-        candidate = workdir / "candidate"
+        candidate = workdir / CANDIDATE_FOLDER
         candidate.mkdir()
+        copy_view(data.view, workdir / VIEW_FOLDER)
         if checkpoint is not None:
             _copy_checkpoint(checkpoint, workdir / CHECKPOINT)
         for block, source in sources.items():
             (candidate / f"{block}.py").write_text(source)
-        (workdir / "job.json").write_text(json.dumps({"dataset": config.dataset, **job}))
+        (workdir / "job.json").write_text(json.dumps(job))
         limits = SandboxLimits(wall_seconds=wall, memory_bytes=int(config.memory_gib * 2**30))
         threads = str(config.threads)
-        outcome = run_sandboxed(ENTRY, workdir, limits, env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
-        if artifact_to is not None and outcome.status == "ok" and (workdir / "artifact").is_dir():
+        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        outcome = run_sandboxed(ENTRY, workdir, limits, env, service=judge.handle, hidden=_hidden_paths(config, root))
+        exported = workdir / ARTIFACT_FOLDER
+        if artifact_to is not None and outcome.status == "ok" and exported.is_dir() and not exported.is_symlink():
             shutil.rmtree(artifact_to, ignore_errors=True)
-            shutil.copytree(workdir / "artifact", artifact_to)
-        if checkpoint is not None and outcome.status == "ok":
+            shutil.copytree(exported, artifact_to, symlinks=True)
+        if checkpoint is not None and judged is not None and outcome.status == "ok" and judge.violation is None:
             _copy_checkpoint(workdir / CHECKPOINT, checkpoint)
-        return outcome
+            judged.write_text(json.dumps(judge.history))
+        return outcome, judge
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _judged_history(judge: Judge, claimed: Any) -> list[dict[str, Any]]:
+    """The training curve: the judge's validation metrics per epoch, with the trainer's own numbers
+    (loss, steps, seconds: not metrics) where it reported them."""
+    lines = claimed if isinstance(claimed, list) else []
+    history, best, best_epoch = [], float("-inf"), 0
+    for epoch, metrics in enumerate(judge.history, start=1):
+        if metrics[SELECTION_METRIC] > best:
+            best, best_epoch = metrics[SELECTION_METRIC], epoch
+        line = lines[epoch - 1] if epoch <= len(lines) and isinstance(lines[epoch - 1], dict) else {}
+        reported = {k: float(v) for k, v in line.items() if k in ("loss", "steps", "seconds") and _is_number(v)}
+        history.append({
+            "epoch": epoch, **reported, "valid_ndcg@10": round(metrics["ndcg@10"], 6),
+            "valid_hr@10": round(metrics["hr@10"], 6), "best_epoch": best_epoch,
+        })  # fmt: skip
+    return history
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _judgement_problem(outcome: Any, judge: Judge) -> str | None:
+    """Why the run cannot stand as an evaluation (the judge's refusal first: a trainer it refused
+    crashes), or None."""
+    if judge.violation is not None:
+        return f"integrity: {judge.violation}"
+    if outcome.service_error is not None:
+        return f"integrity: {outcome.service_error}"
+    if outcome.status != "ok":
+        return f"{outcome.status}: {outcome.reason}"
+    if judge.final_valid is None or judge.test is None:
+        return "integrity: the trainer did not hand its final validation and test lists to the judge"
+    return None
+
+
+def _verify_artifact(artifact: Path, judge: Judge, valid: dict[str, float], test: dict[str, float]) -> str | None:
+    """Check the exported program ranks as the lists it submitted (for a sample of test users), and
+    write the judge's metrics into its manifest. Returns why it cannot be served, or None; raises
+    IntegrityError when it ranks otherwise than its lists."""
+    import numpy as np
+    import torch
+
+    from recsys.artifacts import MANIFEST_FILE, ArtifactError
+    from serving.artifacts import load_artifact
+
+    try:
+        loaded = load_artifact(str(artifact))
+    except (ArtifactError, OSError, RuntimeError, ValueError) as exc:
+        return f"the exported model cannot be loaded: {exc}"
+    lists = judge.test_lists
+    if lists is None:
+        return "no test lists to check the exported model against"
+    inputs = judge.sequences.without_stage("test")
+    users = lists.users[:VERIFIED_USERS]
+    histories = [inputs.history(int(u), "test") for u in users]
+    with torch.no_grad():
+        scores = loaded.scores(users, histories).clone()
+    scores[:, 0] = -torch.inf
+    for row, history in enumerate(histories):
+        scores[row, torch.from_numpy(np.asarray(history, dtype=np.int64))] = -torch.inf
+    top = lists.top[: len(users), :10]
+    kth = torch.topk(scores, top.shape[1], dim=1).values[:, -1:]
+    listed = scores.gather(1, torch.from_numpy(top))
+    if bool((listed < kth - SCORE_TOLERANCE * kth.abs().clamp(min=1.0)).any()):
+        raise IntegrityError("the exported model does not rank as the lists the trainer handed to the judge")
+    manifest = json.loads((artifact / MANIFEST_FILE).read_text())
+    manifest["metrics"] = {"valid": valid, "test": test}
+    (artifact / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return None
 
 
 def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> EvaluationOutcome:
@@ -210,8 +313,8 @@ def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> Eva
     problem = static_check(sources)
     if problem is not None:
         return EvaluationOutcome("failed", "static", problem)
-    root = Path(config.work_dir) if config.work_dir else Path(tempfile.gettempdir())
-    root.mkdir(parents=True, exist_ok=True)
+    root = (Path(config.work_dir) if config.work_dir else Path(tempfile.gettempdir())) / SANDBOXES
+    (root / ".views").mkdir(parents=True, exist_ok=True)
     common = {"seed": config.seed, "threads": config.threads}
     extra: dict[str, Any] = {"export": config.export_dir is not None}
     if config.checkpoint_dir:
@@ -231,28 +334,40 @@ def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> Eva
         kept = (
             Path(config.checkpoint_dir) / content_key(sources) if config.checkpoint_dir and stage == "train" else None
         )
-        outcome = _stage(sources, config, job, wall, root, artifact if stage == "train" else None, kept)
-        if outcome.status != "ok":
+        outcome, judge = _stage(sources, config, job, wall, root, artifact if stage == "train" else None, kept)
+        problem = _judgement_problem(outcome, judge)
+        if problem is not None:
             return EvaluationOutcome(
-                "failed", stage, f"{outcome.status}: {outcome.reason}", seconds=time.monotonic() - started,
-                isolation=outcome.isolation,
-            )  # fmt: skip
-    assert outcome is not None and outcome.output is not None
+                "failed", stage, problem, seconds=time.monotonic() - started, isolation=outcome.isolation
+            )
+    assert outcome is not None and outcome.output is not None and judge.final_valid and judge.test
     result = outcome.output
+    valid, test = judge.final_valid, judge.test
+    export_error = result.get("export_error") if isinstance(result.get("export_error"), str) else None
+    if artifact is not None and artifact.is_dir():
+        try:
+            export_error = _verify_artifact(artifact, judge, valid, test) or export_error
+        except IntegrityError as exc:
+            shutil.rmtree(artifact, ignore_errors=True)
+            return EvaluationOutcome(
+                "failed", "train", f"integrity: {exc}", seconds=time.monotonic() - started, isolation=outcome.isolation
+            )
+        if export_error is not None:
+            shutil.rmtree(artifact, ignore_errors=True)
     return EvaluationOutcome(
         "evaluated",
         "train",
         None,
-        valid=result["valid"],
-        test=result["test"],
-        history=result["history"],
-        stopped=result.get("stopped"),
+        valid=valid,
+        test=test,
+        history=_judged_history(judge, result.get("history")),
+        stopped=result.get("stopped") if result.get("stopped") in ("budget", "epochs", "patience") else None,
         seconds=time.monotonic() - started,
         isolation=outcome.isolation,
-        diagnosis=result.get("diagnosis"),
-        diagnosis_error=result.get("diagnosis_error"),
+        diagnosis=result.get("diagnosis") if isinstance(result.get("diagnosis"), dict) else None,
+        diagnosis_error=result.get("diagnosis_error") if isinstance(result.get("diagnosis_error"), str) else None,
         artifact=str(artifact) if artifact is not None and artifact.is_dir() else None,
-        export_error=result.get("export_error"),
+        export_error=export_error,
         reward_alignment=candidate_alignment(sources["reward"], config.alignment_logs, config.dataset)
         if config.alignment_logs
         else None,

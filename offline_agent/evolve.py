@@ -164,6 +164,7 @@ class Evolution:
                 "work_dir": config.evaluation.work_dir or str(self.run_dir / "sandboxes"),
                 "diagnose": self.directional and config.evaluation.diagnose,
                 "list_users": list_users,
+                "hidden_paths": (*config.evaluation.hidden_paths, str(self.run_dir)),
             }
         )  # what every candidate of this run is evaluated with, wherever the evaluation runs
         self.spend = Spend(config.max_usd, config.max_tokens, **self.db.get_state("spend", {}))

@@ -8,8 +8,15 @@ Isolation, strongest available first (the outcome lists what applied):
 - ``rlimit-as``: an address-space limit; ``session``: the child leads its own process group,
   killed whole on a timeout;
 - ``scrubbed-env``: only an allowlist of variables, never a secret (``*KEY*``, ``*TOKEN*``, ...);
-- ``audit-hook``: inside the child, Python refuses sockets and writes outside the work dir (the
-  fallback where the OS refuses namespaces).
+- ``hidden-paths``: in the child's mount namespace, an empty read-only tmpfs over each folder it
+  must not read (the prepared data with its held-out targets, other candidates' work dirs, the
+  run's database), the work dir bound back where it lies inside one;
+- ``audit-hook``: inside the child, Python refuses sockets, writes outside the work dir, reads of
+  the hidden folders and of other processes' ``/proc`` entries (the fallback where the OS refuses
+  namespaces).
+
+With a ``service``, the child gets the end of a pipe pair (fds named in ``EVOREC_JUDGE_FDS``) and the
+parent answers its requests from a thread while it runs: the evaluator's judge of held-out data.
 
 The child applies the isolation itself (:mod:`offline_agent.sandbox_child`) before it runs
 ``entry.py``, so that sandboxes can start from several threads at once (no ``preexec_fn``);
@@ -25,11 +32,15 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from recsys.channel import CHANNEL_ENV, serve
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 ENV_ALLOWED = ("PATH", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
@@ -37,7 +48,8 @@ SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH", re.IGNORECASE)
 RESULT_FILE = "result.json"
 MAX_RESULT_BYTES = 16 * 2**20
 
-Status = Literal["ok", "timeout", "out_of_memory", "crashed", "failed"]
+Status = Literal["ok", "timeout", "out_of_memory", "out_of_disk", "crashed", "failed"]
+WATCH_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,9 @@ class SandboxLimits:
     wall_seconds: float = 900.0
     memory_bytes: int = 8 * 2**30
     max_processes: int = 256
+    disk_bytes: int = 4 * 2**30  # the work dir's size, and any one file's (RLIMIT_FSIZE)
+    max_files: int = 100_000  # files in the work dir
+    max_open_files: int = 4096  # RLIMIT_NOFILE
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,7 @@ class SandboxOutcome:
     output: dict[str, Any] | None
     stderr_tail: str
     isolation: tuple[str, ...]
+    service_error: str | None = None  # why the service stopped answering early (a malformed request)
 
 
 def scrubbed_environment(workdir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -68,11 +84,52 @@ def scrubbed_environment(workdir: Path, extra: dict[str, str] | None = None) -> 
     return env
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_cgroups() -> list[Path]:
+    """Remove the cgroups of sandboxes whose evaluating process died (a crash, ``kill -9``) before it
+    could; their processes are killed first. Returns what was removed."""
+    removed = []
+    for path in CGROUP_ROOT.glob("*/evorec-*"):
+        parts = path.name.split("-")
+        owner = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None  # evorec-<pid>-<id>
+        if owner is not None and _alive(owner):
+            continue
+        _kill_members(path)
+        with contextlib.suppress(OSError):
+            path.rmdir()
+            removed.append(path)
+    return removed
+
+
+def _kill_members(path: Path) -> None:
+    for _ in range(50):
+        try:
+            pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
+        except OSError:
+            return
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+
+
 class _Cgroups:
-    """Per-run cgroup v1 ``pids`` and ``memory`` groups, when this machine lets us make them."""
+    """Per-run cgroup v1 ``pids`` and ``memory`` groups, when this machine lets us make them; named
+    after the evaluating process, so that a later run can tell and sweep those it left behind."""
 
     def __init__(self, limits: SandboxLimits) -> None:
-        name = f"evorec-{uuid.uuid4().hex[:12]}"
+        name = f"evorec-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.paths: dict[str, Path] = {}
         settings = {"pids": ("pids.max", str(limits.max_processes)),
                     "memory": ("memory.limit_in_bytes", str(limits.memory_bytes))}  # fmt: skip
@@ -99,19 +156,76 @@ class _Cgroups:
 
     def kill_and_remove(self) -> None:
         for path in self.paths.values():
-            for _ in range(50):
-                try:
-                    pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
-                except OSError:
-                    break
-                if not pids:
-                    break
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                time.sleep(0.02)
+            _kill_members(path)
             with contextlib.suppress(OSError):
                 path.rmdir()
+
+
+def _disk_use(folder: Path, max_files: int) -> tuple[int, int]:
+    """Bytes allocated and files under ``folder`` (counting stops past ``max_files``)."""
+    used, files = 0, 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                used += os.lstat(os.path.join(root, name)).st_blocks * 512
+            files += 1
+            if files > max_files:
+                return used, files
+    return used, files
+
+
+def _wait(child: subprocess.Popen[bytes], workdir: Path, limits: SandboxLimits) -> tuple[int | None, str | None]:
+    """Wait for the child within the wall clock, watching the work dir's size and file count.
+    Returns the exit code (None when stopped) and why it was stopped."""
+    deadline = time.monotonic() + limits.wall_seconds
+    while True:
+        try:
+            return child.wait(timeout=max(0.0, min(WATCH_SECONDS, deadline - time.monotonic()))), None
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() >= deadline:
+            return None, "timeout"
+        used, files = _disk_use(workdir, limits.max_files)
+        if used > limits.disk_bytes or files > limits.max_files:
+            return None, "out_of_disk"
+
+
+class _Channel:
+    """The pipe pair of a service, answered from a thread of the parent while the child runs."""
+
+    def __init__(self, service: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.requests, child_writes = os.pipe()
+        child_reads, self.replies = os.pipe()
+        self.child_fds: tuple[int, ...] = (child_reads, child_writes)
+        self.error: str | None = None
+        self._service = service
+        self._open = True
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        self.error = serve(self.requests, self.replies, self._answer)
+
+    def _answer(self, message: dict[str, Any]) -> dict[str, Any]:
+        # a process that escaped the kill may still hold the pipe: after close() nothing reaches the service
+        return self._service(message) if self._open else {"error": "the evaluation has ended"}
+
+    def started(self) -> None:
+        """The child holds its ends now: close ours of them, so its exit ends the stream."""
+        for fd in self.child_fds:
+            os.close(fd)
+        self.child_fds = ()
+        self._thread.start()
+
+    def close(self) -> None:
+        self._open = False
+        for fd in self.child_fds:  # the child never started
+            os.close(fd)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        with contextlib.suppress(OSError):
+            os.close(self.replies)
+        if not self._thread.is_alive():
+            os.close(self.requests)
 
 
 def run_sandboxed(
@@ -119,52 +233,75 @@ def run_sandboxed(
     workdir: Path,
     limits: SandboxLimits | None = None,
     env: dict[str, str] | None = None,
+    service: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    hidden: Sequence[Path] = (),
 ) -> SandboxOutcome:
-    """Run ``entry_source`` as ``workdir/entry.py`` in the sandbox and collect its ``result.json``."""
+    """Run ``entry_source`` as ``workdir/entry.py`` in the sandbox and collect its ``result.json``.
+
+    ``service`` answers the child's requests (see the module's docstring); ``hidden`` are folders the
+    child must not read (the work dir may lie inside one)."""
     limits = limits or SandboxLimits()
     workdir = workdir.resolve()
     (workdir / "tmp").mkdir(parents=True, exist_ok=True)
     (workdir / "entry.py").write_text(entry_source)
     applied_path = workdir / ".isolation"
+    sweep_stale_cgroups()
     cgroups = _Cgroups(limits)
+    channel = _Channel(service) if service is not None else None
+    child_env = scrubbed_environment(workdir, env)
+    if channel is not None:
+        child_env[CHANNEL_ENV] = ",".join(str(fd) for fd in channel.child_fds)
+    setup = {
+        "memory_bytes": limits.memory_bytes,
+        "disk_bytes": limits.disk_bytes,
+        "max_open_files": limits.max_open_files,
+        "cgroups": [str(path) for path in cgroups.paths.values()],
+        "hidden": [str(Path(path).resolve()) for path in hidden],
+    }
+    command = [sys.executable, "-m", "offline_agent.sandbox_child", str(workdir), json.dumps(setup)]
     started = time.monotonic()
-    command = [
-        sys.executable, "-m", "offline_agent.sandbox_child", str(workdir), str(limits.memory_bytes),
-        *(str(path) for path in cgroups.paths.values()),
-    ]  # fmt: skip
     stderr_path = workdir / "stderr.log"
     try:
         with stderr_path.open("wb") as stderr:
             child = subprocess.Popen(
                 command,
                 cwd=workdir,
-                env=scrubbed_environment(workdir, env),
+                env=child_env,
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,
                 start_new_session=True,
+                pass_fds=channel.child_fds if channel is not None else (),
             )
-            try:
-                returncode: int | None = child.wait(timeout=limits.wall_seconds)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                timed_out, returncode = True, None
+            if channel is not None:
+                channel.started()
+            returncode, stopped = _wait(child, workdir, limits)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
             child.wait()
     finally:
         out_of_memory = cgroups.out_of_memory()
         cgroups.kill_and_remove()
+        if channel is not None:
+            channel.close()
     seconds = time.monotonic() - started
     stderr_tail = stderr_path.read_bytes()[-4000:].decode("utf-8", errors="replace")
     isolation = tuple(applied_path.read_text().split(",")) if applied_path.exists() else ()
     last_line = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else ""
 
-    def outcome(status: Status, reason: str, output: dict[str, Any] | None = None) -> SandboxOutcome:
-        return SandboxOutcome(status, reason, returncode, round(seconds, 3), output, stderr_tail, isolation)
+    service_error = channel.error if channel is not None else None
 
-    if timed_out:
+    def outcome(status: Status, reason: str, output: dict[str, Any] | None = None) -> SandboxOutcome:
+        return SandboxOutcome(
+            status, reason, returncode, round(seconds, 3), output, stderr_tail, isolation, service_error
+        )
+
+    if stopped == "timeout":
         return outcome("timeout", f"wall-clock limit of {limits.wall_seconds:g} s exceeded; process group killed")
+    if stopped == "out_of_disk" or "File too large" in stderr_tail:
+        return outcome(
+            "out_of_disk", f"disk quota of {limits.disk_bytes / 2**30:g} GiB or {limits.max_files} files exceeded"
+        )
     if out_of_memory or "MemoryError" in stderr_tail or returncode == -signal.SIGKILL:
         return outcome("out_of_memory", f"memory limit of {limits.memory_bytes / 2**30:g} GiB exceeded")
     if returncode != 0:

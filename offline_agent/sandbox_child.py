@@ -1,21 +1,35 @@
-"""The first code the sandboxed child runs: install the audit-hook guard, then run ``entry.py``.
+"""The first code the sandboxed child runs: isolate itself, install the audit-hook guard, then run ``entry.py``.
 
-The guard refuses sockets and any write, rename or deletion outside the work dir. It backs up the
+The guard refuses sockets; any write, rename or deletion outside the work dir; any read inside the
+hidden folders (outside the work dir) and of other processes' ``/proc`` entries. It backs up the
 kernel-level isolation of :mod:`offline_agent.sandbox` and stands alone where the OS refuses it.
 Python audit hooks cannot be removed once installed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import json
 import os
+import re
 import resource
 import runpy
+import signal
 import sys
 from typing import Any
 
-CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
-MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+from recsys.channel import CHANNEL_ENV
+
+CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWPID = 0x00020000, 0x40000000, 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, LAST_CAPABILITY = 24, 38, 63
+CAPABILITY_VERSION_3 = 0x20080522
+READ_ONLY_ALWAYS = ("/sys",)  # mounts under it too: cgroups cannot be joined or left from inside
+O_PATH = 0o10000000
+PROC_ENTRY = re.compile(r"^/proc/(\d+)(/|$)")
+LISTING_EVENTS = {"os.listdir", "os.scandir"}
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 BLOCKED_NETWORK = {"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"}
@@ -23,14 +37,28 @@ PATH_EVENTS = {"os.remove", "os.rmdir", "os.rename", "os.link", "os.symlink", "o
                "os.chmod", "os.chown", "os.mkdir"}  # fmt: skip
 
 
-def install_guard(workdir: str) -> None:
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def install_guard(workdir: str, hidden: list[str]) -> None:
     root = os.path.realpath(workdir)
+    own = str(os.getpid())
 
     def inside(path: Any) -> bool:
         if isinstance(path, int):
             return True  # an already open descriptor: its opening was checked
-        resolved = os.path.realpath(os.fsdecode(path))
-        return resolved == root or resolved.startswith(root + os.sep)
+        return _within(os.path.realpath(os.fsdecode(path)), root)
+
+    def readable(path: Any) -> bool:
+        if isinstance(path, int) or path is None:
+            return True
+        literal = os.path.abspath(os.fsdecode(path))
+        entry = PROC_ENTRY.match(literal)
+        if entry and entry.group(1) != own:  # another process: its environment, memory, root, open files
+            return False
+        resolved = os.path.realpath(literal)
+        return _within(resolved, root) or not any(_within(resolved, folder) for folder in hidden)
 
     def guard(event: str, args: tuple[Any, ...]) -> None:
         if event in BLOCKED_NETWORK:
@@ -42,6 +70,11 @@ def install_guard(workdir: str) -> None:
             )
             if writing and path is not None and not inside(path):
                 raise PermissionError(f"sandbox: writing outside the work dir is not allowed: {path}")
+            if not readable(path):
+                raise PermissionError(f"sandbox: reading {path} is not allowed")
+        elif event in LISTING_EVENTS:
+            if args and not readable(args[0]):
+                raise PermissionError(f"sandbox: listing {args[0]} is not allowed")
         elif event in PATH_EVENTS:
             paths = [a for a in args[:2] if isinstance(a, str | bytes | os.PathLike)]
             if not all(inside(p) for p in paths):
@@ -50,16 +83,45 @@ def install_guard(workdir: str) -> None:
     sys.addaudithook(guard)
 
 
-def isolate(workdir: str, memory_bytes: int, cgroups: list[str]) -> list[str]:
+def _hide(libc: Any, workdir: str, hidden: list[str]) -> bool:
+    """An empty read-only tmpfs over each hidden folder; the work dir, where it lies inside one, is
+    bound back through a descriptor opened before it was covered. False if any mount was refused."""
+    outermost = [p for p in sorted(set(hidden), key=len) if not any(_within(p, q) and p != q for q in hidden)]
+    for folder in outermost:
+        if not os.path.isdir(folder):
+            continue
+        holds_workdir = _within(workdir, folder)
+        fd = os.open(workdir, O_PATH) if holds_workdir else -1
+        try:
+            if libc.mount(b"tmpfs", folder.encode(), b"tmpfs", 0, b"size=64k,mode=0755") != 0:
+                return False
+            if holds_workdir:
+                os.makedirs(workdir, exist_ok=True)
+                if libc.mount(f"/proc/self/fd/{fd}".encode(), workdir.encode(), None, MS_BIND, None) != 0:
+                    return False
+            libc.mount(None, folder.encode(), None, MS_REMOUNT | MS_RDONLY, None)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    return True
+
+
+def isolate(workdir: str, setup: dict[str, Any], hidden: list[str]) -> list[str]:
     """Join the run's cgroups, cap the address space, cut the network, make all but ``workdir``
-    read-only. Returns what applied; what the OS refuses is left to the audit hook."""
+    read-only, hide the ``hidden`` folders. Returns what applied; what the OS refuses is left to the
+    audit hook."""
     applied = ["session", "scrubbed-env"]
-    for path in cgroups:
+    for path in setup.get("cgroups", []):
         with open(os.path.join(path, "cgroup.procs"), "w") as handle:
             handle.write(str(os.getpid()))
         applied.append("cgroup-" + os.path.basename(os.path.dirname(path)))
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    applied.append("rlimit-as")
+    memory, disk, files = int(setup["memory_bytes"]), int(setup["disk_bytes"]), int(setup["max_open_files"])
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (disk, disk))  # Python ignores SIGXFSZ: a write past it fails
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    files = files if hard == resource.RLIM_INFINITY else min(files, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+    applied += ["rlimit-as", "rlimit-fsize", "rlimit-nofile"]
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
     if libc.unshare(CLONE_NEWNET) == 0:
@@ -73,18 +135,76 @@ def isolate(workdir: str, memory_bytes: int, cgroups: list[str]) -> list[str]:
         with open("/proc/self/mountinfo") as handle:
             points = sorted({line.split()[4] for line in handle}, key=len)
         for point in points:
-            if point != workdir and not point.startswith(("/proc", "/sys", "/dev")):
+            if point != workdir and not point.startswith(("/proc", "/dev")):
                 libc.mount(None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
         applied.append("readonly-fs")
+        if all(_read_only(point) for point in points if _within(point, "/sys")):
+            applied.append("readonly-sys")
+        if hidden and _hide(libc, workdir, hidden):
+            applied.append("hidden-paths")
+        applied += _enter_pid_namespace(libc)
+    if _drop_capabilities(libc):
+        applied.append("no-capabilities")
     return [*applied, "audit-hook"]
 
 
+def _read_only(point: str) -> bool:
+    try:
+        return bool(os.statvfs(point).f_flag & os.ST_RDONLY)
+    except OSError:
+        return True  # gone from view
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_capabilities(libc: Any) -> bool:
+    """Give up every capability for good (bounding set too) and any way to gain one: root in here
+    can no longer mount, unshare, change cgroups, trace or signal outside its own files' rights."""
+    for capability in range(LAST_CAPABILITY + 1):
+        libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)  # unknown numbers fail harmlessly
+    header, data = _CapHeader(CAPABILITY_VERSION_3, 0), (_CapData * 2)()
+    if libc.capset(ctypes.byref(header), data) != 0:
+        return False
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    with open("/proc/self/status") as handle:
+        status = dict(line.split(":", 1) for line in handle if ":" in line)
+    return all(int(status.get(name, "1").strip(), 16) == 0 for name in ("CapEff", "CapPrm", "CapBnd"))
+
+
+def _enter_pid_namespace(libc: Any) -> list[str]:
+    """Run on as PID 1 of a new PID namespace with its own ``/proc``: no other process (the
+    evaluator's environment, memory, root or open files) is visible, and when PID 1 ends the kernel
+    ends everything left in the namespace. This process stays outside, waits and mirrors the exit."""
+    if libc.unshare(CLONE_NEWPID) != 0:
+        return []
+    child = os.fork()
+    if child == 0:
+        fresh = libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0
+        return ["pidns", "private-proc"] if fresh else ["pidns"]
+    for fd in os.environ.get(CHANNEL_ENV, "").split(","):  # the pipe ends are the namespace's alone
+        if fd.isdigit():
+            with contextlib.suppress(OSError):
+                os.close(int(fd))
+    _, status = os.waitpid(child, 0)
+    if os.WIFSIGNALED(status):
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
 def main() -> None:
-    workdir, memory_bytes, cgroups = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-    applied = isolate(workdir, memory_bytes, cgroups)
+    workdir, setup = sys.argv[1], json.loads(sys.argv[2])
+    hidden = [str(path) for path in setup.get("hidden", [])]
+    applied = isolate(workdir, setup, hidden)
     with open(os.path.join(workdir, ".isolation"), "w") as handle:
         handle.write(",".join(applied))
-    install_guard(workdir)
+    install_guard(workdir, hidden)
     os.chdir(workdir)
     sys.argv = [os.path.join(workdir, "entry.py")]
     runpy.run_path(sys.argv[0], run_name="__main__")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys.sequences import Stage, UserSequences
+from recsys.sequences import UserSequences
 
 ITEM_FEATURE = "item_seq"
 
@@ -109,14 +109,3 @@ def training_batches(
                 np.ones(len(positions) - 1, np.float32) if event_weights is None else event_weights[positions[1:]]
             )
         yield make_batch(users, histories, targets, weights)
-
-
-def evaluation_batches(
-    sequences: UserSequences, stage: Stage, batch_size: int, max_len: int
-) -> Iterator[tuple[Batch, np.ndarray]]:
-    """Batches of the histories that predict ``stage``, in user order, with their user indices."""
-    users = np.arange(sequences.num_users, dtype=np.int64)
-    for start in range(0, len(users), batch_size):
-        chunk = users[start : start + batch_size]
-        histories = [sequences.history(int(u), stage)[-max_len:] for u in chunk]
-        yield make_batch(chunk, histories), chunk

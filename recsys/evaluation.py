@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from recsys.batches import Batch, evaluation_batches
+from recsys.batches import Batch, make_batch
 from recsys.data.prepared import PreparedDataset
 from recsys.sequences import Stage, UserSequences
 
@@ -29,6 +29,8 @@ KS = (5, 10, 20)
 LIST_SIZE = 10
 CALIBRATION_ALPHA = 0.01
 SEGMENTS = ("light", "medium", "heavy")
+SCORING_CHUNK = 1024
+SELECTION_METRIC = "ndcg@10"  # early stopping and the best epoch are chosen on validation by it
 
 
 @dataclass(frozen=True)
@@ -149,30 +151,130 @@ def gini(exposure: np.ndarray) -> float:
     return float(((2 * ranks - n - 1) * values).sum() / (n * values.sum()))
 
 
+class IntegrityError(ValueError):
+    """Ranked lists or metrics that no honest model and harness could have produced."""
+
+
+@dataclass(frozen=True)
+class RankedLists:
+    """Each evaluated user's top-``k`` items for ``stage``, best first: all a model hands to the judge.
+
+    Ranking (:func:`rank_lists`) needs only the users' input histories; scoring the lists
+    (:func:`score_lists`) needs the held-out targets. The two can run in different processes, so
+    candidate code never computes, sees or touches its own metrics.
+    """
+
+    stage: Stage
+    users: np.ndarray  # int64, the evaluated users in increasing order
+    top: np.ndarray  # int64, users X k item ids
+
+    def to_json(self) -> dict[str, object]:
+        return {"stage": self.stage, "users": self.users.tolist(), "top": self.top.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> RankedLists:
+        """Lists received from another process, shape-checked (their content is checked by :func:`check_lists`)."""
+        stage = data.get("stage")
+        if stage not in ("valid", "test"):
+            raise IntegrityError(f"unknown evaluation stage {stage!r}")
+        try:
+            users = np.asarray(data["users"], dtype=np.int64).reshape(-1)
+            top = np.asarray(data["top"], dtype=np.int64)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise IntegrityError(f"malformed ranked lists: {exc}") from exc
+        if top.ndim != 2 or top.shape[0] != len(users):
+            raise IntegrityError(f"ranked lists of shape {top.shape} for {len(users)} users")
+        return cls(stage, users, top)
+
+
+def evaluated_users(sequences: UserSequences, stage: Stage) -> np.ndarray:
+    """The users a stage is judged on: those with a target in it and an input history."""
+    users = range(sequences.num_users)
+    return np.array(
+        [u for u in users if len(sequences.targets(u, stage)) and len(sequences.history(u, stage))], np.int64
+    )
+
+
+def list_length(num_items: int) -> int:
+    """How many items each ranked list holds: enough for every k of ``KS`` (fewer in tiny catalogues)."""
+    return min(max(KS), num_items)
+
+
 @torch.no_grad()
-def evaluate(
+def rank_lists(
     scorer: Scorer,
     sequences: UserSequences,
     stage: Stage,
-    catalog: ItemCatalog,
+    users: np.ndarray,
     batch_size: int = 512,
     max_len: int = 200,
-) -> EvaluationResult:
-    """Rank all items for every user and compute the full metric set for ``stage``."""
+) -> RankedLists:
+    """Rank all items for ``users`` from their ``stage`` input histories; consumed items and the
+    padding id are masked out. No target is read: this runs where the targets are absent."""
     width = sequences.num_items + 1
-    k_max = min(max(KS), width)
-    per_user: dict[str, list[torch.Tensor]] = {}
-    tops: list[torch.Tensor] = []
-    for batch, users in evaluation_batches(sequences, stage, batch_size, max_len):
-        scores = scorer(batch).detach().float().clone()
-        if scores.shape != (len(users), width):
-            raise ValueError(f"the scorer returned shape {tuple(scores.shape)}, expected {(len(users), width)}")
+    k = list_length(sequences.num_items)
+    tops: list[torch.Tensor] = [torch.zeros(0, k, dtype=torch.int64)]
+    for start in range(0, len(users), batch_size):
+        chunk = users[start : start + batch_size]
+        histories = [sequences.history(int(u), stage)[-max_len:] for u in chunk]
+        scores = scorer(make_batch(chunk, histories)).detach().float().clone()
+        if scores.shape != (len(chunk), width):
+            raise ValueError(f"the scorer returned shape {tuple(scores.shape)}, expected {(len(chunk), width)}")
         scores[:, 0] = -torch.inf
-        rows, items = _history_pairs(sequences, users, stage)
+        rows, items = _history_pairs(sequences, chunk, stage)
         scores[rows, items] = -torch.inf
-        top = torch.topk(scores, k_max, dim=1).indices
+        tops.append(torch.topk(scores, k, dim=1).indices)
+    return RankedLists(stage, np.asarray(users, dtype=np.int64), torch.cat(tops).numpy())
+
+
+def check_lists(lists: RankedLists, sequences: UserSequences, expected_users: np.ndarray) -> None:
+    """Refuse lists no honest ranking produces: other users, other lengths, ids outside the catalogue,
+    an item twice in one list, or an item of the user's own input history (the ranking masks those)."""
+    if not np.array_equal(lists.users, expected_users):
+        raise IntegrityError(f"lists for {len(lists.users)} users, expected the {len(expected_users)} evaluated ones")
+    k = list_length(sequences.num_items)
+    if lists.top.shape != (len(expected_users), k):
+        raise IntegrityError(f"lists of shape {lists.top.shape}, expected {(len(expected_users), k)}")
+    if lists.top.size and (lists.top.min() < 1 or lists.top.max() > sequences.num_items):
+        raise IntegrityError(f"lists hold item ids outside the catalogue 1..{sequences.num_items}")
+    ordered = np.sort(lists.top, axis=1)
+    if (ordered[:, 1:] == ordered[:, :-1]).any():
+        raise IntegrityError("a list holds the same item twice")
+    for row, user in enumerate(lists.users):
+        if np.isin(lists.top[row], sequences.history(int(user), lists.stage)).any():
+            raise IntegrityError(f"the list of user {int(user)} holds an item of their own input history")
+
+
+UNIT_INTERVAL = ("hr@", "recall@", "ndcg@", "mrr@", "coverage@", "gini@", "ild@")
+
+
+def check_metrics(metrics: dict[str, float]) -> None:
+    """Every metric finite, and those defined on [0, 1] inside it (NaN allowed only for an empty segment)."""
+    for name, value in metrics.items():
+        if name.startswith("ndcg@10_") and np.isnan(value):
+            continue
+        if not np.isfinite(value):
+            raise IntegrityError(f"metric {name} is {value}")
+        if name.startswith(UNIT_INTERVAL) and not 0.0 <= value <= 1.0:
+            raise IntegrityError(f"metric {name} = {value} is outside [0, 1]")
+
+
+def score_lists(lists: RankedLists, sequences: UserSequences, catalog: ItemCatalog) -> EvaluationResult:
+    """The full metric set of ``lists`` against the held-out targets of their stage; trusted code only.
+
+    ``sequences`` hold the targets. The lists are checked first (:func:`check_lists`), the metrics after.
+    """
+    stage = lists.stage
+    check_lists(lists, sequences, evaluated_users(sequences, stage))
+    width = sequences.num_items + 1
+    per_user: dict[str, list[torch.Tensor]] = {}
+    tops = torch.from_numpy(lists.top)
+    for start in range(0, len(lists.users), SCORING_CHUNK):
+        users = lists.users[start : start + SCORING_CHUNK]
+        top = tops[start : start + SCORING_CHUNK]
+        rows, items = _history_pairs(sequences, users, stage)
         targets = _target_matrix(sequences, users, stage, width)
-        hits = torch.nn.functional.pad(targets.gather(1, top), (0, max(KS) - k_max))  # tiny catalogues
+        hits = torch.nn.functional.pad(targets.gather(1, top), (0, max(KS) - top.shape[1]))  # tiny catalogues
         values = accuracy_at_k(hits, targets.sum(1))
         top_list = top[:, :LIST_SIZE]
         values["ild@10"] = list_diversity(top_list, catalog)
@@ -183,14 +285,32 @@ def evaluate(
         values["history_popularity"] = history_popularity.double()
         for name, value in values.items():
             per_user.setdefault(name, []).append(value)
-        tops.append(top_list)
     arrays = {name: torch.cat(parts).numpy() for name, parts in per_user.items()}
-    top_items = torch.cat(tops).numpy()
-    return EvaluationResult(_summarise(arrays, top_items, sequences, catalog), arrays, top_items)
+    top_items = lists.top[:, :LIST_SIZE]
+    metrics = _summarise(arrays, top_items, lists.users, sequences, catalog)
+    check_metrics(metrics)
+    return EvaluationResult(metrics, arrays, top_items)
+
+
+def evaluate(
+    scorer: Scorer,
+    sequences: UserSequences,
+    stage: Stage,
+    catalog: ItemCatalog,
+    batch_size: int = 512,
+    max_len: int = 200,
+) -> EvaluationResult:
+    """Rank and score in one process: for trusted scorers (baselines, a user's own ``evorec train``)."""
+    lists = rank_lists(scorer, sequences, stage, evaluated_users(sequences, stage), batch_size, max_len)
+    return score_lists(lists, sequences, catalog)
 
 
 def _summarise(
-    arrays: dict[str, np.ndarray], top_items: np.ndarray, sequences: UserSequences, catalog: ItemCatalog
+    arrays: dict[str, np.ndarray],
+    top_items: np.ndarray,
+    users: np.ndarray,
+    sequences: UserSequences,
+    catalog: ItemCatalog,
 ) -> dict[str, float]:
     metrics = {name: float(values.mean()) for name, values in arrays.items()}
     popularity = catalog.popularity.numpy()
@@ -202,7 +322,7 @@ def _summarise(
     metrics["popularity_lift@10"] = metrics["popularity@10"] / max(metrics["history_popularity"], 1e-12)
     lengths = sequences.train_lengths()
     edges = np.quantile(lengths, [1 / 3, 2 / 3])
-    segment = np.digitize(lengths, edges, right=True)
+    segment = np.digitize(lengths[users], edges, right=True)
     for code, name in enumerate(SEGMENTS):
         chosen = segment == code
         metrics[f"ndcg@10_{name}"] = float(arrays["ndcg@10"][chosen].mean()) if chosen.any() else float("nan")

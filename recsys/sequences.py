@@ -57,6 +57,23 @@ class UserSequences:
             self.offsets[: num_users + 1],
         )
 
+    def without_stage(self, stage: Stage) -> UserSequences:
+        """The same users with ``stage``'s events removed: the inputs of that stage without its targets."""
+        keep = self.split != SPLIT_CODES[stage]
+        users = np.repeat(np.arange(self.num_users), np.diff(self.offsets))[keep]
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=self.num_users))]).astype(np.int64)
+        return UserSequences(
+            self.num_users, self.num_items, self.items[keep], self.split[keep], self.ratings[keep], offsets
+        )
+
+    def last_train_event_as(self, stage: Stage) -> UserSequences:
+        """Each user's last training event relabelled as ``stage``: a stand-in target where the real
+        held-out ones are absent (the sandbox's view of the data), for diagnosis only."""
+        split = self.split.copy()
+        ends = self.offsets[1:][np.diff(self.offsets) > 1] - 1  # users with one event keep it as input
+        split[ends[split[ends] == SPLIT_CODES["train"]]] = SPLIT_CODES[stage]
+        return UserSequences(self.num_users, self.num_items, self.items, split, self.ratings, self.offsets)
+
     def events(self, user: int) -> tuple[np.ndarray, np.ndarray]:
         start, end = self.offsets[user], self.offsets[user + 1]
         return self.items[start:end], self.split[start:end]

@@ -35,12 +35,12 @@ from recsys.distributed import (
     table_parameters,
 )
 from recsys.errors import EvorecError
-from recsys.evaluation import ItemCatalog, evaluate
+from recsys.evaluation import SELECTION_METRIC, ItemCatalog, RankedLists, rank_lists
 from recsys.event_table import from_interactions
+from recsys.heldout import HeldOut, LocalHeldOut
 from recsys.sequences import SPLIT_CODES, Stage, UserSequences
 
 log = logging.getLogger(__name__)
-SELECTION_METRIC = "ndcg@10"
 
 
 class TrainingError(EvorecError):
@@ -118,7 +118,10 @@ class Trainer:
         prepared: PreparedDataset,
         config: TrainerConfig | None = None,
         epoch_log: TextIO | None = None,
+        heldout: HeldOut | None = None,
     ) -> None:
+        """``heldout`` judges the ranked lists; by default a judge in this process, on ``prepared``'s
+        targets (trusted candidates only: generated code trains on a view without them, judged outside)."""
         self.candidate = candidate
         self.prepared = prepared
         self.config = config or TrainerConfig()
@@ -145,6 +148,7 @@ class Trainer:
             item_genres=self.catalog.genres.clone(),
         )
         self.event_weights = self._event_weights()
+        self.heldout = heldout or LocalHeldOut(self.sequences, self.catalog)
 
     def _event_weights(self) -> np.ndarray:
         """A weight per event from the reward block, which sees the training events only: valid and
@@ -162,11 +166,12 @@ class Trainer:
         full[train] = weights
         return full
 
-    def _evaluate(self, model: nn.Module, stage: Stage) -> dict[str, float]:
+    def _lists(self, model: nn.Module, stage: Stage, sequences: UserSequences) -> RankedLists:
+        """The model's ranked lists for ``stage``: all that leaves this process for judging."""
         model.eval()
         scorer: Callable[[Batch], torch.Tensor] = model.score  # type: ignore[assignment]
-        result = evaluate(scorer, self.sequences, stage, self.catalog, self.config.eval_batch_size, self.plan.max_len)
-        return result.metrics
+        users = self.heldout.users(stage)
+        return rank_lists(scorer, sequences, stage, users, self.config.eval_batch_size, self.plan.max_len)
 
     def fit(self) -> TrainResult:
         config, plan = self.config, self.plan
@@ -192,6 +197,7 @@ class Trainer:
             checkpoint.mkdir(parents=True, exist_ok=True)
             if config.resume and (checkpoint / "last.pt").exists():
                 state = _TrainState.load(checkpoint / "last.pt", model, optimizer, generator, scheduler)
+                self.heldout.resumed(state.epoch, state.best_epoch, state.best_valid)
                 log.info("resumed %s after epoch %d", self.candidate.name, state.epoch)
         started = time.monotonic() - state.seconds  # total training time, across resumed sessions
         invocation = time.monotonic()  # the budget applies to this invocation only
@@ -205,7 +211,7 @@ class Trainer:
                 break
             epoch = state.epoch + 1
             loss, steps, partial = self._train_epoch(model, task, optimizer, scheduler, generator, epoch, invocation)
-            valid = self._evaluate(model, "valid")
+            valid = self.heldout.score(self._lists(model, "valid", self.sequences))
             improved = valid[SELECTION_METRIC] > state.best_metric
             if improved:
                 state.best_metric, state.best_epoch = valid[SELECTION_METRIC], epoch
@@ -238,7 +244,8 @@ class Trainer:
             raise TrainingError(f"{self.candidate.name}: no epoch was completed within the budget")
         model.load_state_dict(state.best_state)
         self.model = model
-        test = self._evaluate(model, "test")
+        valid = self.heldout.final(self._lists(model, "valid", self.sequences))
+        test = self.heldout.score(self._lists(model, "test", self.heldout.test_inputs()))
         return TrainResult(
             candidate=self.candidate.name,
             content_hash=self.candidate.content_hash,
@@ -247,7 +254,7 @@ class Trainer:
             epochs=state.epoch,
             stopped=stopped,
             seconds=round(time.monotonic() - started, 2),
-            valid=state.best_valid,
+            valid=valid,
             test=test,
             history=state.history,
             world_size=self.world.world_size,

@@ -19,6 +19,7 @@ from offline_agent.diagnosis.context import DiagnosisContext, RankingModel, item
 from offline_agent.diagnosis.probes import BUILTIN_PROBES, Measurement, Probe, severity
 from offline_agent.diagnosis.references import Verification, verify_probe
 from recsys.candidate import Candidate
+from recsys.sequences import SPLIT_CODES
 from recsys.trainer import Trainer
 
 
@@ -127,11 +128,18 @@ def run_diagnosis(
 def diagnose_trained(
     trainer: Trainer, candidate: Candidate, sample_size: int, list_users: Sequence[int], seed: int
 ) -> DiagnosisReport:
-    """Diagnose the best epoch's model of a finished :class:`Trainer` with the candidate's own probes too."""
+    """Diagnose the best epoch's model of a finished :class:`Trainer` with the candidate's own probes too.
+
+    Probes need targets. On a view of the data without the held-out ones (the sandbox) each user's
+    last training event stands in for the validation target: the probes are candidate code and see
+    what the model sees, never the real held-out items."""
     if trainer.model is None:
         raise ValueError("the trainer has not been fit")
     model = cast(RankingModel, trainer.model.eval())
-    users = sample_users(trainer.sequences, "valid", sample_size, seed)
+    sequences = trainer.sequences
+    if not (sequences.split == SPLIT_CODES["valid"]).any():  # a view without held-out targets (the sandbox)
+        sequences = sequences.last_train_event_as("valid")
+    users = sample_users(sequences, "valid", sample_size, seed)
     years = item_years(trainer.prepared)
-    ctx = DiagnosisContext(model, trainer.sequences, trainer.catalog, years, users, trainer.plan.max_len, seed=seed)
+    ctx = DiagnosisContext(model, sequences, trainer.catalog, years, users, trainer.plan.max_len, seed=seed)
     return run_diagnosis(ctx, list(getattr(candidate.modules["diagnosis"], "PROBES", [])), list_users)

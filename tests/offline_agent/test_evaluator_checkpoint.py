@@ -22,7 +22,7 @@ def test_a_second_invocation_goes_on_from_the_epoch_the_first_ended(prepared_sma
     first = evaluate_candidate(sources, _config(prepared_small, tmp_path, epochs=1))
     assert first.status == "evaluated", first.reason
     kept = tmp_path / "kept" / content_key(sources)
-    assert sorted(p.name for p in kept.iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in kept.iterdir()) == ["best.pt", "judged.json", "last.pt"]  # the judge's record beside
 
     second = evaluate_candidate(sources, _config(prepared_small, tmp_path, epochs=2))
     assert second.status == "evaluated", second.reason
