@@ -24,8 +24,9 @@ from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from tqdm.auto import tqdm
 
-from recsys.batches import Batch, training_batches
-from recsys.candidate import Candidate, ModelSpec, TrainingPlan
+from recsys.batches import training_batches
+from recsys.candidate import Candidate
+from recsys.candidate_api import Batch, ModelSpec, TrainingPlan
 from recsys.data.prepared import PreparedDataset
 from recsys.distributed import (
     ShardedCandidateModel,
@@ -53,7 +54,8 @@ class TrainerConfig:
 
     ``max_epochs`` caps the candidate's plan. ``budget_seconds`` stops this invocation's training
     (even mid-epoch) once spent, however long earlier sessions of a resumed run took.
-    ``checkpoint_dir`` holds ``last.pt`` (to resume) and ``best.pt``.
+    ``checkpoint_dir`` holds ``last.pt`` (to resume) and ``best.pt``. ``device``: where the
+    candidate builds its model (``ModelSpec.device``) and where batches go.
     """
 
     seed: int = 0
@@ -66,6 +68,7 @@ class TrainerConfig:
     checkpoint_dir: Path | None = None
     resume: bool = False
     progress: bool = True
+    device: str = "cpu"
 
 
 @dataclass
@@ -141,8 +144,9 @@ class Trainer:
             prepared.num_items,
             prepared.num_users,
             plan.max_len,
-            item_popularity=self.catalog.popularity.clone(),
-            item_genres=self.catalog.genres.clone(),
+            item_popularity=self.catalog.popularity.to(self.config.device, copy=True),
+            item_genres=self.catalog.genres.to(self.config.device, copy=True),
+            device=self.config.device,
         )
         self.event_weights = self._event_weights()
 
@@ -164,8 +168,11 @@ class Trainer:
 
     def _evaluate(self, model: nn.Module, stage: Stage) -> dict[str, float]:
         model.eval()
-        scorer: Callable[[Batch], torch.Tensor] = model.score  # type: ignore[assignment]
-        result = evaluate(scorer, self.sequences, stage, self.catalog, self.config.eval_batch_size, self.plan.max_len)
+        score: Callable[[Batch], torch.Tensor] = model.score  # type: ignore[assignment]
+        device, size, max_len = self.config.device, self.config.eval_batch_size, self.plan.max_len
+        result = evaluate(
+            lambda batch: score(batch.to(device)).cpu(), self.sequences, stage, self.catalog, size, max_len
+        )
         return result.metrics
 
     def fit(self) -> TrainResult:
@@ -279,7 +286,7 @@ class Trainer:
         show = self.config.progress and self.world.is_main
         bar = tqdm(batches, desc=f"{self.candidate.name} epoch {epoch}", leave=False, disable=not show)
         for batch in bar:
-            loss = task(model, batch)
+            loss = task(model, batch.to(self.config.device))
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"{self.candidate.name}: the loss became {loss.item()} at epoch {epoch}, step {steps}"

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from recsys.batches import make_batch
-from recsys.candidate import ModelSpec, load_candidate
+from recsys.candidate import load_candidate
+from recsys.candidate_api import ModelSpec
 from recsys.distributed import table_parameters
 
 SPEC = ModelSpec(num_items=30, num_users=5, max_len=8)

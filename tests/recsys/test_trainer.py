@@ -54,7 +54,7 @@ def test_a_budget_stops_training_cleanly(seeds_dir, prepared_small):
 def test_row_wise_adagrad_trains_the_tables(seeds_dir, prepared_small, tmp_path):
     load_candidate(seeds_dir / "mf_bpr").write(tmp_path / "mf")
     (tmp_path / "mf" / "optim.py").write_text(
-        "import torch\nfrom recsys.candidate import TrainingPlan\n\n"
+        "import torch\nfrom recsys.candidate_api import TrainingPlan\n\n"
         "def training_plan():\n"
         "    return TrainingPlan(epochs=3, batch_size=64, embedding_optimizer='rowwise_adagrad')\n\n"
         "def build_optimizer(params):\n    return torch.optim.Adam(params, lr=1e-3)\n"
