@@ -117,9 +117,9 @@ class RecModel(Protocol):
     Example::
 
         model = build_model(ModelSpec(num_items=100, num_users=10, max_len=50))
-        model(batch)           # B X L X D
-        model.embed_items(ids) # *ids.shape X D
-        model.score(batch)     # B X 101
+        model(batch)            # B X L X D
+        model.embed_items(ids)  # *ids.shape X D
+        model.score(batch)      # B X 101
     """
 
     def __call__(self, batch: Batch) -> torch.Tensor:
