@@ -1,4 +1,4 @@
-"""Batches of user histories as TorchRec ``KeyedJaggedTensor``s, for training and for evaluation.
+"""Building ``Batch``es (``recsys.candidate_api``) of user histories as TorchRec ``KeyedJaggedTensor``s.
 
 A history is the user's most recent ``max_len`` input items, oldest first. In training, the
 target at each position is the next item (``targets``, right-padded with 0); in evaluation the
