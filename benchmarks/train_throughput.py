@@ -23,7 +23,7 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import write_result
-from recsys.batches import Batch
+from recsys.candidate_api import Batch
 
 SEED = Path(__file__).resolve().parent.parent / "offline_agent" / "seeds" / "sasrec_bce"
 
@@ -63,8 +63,9 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=5, help="steps per alternating block")
     args = parser.parse_args()
 
-    from recsys.batches import ITEM_FEATURE, training_batches
-    from recsys.candidate import ModelSpec, load_candidate
+    from recsys.batches import training_batches
+    from recsys.candidate import load_candidate
+    from recsys.candidate_api import ITEM_FEATURE, ModelSpec
     from recsys.data.lookup import prepared_dataset
     from recsys.evaluation import ItemCatalog, evaluate
     from recsys.sequences import UserSequences

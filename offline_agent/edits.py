@@ -3,9 +3,9 @@
 A reply (from an LLM or the rulebook) holds a rationale in free text and any number of edits::
 
     <<<<<<< SEARCH loss.py
-    negatives = torch.randint(1, self.num_items + 1, positives.shape)
+    negatives = torch.randint(1, self.num_items + 1, positives.shape, device=positives.device)
     =======
-    negatives = torch.randint(1, self.num_items + 1, (*positives.shape, 16))
+    negatives = torch.randint(1, self.num_items + 1, (*positives.shape, 16), device=positives.device)
     >>>>>>> REPLACE
 
 or whole-block rewrites in a fenced block labelled with the block's file name (```python loss.py).

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import jinja2
 
+from offline_agent.api_text import candidate_api_text
 from offline_agent.diagnosis.report import DiagnosisReport
 from offline_agent.llm.base import LLM, LLMReply, Spend
 from offline_agent.program_db import Program
@@ -97,6 +98,7 @@ def build_prompt(request: ProposalRequest) -> str:
         parent=request.parent,
         parent_metrics=metrics,
         fitness=request.fitness,
+        candidate_api=candidate_api_text(),
         feedback=feedback_text(request.parent) if request.directional else "",
         journal=request.journal,
         inspirations=request.inspirations,

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torchrec import KeyedJaggedTensor
 
-from recsys.batches import ITEM_FEATURE, Batch
+from recsys.candidate_api import ITEM_FEATURE, Batch
 from recsys.errors import EvorecError
 
 if TYPE_CHECKING:  # the trainer is the caller's; the server loads artifacts without it

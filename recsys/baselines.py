@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys.batches import ITEM_FEATURE, Batch
+from recsys.candidate_api import ITEM_FEATURE, Batch
 from recsys.sequences import UserSequences
 
 

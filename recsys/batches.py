@@ -1,4 +1,4 @@
-"""Batches of user histories as TorchRec ``KeyedJaggedTensor``s, for training and for evaluation.
+"""Building ``Batch``es (``recsys.candidate_api``) of user histories as TorchRec ``KeyedJaggedTensor``s.
 
 A history is the user's most recent ``max_len`` input items, oldest first. In training, the
 target at each position is the next item (``targets``, right-padded with 0); in evaluation the
@@ -8,47 +8,13 @@ batch carries only the history, and the evaluator holds the targets.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from recsys.candidate_api import ITEM_FEATURE, Batch
 from recsys.sequences import UserSequences
-
-ITEM_FEATURE = "item_seq"
-
-
-@dataclass
-class Batch:
-    """B users' histories.
-
-    Args:
-        users: ``B`` user indices.
-        history: KJT with key ``"item_seq"``: each user's input items, oldest first.
-        targets: ``B X L`` next-item targets aligned with the right-padded history (0 = none).
-        weights: ``B X L`` training weight of each target (the candidate's reward block).
-        max_len: ``L``, the padded length: the longest history of the batch.
-    """
-
-    users: torch.Tensor
-    history: KeyedJaggedTensor
-    targets: torch.Tensor
-    weights: torch.Tensor
-    max_len: int
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        return self.history.lengths()
-
-    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
-        return Batch(
-            self.users.to(device, non_blocking=non_blocking),
-            self.history.to(device, non_blocking=non_blocking),
-            self.targets.to(device, non_blocking=non_blocking),
-            self.weights.to(device, non_blocking=non_blocking),
-            self.max_len,
-        )
 
 
 def make_batch(

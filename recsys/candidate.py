@@ -1,27 +1,11 @@
-"""The candidate contract: a recommender as a bundle of named code blocks.
+"""Loading candidates: a directory of code blocks, resolved, imported and checked against the contract.
 
-A candidate is a directory with these blocks (each a Python file)::
-
-    model.py      build_model(spec: ModelSpec) -> nn.Module
-                  the module provides forward(batch) -> B X L X D states,
-                  embed_items(ids) -> len(ids) X D (through a TorchRec table) and
-                  score(batch) -> B X (num_items + 1)
-    loss.py       build_train_task(spec: ModelSpec) -> nn.Module, whose forward(model, batch)
-                  returns the scalar training loss (the train task owns the loss)
-    optim.py      training_plan() -> TrainingPlan, and
-                  build_optimizer(params) -> torch.optim.Optimizer
-                  (optional) build_scheduler(optimizer, total_steps), stepped after every step
-    reward.py     event_weights(events: pd.DataFrame) -> np.ndarray, a training weight per event of
-                  the training split's event table (``recsys.event_table``: user, item, timestamp,
-                  day, session, position, event, rating, genres); with reward_lib it declares
-                  ``REWARD_SPEC`` (name@version or the YAML) and returns
-                  ``reward_lib.training_weights(REWARD_SPEC, events)``
-    diagnosis.py  PROBES: a list of diagnosis probes (empty until the diagnosis tool exists)
-
-and an optional ``candidate.yaml`` (``name``, ``description``, ``base``): a candidate with a
-``base`` takes every block it does not define from that candidate (a sibling directory), so a
-variant holds only what it changes. Loading resolves the bundle, checks every required function
-and its parameters, and names the block and function when something is missing or wrong.
+The blocks and what each provides are the candidate API (``recsys.candidate_api``). A directory
+holds some of them and an optional ``candidate.yaml`` (``name``, ``description``, ``base``): a
+candidate with a ``base`` takes every block it does not define from that candidate (a sibling
+directory), so a variant holds only what it changes. Loading resolves the bundle, checks every
+required function and its parameters, and names the block and function when something is missing
+or wrong.
 """
 
 from __future__ import annotations
@@ -35,7 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -54,37 +38,6 @@ REQUIRED_VALUES = {"diagnosis": ("PROBES",)}
 
 class CandidateError(EvorecError):
     """A candidate's blocks do not fulfil the contract."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What model and loss blocks are told of the data.
-
-    ``item_popularity`` (``N+1`` training counts) and ``item_genres`` (``(N+1) X G`` multi-hot)
-    let a block debias, sample negatives by popularity or use genre side information.
-    """
-
-    num_items: int
-    num_users: int
-    max_len: int
-    item_popularity: Any = None
-    item_genres: Any = None
-
-
-@dataclass(frozen=True)
-class TrainingPlan:
-    """How a candidate wants to be trained; the harness enforces budgets on top.
-
-    ``embedding_optimizer='rowwise_adagrad'`` trains the TorchRec tables with TorchRec's fused
-    row-wise Adagrad (``embedding_lr``) and everything else with ``build_optimizer``.
-    """
-
-    epochs: int = 200
-    batch_size: int = 128
-    patience: int = 20
-    max_len: int = 200
-    embedding_optimizer: Literal["dense", "rowwise_adagrad"] = "dense"
-    embedding_lr: float = 0.05
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
 from torchrec.distributed.planner.types import ParameterConstraints
 from torchrec.distributed.types import ShardingType
 
-from recsys.batches import Batch
+from recsys.candidate_api import Batch
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from recsys.batches import Batch, make_batch
+from recsys.batches import make_batch
+from recsys.candidate_api import Batch
 from recsys.data.prepared import PreparedDataset
 from recsys.sequences import Stage, UserSequences
 

@@ -24,8 +24,9 @@ from torchrec.optim import RowWiseAdagrad
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from tqdm.auto import tqdm
 
-from recsys.batches import Batch, training_batches
-from recsys.candidate import Candidate, ModelSpec, TrainingPlan
+from recsys.batches import training_batches
+from recsys.candidate import Candidate
+from recsys.candidate_api import Batch, ModelSpec, TrainingPlan
 from recsys.data.prepared import PreparedDataset
 from recsys.distributed import (
     ShardedCandidateModel,
@@ -53,7 +54,8 @@ class TrainerConfig:
 
     ``max_epochs`` caps the candidate's plan. ``budget_seconds`` stops this invocation's training
     (even mid-epoch) once spent, however long earlier sessions of a resumed run took.
-    ``checkpoint_dir`` holds ``last.pt`` (to resume) and ``best.pt``.
+    ``checkpoint_dir`` holds ``last.pt`` (to resume) and ``best.pt``. ``device``: where the
+    candidate builds its model (``ModelSpec.device``) and where batches go.
     """
 
     seed: int = 0
@@ -66,6 +68,7 @@ class TrainerConfig:
     checkpoint_dir: Path | None = None
     resume: bool = False
     progress: bool = True
+    device: str = "cpu"
 
 
 @dataclass
@@ -144,8 +147,9 @@ class Trainer:
             prepared.num_items,
             prepared.num_users,
             plan.max_len,
-            item_popularity=self.catalog.popularity.clone(),
-            item_genres=self.catalog.genres.clone(),
+            item_popularity=self.catalog.popularity.to(self.config.device, copy=True),
+            item_genres=self.catalog.genres.to(self.config.device, copy=True),
+            device=self.config.device,
         )
         self.event_weights = self._event_weights()
         self.heldout = heldout or LocalHeldOut(self.sequences, self.catalog)
@@ -169,9 +173,10 @@ class Trainer:
     def _lists(self, model: nn.Module, stage: Stage, sequences: UserSequences) -> RankedLists:
         """The model's ranked lists for ``stage``: all that leaves this process for judging."""
         model.eval()
-        scorer: Callable[[Batch], torch.Tensor] = model.score  # type: ignore[assignment]
+        score: Callable[[Batch], torch.Tensor] = model.score  # type: ignore[assignment]
+        device, size, max_len = self.config.device, self.config.eval_batch_size, self.plan.max_len
         users = self.heldout.users(stage)
-        return rank_lists(scorer, sequences, stage, users, self.config.eval_batch_size, self.plan.max_len)
+        return rank_lists(lambda batch: score(batch.to(device)).cpu(), sequences, stage, users, size, max_len)
 
     def fit(self) -> TrainResult:
         config, plan = self.config, self.plan
@@ -286,7 +291,7 @@ class Trainer:
         show = self.config.progress and self.world.is_main
         bar = tqdm(batches, desc=f"{self.candidate.name} epoch {epoch}", leave=False, disable=not show)
         for batch in bar:
-            loss = task(model, batch)
+            loss = task(model, batch.to(self.config.device))
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"{self.candidate.name}: the loss became {loss.item()} at epoch {epoch}, step {steps}"

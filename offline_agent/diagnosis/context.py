@@ -14,7 +14,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from recsys.batches import Batch, make_batch
+from recsys.batches import make_batch
+from recsys.candidate_api import Batch
 from recsys.data.prepared import PreparedDataset
 from recsys.evaluation import EvaluationResult, ItemCatalog, evaluate
 from recsys.sequences import Stage, UserSequences

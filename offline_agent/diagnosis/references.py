@@ -19,7 +19,8 @@ from torch import nn
 
 from offline_agent.diagnosis.context import DiagnosisContext, RankingModel
 from offline_agent.diagnosis.probes import Measurement, Probe
-from recsys.batches import ITEM_FEATURE, Batch, make_batch
+from recsys.batches import make_batch
+from recsys.candidate_api import ITEM_FEATURE, Batch
 
 MIN_SEPARATION = 0.05
 SHIFT = 1.5  # score deviations added per unit of offset

@@ -6,12 +6,14 @@ from collections import Counter
 
 import pytest
 
+from offline_agent.api_text import candidate_api_text
 from offline_agent.diagnosis.report import DiagnosisReport, Finding
 from offline_agent.llm.base import BudgetExhausted, LLMConfig, Spend
 from offline_agent.llm.registry import build_llm
 from offline_agent.program_db import Program
 from offline_agent.proposers import LLMProposer, NoProposal, ProposalRequest, RulebookProposer, build_prompt
 from offline_agent.rulebook.rules import RULES, RuleContext
+from recsys import candidate_api
 from recsys.candidate import load_candidate
 
 DIAGNOSIS = DiagnosisReport(
@@ -50,6 +52,16 @@ def test_the_prompt_shows_code_metrics_feedback_journal_and_rejections_but_never
     scalar = build_prompt(ProposalRequest(parent, [], [], [], directional=False))
     assert "class SASRec(" in scalar and "- ndcg@10: 0.0500" in scalar
     assert "coverage@10" not in scalar and "effective rank" not in scalar and "film-noir" not in scalar
+
+
+def test_the_prompt_shows_the_candidate_api_as_the_module_documents_it_now(seeds_dir, monkeypatch):
+    parent = _parent(seeds_dir)
+    for directional in (True, False):  # the contract is no feedback: the scalar ablation sees it too
+        prompt = build_prompt(ProposalRequest(parent, [], [], [], directional=directional))
+        assert "# The candidate API you must keep\n" + candidate_api_text() in prompt
+    assert "def score(self, batch: Batch) -> torch.Tensor:" in prompt and "B X (N+1)" in prompt
+    monkeypatch.setattr(candidate_api.RecModel.score, "__doc__", "Scores: B X (N+1), column 0 never recommended.")
+    assert "column 0 never recommended" in build_prompt(ProposalRequest(parent, [], [], []))
 
 
 def test_the_rulebook_follows_evidence_and_runs_out_of_untried_rules(seeds_dir):

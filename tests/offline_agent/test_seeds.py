@@ -1,13 +1,16 @@
-"""Shape tests of every seed's arches at tiny sizes, and one real optimisation step."""
+"""Shape tests of every seed's arches at tiny sizes, one real optimisation step, and the device they build on."""
 
 from __future__ import annotations
+
+import ast
 
 import numpy as np
 import pytest
 import torch
 
 from recsys.batches import make_batch
-from recsys.candidate import ModelSpec, load_candidate
+from recsys.candidate import load_candidate
+from recsys.candidate_api import ModelSpec
 from recsys.distributed import table_parameters
 
 SPEC = ModelSpec(num_items=30, num_users=5, max_len=8)
@@ -56,3 +59,52 @@ def test_sasrec_arches_keep_their_shapes(seeds_dir):
     assert module.CausalSelfAttention(64, 2, 0.0)(x).shape == (3, 7, 64)
     assert module.PointWiseFeedForward(64, 0.0)(x).shape == (3, 7, 64)
     assert module.SASRecBlock(64, 2, 0.0)(x).shape == (3, 7, 64)
+
+
+@pytest.mark.parametrize("seed", ["sasrec_bce", "sasrec_ce", "mf_bpr"])
+def test_seed_models_are_built_on_the_spec_device_and_answer_there(seed, seeds_dir):
+    spec = ModelSpec(num_items=30, num_users=5, max_len=8, device="meta")  # shapes and devices, no data
+    model = load_candidate(seeds_dir / seed).function("model", "build_model")(spec)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    batch = _batch().to("meta")
+    outputs = {"forward": model(batch), "score": model.score(batch), "embed_items": model.embed_items(batch.targets)}
+    assert {name: (out.device.type, tuple(out.shape[:2])) for name, out in outputs.items()} == {
+        "forward": ("meta", (3, 8)),
+        "score": ("meta", (3, SPEC.num_items + 1)),
+        "embed_items": ("meta", (3, 8)),
+    }
+
+
+FACTORIES = {
+    "arange",
+    "empty",
+    "eye",
+    "full",
+    "linspace",
+    "ones",
+    "rand",
+    "randint",
+    "randn",
+    "randperm",
+    "tensor",
+    "zeros",
+}
+
+
+@pytest.mark.parametrize("seed", ["sasrec_bce", "sasrec_ce", "mf_bpr"])
+def test_seed_blocks_create_no_tensor_on_a_fixed_device(seed, seeds_dir):
+    """Every ``torch.<factory>(...)`` names its device (the spec's, or that of a tensor it was given)."""
+    fixed = []
+    for block, source in load_candidate(seeds_dir / seed).sources.items():
+        for node in ast.walk(ast.parse(source)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and ast.unparse(node.func.value) == "torch"
+                and node.func.attr in FACTORIES
+                and "device" not in {keyword.arg for keyword in node.keywords}
+            ):
+                fixed.append(f"{block}.py:{node.lineno}: {ast.unparse(node)}")
+            if isinstance(node, ast.Constant) and node.value in ("cpu", "cuda"):
+                fixed.append(f"{block}.py:{node.lineno}: {node.value!r}")
+    assert fixed == []

@@ -54,7 +54,7 @@ def test_a_budget_stops_training_cleanly(seeds_dir, prepared_small):
 def test_row_wise_adagrad_trains_the_tables(seeds_dir, prepared_small, tmp_path):
     load_candidate(seeds_dir / "mf_bpr").write(tmp_path / "mf")
     (tmp_path / "mf" / "optim.py").write_text(
-        "import torch\nfrom recsys.candidate import TrainingPlan\n\n"
+        "import torch\nfrom recsys.candidate_api import TrainingPlan\n\n"
         "def training_plan():\n"
         "    return TrainingPlan(epochs=3, batch_size=64, embedding_optimizer='rowwise_adagrad')\n\n"
         "def build_optimizer(params):\n    return torch.optim.Adam(params, lr=1e-3)\n"
@@ -83,3 +83,10 @@ def test_the_budget_applies_to_each_resumed_invocation_not_to_the_total(seeds_di
     resumed = _fit(seeds_dir, prepared_small, max_epochs=2, checkpoint_dir=tmp_path, resume=True, budget_seconds=60)
     assert resumed.epochs == 2 and resumed.stopped == "epochs"
     assert resumed.seconds > 1e6  # the total still counts every session
+
+
+def test_the_configured_device_reaches_the_model_spec_and_its_tensors(seeds_dir, prepared_small):
+    default = Trainer(load_candidate(seeds_dir / "mf_bpr"), prepared_small, TrainerConfig(progress=False)).spec
+    assert (default.device, default.item_genres.device.type, default.item_popularity.device.type) == ("cpu",) * 3
+    spec = Trainer(load_candidate(seeds_dir / "mf_bpr"), prepared_small, TrainerConfig(device="meta")).spec
+    assert (spec.device, spec.item_genres.device.type, spec.item_popularity.device.type) == ("meta",) * 3

@@ -30,10 +30,12 @@ def test_the_evaluation_exports_a_servable_program(prepared_small, seeds_dir, tm
 
 def test_a_model_that_cannot_be_exported_is_still_evaluated_and_says_why(prepared_small, seeds_dir, tmp_path):
     sources = dict(load_candidate(seeds_dir / "mf_bpr").sources)
+    scoring = "        return users @ self.embed_items(torch.arange(self.num_items + 1, device=users.device)).T\n"
+    assert scoring in sources["model"]
     sources["model"] = sources["model"].replace(
-        "        return users @ self.embed_items(torch.arange(self.num_items + 1)).T\n",
-        "        scores = users @ self.embed_items(torch.arange(self.num_items + 1)).T\n"
-        "        if float(scores.sum()) > 1e30:  # a branch on data: not exportable\n"
+        scoring,
+        scoring.replace("return", "scores =")
+        + "        if float(scores.sum()) > 1e30:  # a branch on data: not exportable\n"
         "            scores = -scores\n"
         "        return scores\n",
     )

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.batches import Batch
+from recsys.candidate_api import Batch
 
 NEGATIVES = 256
 SAMPLER = "uniform"

@@ -8,8 +8,7 @@ import torch
 from torch import nn
 from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
 
-from recsys.batches import ITEM_FEATURE, Batch
-from recsys.candidate import ModelSpec
+from recsys.candidate_api import ITEM_FEATURE, Batch, ModelSpec, RecModel
 
 DIM = 64
 USER_FEATURE = "user_id"
@@ -38,12 +37,12 @@ class MatrixFactorization(nn.Module):
         self.user_table = EmbeddingCollection(
             tables=[EmbeddingConfig(name="user_table", embedding_dim=DIM, num_embeddings=spec.num_users,
                                     feature_names=[USER_FEATURE], init_fn=_init_table)],
-            device=torch.device("cpu"),
+            device=torch.device(spec.device),
         )  # fmt: skip
         self.item_table = EmbeddingCollection(
             tables=[EmbeddingConfig(name="item_table", embedding_dim=DIM, num_embeddings=spec.num_items + 1,
                                     feature_names=[ITEM_FEATURE], init_fn=_init_table)],
-            device=torch.device("cpu"),
+            device=torch.device(spec.device),
         )  # fmt: skip
 
     def embed_items(self, ids: torch.Tensor) -> torch.Tensor:
@@ -56,8 +55,8 @@ class MatrixFactorization(nn.Module):
 
     def score(self, batch: Batch) -> torch.Tensor:
         users = _lookup(self.user_table, USER_FEATURE, batch.users)
-        return users @ self.embed_items(torch.arange(self.num_items + 1)).T
+        return users @ self.embed_items(torch.arange(self.num_items + 1, device=users.device)).T
 
 
-def build_model(spec):
+def build_model(spec: ModelSpec) -> RecModel:
     return MatrixFactorization(spec)

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
 
-from recsys.batches import ITEM_FEATURE, Batch
-from recsys.candidate import ModelSpec
+from recsys.candidate_api import ITEM_FEATURE, Batch, ModelSpec, RecModel
 
 DIM = 64
 BLOCKS = 2
@@ -94,7 +93,7 @@ class SASRec(nn.Module):
                     init_fn=_init_item_table,
                 )
             ],
-            device=torch.device("cpu"),
+            device=torch.device(spec.device),
         )
         self.positions = nn.Embedding(spec.max_len, DIM)
         self.blocks = nn.ModuleList(SASRecBlock(DIM, HEADS, DROPOUT) for _ in range(BLOCKS))
@@ -120,10 +119,10 @@ class SASRec(nn.Module):
     def score(self, batch: Batch) -> torch.Tensor:
         """Scores of every item (column 0 is padding) after each user's last item: ``B X (N+1)``."""
         states = self.forward(batch)
-        last = states[torch.arange(states.shape[0]), batch.lengths - 1]
-        every_item = torch.arange(self.num_items + 1)
+        last = states[torch.arange(states.shape[0], device=states.device), batch.lengths - 1]
+        every_item = torch.arange(self.num_items + 1, device=last.device)
         return last @ self.embed_items(every_item).T
 
 
-def build_model(spec):
-    return SASRec(spec)
+def build_model(spec: ModelSpec) -> RecModel:
+    return SASRec(spec).to(spec.device)

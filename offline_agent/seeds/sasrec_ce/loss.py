@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.batches import Batch
+from recsys.candidate_api import Batch, ModelSpec, RecModel, weighted_mean
 
 
 class FullCrossEntropy(nn.Module):
@@ -12,15 +12,14 @@ class FullCrossEntropy(nn.Module):
         super().__init__()
         self.num_items = num_items
 
-    def forward(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+    def forward(self, model: RecModel, batch: Batch) -> torch.Tensor:
         states = model(batch)
         present = batch.targets > 0
-        logits = states[present] @ model.embed_items(torch.arange(self.num_items + 1)).T
+        logits = states[present] @ model.embed_items(torch.arange(self.num_items + 1, device=states.device)).T
         logits[:, 0] = float("-inf")  # the padding id is never a target
         losses = F.cross_entropy(logits, batch.targets[present], reduction="none")
-        weights = batch.weights[present]
-        return (losses * weights).sum() / weights.sum().clamp(min=1e-12)
+        return weighted_mean(losses, batch.weights[present])
 
 
-def build_train_task(spec):
+def build_train_task(spec: ModelSpec) -> FullCrossEntropy:
     return FullCrossEntropy(spec.num_items)

@@ -2,10 +2,10 @@
 
 import torch
 
-from recsys.candidate import TrainingPlan
+from recsys.candidate_api import TrainingPlan
 
 
-def training_plan():
+def training_plan() -> TrainingPlan:
     return TrainingPlan(epochs=200, batch_size=128, patience=10, max_len=200)
 
 

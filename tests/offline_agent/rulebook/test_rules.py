@@ -10,7 +10,8 @@ import torch
 from offline_agent.edits import apply_change, parse_reply
 from offline_agent.rulebook.rules import PROBE_TEMPLATES, RULES, TEMPLATES, RuleContext, applicable, reply_for
 from recsys.batches import make_batch
-from recsys.candidate import Candidate, ModelSpec, load_candidate
+from recsys.candidate import Candidate, load_candidate
+from recsys.candidate_api import ModelSpec
 from recsys.event_table import from_interactions
 
 NUM_ITEMS = 30
