@@ -35,7 +35,7 @@ from offline_agent.rulebook.engine import (
     shows,
     uses,
 )
-from offline_agent.rulebook.syntax import Code, Function, NotFound, expression, load_template
+from offline_agent.rulebook.syntax import Code, Function, NotFound, expression, load_template, statement
 
 TEMPLATES = SEEDS.parent / "rulebook" / "templates"
 PROBE_TEMPLATES = {
@@ -88,37 +88,34 @@ def _registers(function: Function, name: str) -> bool:
     )
 
 
-def _statement(pattern: str, **holes: ast.expr | str) -> ast.stmt:
-    """A statement pattern (``TARGET = ...``) with its holes filled."""
-    target, value = pattern.split(" = ", 1)
-    return ast.fix_missing_locations(ast.Assign([expression(target, **holes)], expression(value, **holes)))
+def _with_imports(draft: Draft) -> Code:
+    """The model block with the imports its added statements refer to."""
+    return Code("model", draft.code("model").add_imports(MODEL_IMPORTS))
 
 
-def genre_buffer(ctx: RuleContext, draft: Draft) -> None:
-    code = Code("model", draft.code("model").add_imports(MODEL_IMPORTS))
-    init, (self_name, spec) = _method(code, "__init__", 2)
-    if _registers(init, "item_genres"):
-        return draft.update("model", code.text)
-    register = 'SELF.register_buffer("item_genres", torch.as_tensor(SPEC.item_genres, dtype=torch.float32))'
-    draft.update("model", code.append_to(init, [ast.Expr(expression(register, SELF=self_name, SPEC=spec))]))
+def register_buffer(name: str, value: str) -> Transform:
+    """``self.register_buffer(name, value)`` at the end of SASRec's ``__init__`` unless it registers ``name``
+    already; SPEC in ``value`` stands for ``__init__``'s spec parameter."""
 
+    def transform(ctx: RuleContext, draft: Draft) -> None:
+        code = _with_imports(draft)
+        init, (self_name, spec) = _method(code, "__init__", 2)
+        if not _registers(init, name):
+            register = statement(f"SELF.register_buffer({name!r}, {value})", SELF=self_name, SPEC=spec)
+            code = Code("model", code.append_to(init, [register]))
+        draft.update("model", code.text)
 
-def popularity_buffer(ctx: RuleContext, draft: Draft) -> None:
-    code = Code("model", draft.code("model").add_imports(MODEL_IMPORTS))
-    init, (self_name, spec) = _method(code, "__init__", 2)
-    popularity = "torch.log1p(torch.as_tensor(SPEC.item_popularity, dtype=torch.float32))"
-    register = f'SELF.register_buffer("log_popularity", {popularity})'
-    draft.update("model", code.append_to(init, [ast.Expr(expression(register, SELF=self_name, SPEC=spec))]))
+    return transform
 
 
 def genre_projection(ctx: RuleContext, draft: Draft) -> None:
     """``self.genre_projection``, genres to DIM, added to the item embeddings of ``embed_items`` and of the
     item-table lookup in ``forward``."""
-    code = draft.code("model")
+    code = _with_imports(draft)
     if code.constant("DIM") is None:
         raise NotFound(f"{code.where} has no module constant DIM (the embedding width)")
     init, (self_name, _) = _method(code, "__init__", 2)
-    layer = _statement("SELF.genre_projection = nn.Linear(SELF.item_genres.shape[1], DIM, bias=False)", SELF=self_name)
+    layer = statement("SELF.genre_projection = nn.Linear(SELF.item_genres.shape[1], DIM, bias=False)", SELF=self_name)
     draft.update("model", code.append_to(init, [layer]))
 
     code = draft.code("model")
@@ -136,14 +133,14 @@ def genre_projection(ctx: RuleContext, draft: Draft) -> None:
         if not code.calls(forward, "embed_items"):
             raise NotFound(f"{code.where}: SASRec.forward() looks items up neither by self.item_table nor embed_items")
         return  # forward embeds through embed_items, which adds the genres already
-    statement, call = lookup
-    add = _statement(
+    assignment, call = lookup
+    add = statement(
         "TARGET = TARGET + SELF.genre_projection(SELF.item_genres[IDS])",
-        TARGET=statement.targets[0],
+        TARGET=assignment.targets[0],
         SELF=self_name,
-        IDS=_without_call(statement.value, call),
+        IDS=_without_call(assignment.value, call),
     )
-    draft.update("model", code.insert_after(statement, [add]))
+    draft.update("model", code.insert_after(assignment, [add]))
 
 
 def _without_call(value: ast.expr, call: ast.Call) -> ast.expr:
@@ -154,15 +151,15 @@ def _without_call(value: ast.expr, call: ast.Call) -> ast.expr:
             same = all(getattr(node, at) == getattr(call, at) for at in ("lineno", "col_offset", "end_col_offset"))
             return node.args[0] if same else self.generic_visit(node)  # type: ignore[return-value]
 
-    return Unwrap().visit(copy.deepcopy(value))  # type: ignore[no-any-return]
+    return Unwrap().visit(copy.deepcopy(value))
 
 
 def _item_table_lookup(forward: Function, self_name: str) -> tuple[ast.Assign, ast.Call] | None:
     """The assignment in ``forward`` that looks items up in ``self.item_table(history)``, and that call."""
-    for statement in forward.body:
-        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1):
+    for line in forward.body:
+        if not (isinstance(line, ast.Assign) and len(line.targets) == 1):
             continue
-        for node in ast.walk(statement.value):
+        for node in ast.walk(line.value):
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
@@ -171,7 +168,7 @@ def _item_table_lookup(forward: Function, self_name: str) -> tuple[ast.Assign, a
                 and node.func.value.id == self_name
                 and len(node.args) == 1
             ):
-                return statement, node
+                return line, node
     return None
 
 
@@ -222,7 +219,9 @@ def _measured(ctx: RuleContext) -> set[str]:
         for node in ast.walk(tree)
         if isinstance(node, ast.Call)
         for keyword in node.keywords
-        if keyword.arg == "measures" and isinstance(keyword.value, ast.Constant)
+        if keyword.arg == "measures"
+        and isinstance(keyword.value, ast.Constant)
+        and isinstance(keyword.value.value, str)
     }
 
 
@@ -267,6 +266,7 @@ STILL_IMPROVING = shows("training still improving when it ended", lambda c: c.st
 OVERFITTING = shows("overfitting (validation fell for several epochs)", lambda c: c.overfitting)
 IS_BCE = uses("loss", "binary_cross_entropy_with_logits")
 SASREC = defines_class("model", "SASRec")
+GENRES = register_buffer("item_genres", "torch.as_tensor(SPEC.item_genres, dtype=torch.float32)")
 
 RULES: tuple[Rule, ...] = (
     Rule(
@@ -411,7 +411,7 @@ RULES: tuple[Rule, ...] = (
                 lambda c: c.metric("calibration_kl@10", 0) > 0.5 or (c.signal("genre_calibration") or 0) > 0.5,
             ),
         ),
-        edits=(genre_buffer, genre_projection),
+        edits=(GENRES, genre_projection),
         addresses=("genre_calibration",),
     ),
     Rule(
@@ -427,7 +427,7 @@ RULES: tuple[Rule, ...] = (
                 lambda c: c.metric("ild@10", 1) < 0.6 or (c.signal("low_diversity") or 0) > 0.5,
             ),
         ),
-        edits=(genre_buffer, add_model_template("mmr_rerank.py"), wrap_score("mmr_rerank(SCORES, SELF.item_genres)")),
+        edits=(GENRES, add_model_template("mmr_rerank.py"), wrap_score("mmr_rerank(SCORES, SELF.item_genres)")),
         addresses=("low_diversity",),
         epoch_cost=1.1,
     ),
@@ -442,7 +442,9 @@ RULES: tuple[Rule, ...] = (
             shows("popularity_lift@10 above 2", lambda c: c.metric("popularity_lift@10", 0) > 2.0),
         ),
         edits=(
-            popularity_buffer,
+            register_buffer(
+                "log_popularity", "torch.log1p(torch.as_tensor(SPEC.item_popularity, dtype=torch.float32))"
+            ),
             add_template("model", TEMPLATES / "popularity_penalty.py"),
             wrap_score("SCORES - POPULARITY_PENALTY * SELF.log_popularity"),
         ),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from offline_agent.edits import Edit, EditError, ProposedChange, apply_change
-from offline_agent.rulebook.syntax import Code, NotFound, keyword_of, lines_of, load_template
+from offline_agent.rulebook.syntax import Code, Literal, NotFound, keyword_of, lines_of, load_template
 from recsys.errors import EvorecError
 
 IMPROVING_ELASTICITY = 0.1  # the best score still grew by at least 0.1% per 1% more training time
@@ -210,7 +210,7 @@ class Rule:
                 self.draft(ctx)
             except (NotFound, RuleDoesNotApply) as exc:
                 reasons.append(str(exc))
-        return "; ".join(reasons) or None
+        return "; ".join(dict.fromkeys(reasons)) or None  # each reason once, in order
 
     def applies(self, ctx: RuleContext) -> bool:
         return self.why_not(ctx) is None
@@ -296,6 +296,8 @@ def constant_below(block: str, name: str, bound: float) -> Condition:
 
 def constant_is(block: str, name: str, expected: object) -> Condition:
     def test(code: Code) -> str | None:
+        if code.constant_node(name) is None:
+            return f"{code.where} has no module constant {name}"
         value = code.constant(name)
         return None if value == expected else f"{code.where}: {name} is {value!r}, not {expected!r}"
 
@@ -338,7 +340,7 @@ def lacks_class(block: str, name: str) -> Condition:
 
 
 # edits ----------------------------------------------------------------------------------------------------
-def set_constant(block: str, name: str, value: Callable[[Any], object]) -> Transform:
+def set_constant(block: str, name: str, value: Callable[[Any], Literal]) -> Transform:
     """The module constant ``name`` set to ``value(current value)``."""
 
     def transform(ctx: RuleContext, draft: Draft) -> None:
@@ -351,7 +353,7 @@ def set_constant(block: str, name: str, value: Callable[[Any], object]) -> Trans
     return transform
 
 
-def set_keyword(block: str, function: str, call: str, keyword: str, value: object) -> Transform:
+def set_keyword(block: str, function: str, call: str, keyword: str, value: Literal) -> Transform:
     """``keyword=value`` in the one ``call(...)`` of ``function()``, added when absent."""
 
     def transform(ctx: RuleContext, draft: Draft) -> None:
@@ -361,7 +363,7 @@ def set_keyword(block: str, function: str, call: str, keyword: str, value: objec
     return transform
 
 
-def set_keyword_value(block: str, function: str, keyword: str, value: object) -> Transform:
+def set_keyword_value(block: str, function: str, keyword: str, value: Literal) -> Transform:
     """``keyword=value`` in the one call of ``function()`` that passes ``keyword``."""
 
     def transform(ctx: RuleContext, draft: Draft) -> None:

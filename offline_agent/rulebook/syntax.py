@@ -22,6 +22,8 @@ from recsys.errors import EvorecError
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 Function = ast.FunctionDef | ast.AsyncFunctionDef
+Literal = str | bytes | bool | int | float | None
+"""A value a rule writes into code (as :func:`ast.unparse` writes an ``ast.Constant``)."""
 
 
 class NotFound(EvorecError):
@@ -42,18 +44,27 @@ def callee(call: ast.Call) -> str | None:
     return call.func.attr if isinstance(call.func, ast.Attribute) else None
 
 
+class _Fill(ast.NodeTransformer):
+    """Names that are holes of a pattern replaced by their nodes (a string: a name)."""
+
+    def __init__(self, holes: dict[str, ast.expr | str]) -> None:
+        self.holes = holes
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        hole = self.holes.get(node.id)
+        if hole is None:
+            return node
+        return ast.Name(hole, node.ctx) if isinstance(hole, str) else copy.deepcopy(hole)
+
+
 def expression(pattern: str, **holes: ast.expr | str) -> ast.expr:
     """``pattern`` parsed as an expression, each name in ``holes`` replaced by that node (a string: a name)."""
-    tree = ast.parse(pattern, mode="eval").body
+    return ast.fix_missing_locations(_Fill(holes).visit(ast.parse(pattern, mode="eval").body))
 
-    class Fill(ast.NodeTransformer):
-        def visit_Name(self, node: ast.Name) -> ast.expr:
-            hole = holes.get(node.id)
-            if hole is None:
-                return node
-            return ast.Name(hole) if isinstance(hole, str) else copy.deepcopy(hole)
 
-    return ast.fix_missing_locations(Fill().visit(tree))
+def statement(pattern: str, **holes: ast.expr | str) -> ast.stmt:
+    """``pattern`` parsed as one statement, its holes filled as in :func:`expression`."""
+    return ast.fix_missing_locations(_Fill(holes).visit(ast.parse(pattern).body[0]))
 
 
 def imported_names(statement: ast.Import | ast.ImportFrom) -> list[tuple[str, ast.alias]]:
@@ -220,10 +231,10 @@ class Code:
         start, end = self.span(node)
         return self.splice(start, end, new if isinstance(new, str) else ast.unparse(new))
 
-    def set_value(self, node: ast.expr, value: object) -> str:
+    def set_value(self, node: ast.expr, value: Literal) -> str:
         return self.replace(node, ast.Constant(value))
 
-    def set_keyword(self, call: ast.Call, name: str, value: object) -> str:
+    def set_keyword(self, call: ast.Call, name: str, value: Literal) -> str:
         """``call`` with ``name=value``: the keyword's value replaced, or the keyword added after the arguments."""
         present = keyword_of(call, name)
         if present is not None:

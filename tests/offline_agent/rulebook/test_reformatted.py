@@ -21,8 +21,8 @@ from offline_agent.rulebook.catalogue import RULES
 from offline_agent.rulebook.engine import RuleContext, reply_for
 from recsys.batches import make_batch
 from recsys.candidate import Candidate, load_candidate
-from tests.offline_agent.rulebook.reformat import VARIANTS
 from tests.offline_agent.rulebook.conftest import IMPROVING, OVERFIT, SPEC, trains
+from tests.offline_agent.rulebook.reformat import VARIANTS
 
 BY_NAME = {rule.name: rule for rule in RULES}
 BATCH = make_batch(np.array([0, 1]), [np.array([1, 2, 3]), np.array([4, 5])], [np.array([2, 3, 4]), np.array([5, 6])])

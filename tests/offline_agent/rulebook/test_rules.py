@@ -169,3 +169,63 @@ def test_the_strongest_evidence_decides_which_rule_comes_first(seeds_dir):
     blind = RuleContext(sources, {}, [], {"signals": {"sequence_insensitivity": 0.9, "weak_ranking_margin": 0.4}})
     ordered = [rule.name for rule in applicable(RULES, blind, set())]
     assert ordered[0] == "sequential_model" and ordered[1] == "sampled_softmax"
+
+
+def _optim(body: str) -> str:
+    return (
+        f"import torch\n\nfrom recsys.candidate import TrainingPlan\n\n\n{body}\n\n\ndef build_optimizer(params):\n"
+        + ("    return torch.optim.SGD(params, lr=0.1)\n")
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "evidence", "optim", "reason"),
+    [
+        ("smaller_batches", IMPROVING, "def training_plan():\n    return TrainingPlan(batch_size=256)",
+         "optim.py: training_plan() passes batch_size=256, not 128"),
+        ("smaller_batches", IMPROVING, "def training_plan():\n    return TrainingPlan()",
+         "optim.py: the TrainingPlan(...) call in training_plan() does not state batch_size="),
+        ("smaller_batches", IMPROVING, "def training_plan():\n    return dict(batch_size=128)",
+         "optim.py: training_plan() makes 0 TrainingPlan(...) calls, not one"),
+        ("smaller_batches", OVERFIT, "def training_plan():\n    return TrainingPlan(batch_size=128)",
+         "the evidence does not show training still improving when it ended"),
+        ("adamw_weight_decay", OVERFIT, "def training_plan():\n    return TrainingPlan()",
+         "optim.py: build_optimizer() makes 0 Adam(...) calls, not one"),
+        ("higher_learning_rate", IMPROVING, "def training_plan():\n    return TrainingPlan()",
+         "optim.py: build_optimizer() passes lr=0.1, not 0.001"),
+        ("warmup_cosine", IMPROVING, "def training_plan(:", "optim.py does not parse: line 6"),
+    ],
+)  # fmt: skip
+def test_a_rule_whose_precondition_fails_says_what_is_missing_and_proposes_nothing(
+    seeds_dir, name, evidence, optim, reason
+):
+    ctx = RuleContext({**_sources(seeds_dir, "sasrec_bce"), "optim": _optim(optim)}, {}, evidence)
+    rule = BY_NAME[name]
+    assert reason in (rule.why_not(ctx) or "")
+    assert not rule.applies(ctx)
+    with pytest.raises(RuleDoesNotApply, match=f"rule {name} does not apply: .*{reason[:20]}"):
+        reply_for(rule, ctx)
+
+
+def test_every_rule_says_why_it_does_not_apply_to_a_parent_without_its_evidence_or_code(seeds_dir):
+    """A seed that misses most rules' code (mf_bpr) and no evidence: each rule that stays out names a reason."""
+    ctx = RuleContext(_sources(seeds_dir, "mf_bpr"), {}, OVERFIT)
+    reasons = {rule.name: rule.why_not(ctx) for rule in RULES}
+    applying = {"sampled_softmax", "rating_weighted_positives", "adamw_weight_decay"}
+    assert {name for name, reason in reasons.items() if reason is None} == applying
+    assert reasons["deeper"] == "model.py defines no class SASRec; model.py has no numeric module constant BLOCKS"
+    assert reasons["more_negatives"] == "loss.py has no numeric module constant NEGATIVES"
+    assert reasons["wider"] == "the evidence does not show validation holding up (no overfitting)"
+    assert reasons["smaller_batches"] == (
+        "the evidence does not show training still improving when it ended; "
+        "optim.py: training_plan() passes batch_size=256, not 128"
+    )
+
+
+def test_a_rule_that_would_change_nothing_says_so(seeds_dir):
+    sources = _sources(seeds_dir, "sasrec_bce")
+    ctx = RuleContext({**sources, "loss": sources["loss"].replace("binary_cross_entropy_with_logits", "bce_alias")})
+    assert "uses no binary_cross_entropy_with_logits" in (BY_NAME["full_cross_entropy"].why_not(ctx) or "")
+    ce = RuleContext(_sources(seeds_dir, "sasrec_ce"))  # the rewrite's target is the parent's loss already
+    same = RuleContext({**ce.sources, "loss": ce.sources["loss"] + "\nbinary_cross_entropy_with_logits = None\n"})
+    assert BY_NAME["full_cross_entropy"].applies(same)
