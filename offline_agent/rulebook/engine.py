@@ -9,7 +9,6 @@ every proposal. A rule that does not apply says why (:meth:`Rule.why_not`) inste
 
 from __future__ import annotations
 
-import ast
 import difflib
 import itertools
 import math
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from offline_agent.edits import Edit, EditError, ProposedChange, apply_change
-from offline_agent.rulebook.syntax import Code, Literal, NotFound, keyword_of, lines_of, load_template
+from offline_agent.rulebook.syntax import Code, ConstantValue, NotFound, keyword_of, lines_of, literal, load_template
 from recsys.errors import EvorecError
 
 IMPROVING_ELASTICITY = 0.1  # the best score still grew by at least 0.1% per 1% more training time
@@ -313,7 +312,7 @@ def keyword_is(block: str, function: str, keyword: str, expected: object, call: 
         if present is None:
             return f"{code.where}: the {call}(...) call in {function}() does not state {keyword}="
         try:
-            value = ast.literal_eval(present.value)
+            value = literal(present.value)
         except ValueError:
             return f"{code.where}: {function}() passes {keyword}= a value that is not a literal"
         return None if value == expected else f"{code.where}: {function}() passes {keyword}={value!r}, not {expected!r}"
@@ -340,7 +339,7 @@ def lacks_class(block: str, name: str) -> Condition:
 
 
 # edits ----------------------------------------------------------------------------------------------------
-def set_constant(block: str, name: str, value: Callable[[Any], Literal]) -> Transform:
+def set_constant(block: str, name: str, value: Callable[[Any], ConstantValue]) -> Transform:
     """The module constant ``name`` set to ``value(current value)``."""
 
     def transform(ctx: RuleContext, draft: Draft) -> None:
@@ -353,7 +352,7 @@ def set_constant(block: str, name: str, value: Callable[[Any], Literal]) -> Tran
     return transform
 
 
-def set_keyword(block: str, function: str, call: str, keyword: str, value: Literal) -> Transform:
+def set_keyword(block: str, function: str, call: str, keyword: str, value: ConstantValue) -> Transform:
     """``keyword=value`` in the one ``call(...)`` of ``function()``, added when absent."""
 
     def transform(ctx: RuleContext, draft: Draft) -> None:
@@ -363,7 +362,7 @@ def set_keyword(block: str, function: str, call: str, keyword: str, value: Liter
     return transform
 
 
-def set_keyword_value(block: str, function: str, keyword: str, value: Literal) -> Transform:
+def set_keyword_value(block: str, function: str, keyword: str, value: ConstantValue) -> Transform:
     """``keyword=value`` in the one call of ``function()`` that passes ``keyword``."""
 
     def transform(ctx: RuleContext, draft: Draft) -> None:

@@ -22,7 +22,7 @@ from recsys.errors import EvorecError
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 Function = ast.FunctionDef | ast.AsyncFunctionDef
-Literal = str | bytes | bool | int | float | None
+ConstantValue = str | bytes | bool | int | float | None
 """A value a rule writes into code (as :func:`ast.unparse` writes an ``ast.Constant``)."""
 
 
@@ -69,16 +69,20 @@ def statement(pattern: str, **holes: ast.expr | str) -> ast.stmt:
 
 def imported_names(statement: ast.Import | ast.ImportFrom) -> list[tuple[str, ast.alias]]:
     """The names an import statement binds, each with its alias node (``import torch.nn`` binds ``torch``)."""
-    return [
-        (
-            (alias.asname or alias.name.split(".")[0])
-            if isinstance(statement, ast.Import)
-            else (alias.asname or alias.name),
-            alias,
-        )
-        for alias in statement.names
-        if alias.name != "*"
-    ]
+    bound = []
+    for alias in statement.names:
+        if alias.name != "*":
+            default = alias.name.split(".")[0] if isinstance(statement, ast.Import) else alias.name
+            bound.append((alias.asname or default, alias))
+    return bound
+
+
+def literal(node: ast.expr) -> Any:
+    """The value of a literal expression; raises :class:`ValueError` for anything else."""
+    try:
+        return ast.literal_eval(node)
+    except (TypeError, SyntaxError, RecursionError) as exc:
+        raise ValueError(str(exc)) from exc
 
 
 class Code:
@@ -121,7 +125,7 @@ class Code:
         if node is None:
             return None
         try:
-            return ast.literal_eval(node)
+            return literal(node)
         except ValueError:
             return None
 
@@ -231,10 +235,10 @@ class Code:
         start, end = self.span(node)
         return self.splice(start, end, new if isinstance(new, str) else ast.unparse(new))
 
-    def set_value(self, node: ast.expr, value: Literal) -> str:
+    def set_value(self, node: ast.expr, value: ConstantValue) -> str:
         return self.replace(node, ast.Constant(value))
 
-    def set_keyword(self, call: ast.Call, name: str, value: Literal) -> str:
+    def set_keyword(self, call: ast.Call, name: str, value: ConstantValue) -> str:
         """``call`` with ``name=value``: the keyword's value replaced, or the keyword added after the arguments."""
         present = keyword_of(call, name)
         if present is not None:
