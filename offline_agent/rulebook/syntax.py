@@ -236,7 +236,7 @@ class Code:
         return self.splice(start, end, new if isinstance(new, str) else ast.unparse(new))
 
     def set_value(self, node: ast.expr, value: ConstantValue) -> str:
-        return self.replace(node, ast.Constant(value))
+        return self.replace(node, written(value))
 
     def set_keyword(self, call: ast.Call, name: str, value: ConstantValue) -> str:
         """``call`` with ``name=value``: the keyword's value replaced, or the keyword added after the arguments."""
@@ -244,7 +244,7 @@ class Code:
         if present is not None:
             return self.set_value(present.value, value)
         arguments = [*call.args, *call.keywords]
-        added = f"{name}={ast.unparse(ast.Constant(value))}"
+        added = f"{name}={written(value)}"
         if not arguments:
             end = self.span(call)[1] - 1  # before the closing parenthesis
             return self.splice(end, end, added)
@@ -325,6 +325,14 @@ class Code:
         position = self.line_start(leading[-1].end_lineno + 1)  # type: ignore[operator]
         separator = "" if isinstance(leading[-1], ast.Assign | ast.AnnAssign) else "\n"
         return self.splice(position, position, separator + code.strip("\n") + "\n")
+
+
+def written(value: ConstantValue) -> str:
+    """``value`` as Python source, strings in double quotes as the project writes them."""
+    shown = ast.unparse(ast.Constant(value))
+    if isinstance(value, str) and shown.startswith("'") and '"' not in value:  # then no quote is escaped
+        return f'"{shown[1:-1]}"'
+    return shown
 
 
 def keyword_of(call: ast.Call, name: str) -> ast.keyword | None:

@@ -89,3 +89,19 @@ def test_a_change_to_a_last_line_without_a_newline_is_proposed_as_a_rewrite():
     draft.update("model", "X = 1\nY = 3")
     change = parse_reply(draft.reply())
     assert change.rewrites == {"model": "X = 1\nY = 3\n"} and not change.edits
+
+
+@pytest.mark.parametrize(
+    ("value", "source"),
+    [
+        ("popularity", '"popularity"'),
+        ('say "hi"', "'say \"hi\"'"),
+        ("a\nb", '"a\\nb"'),
+        (0.002, "0.002"),
+        (True, "True"),
+    ],
+)
+def test_values_are_written_as_the_project_writes_them_and_read_back_unchanged(value, source):
+    code = Code("loss", "SAMPLER = None\n")
+    text = code.set_value(code.constant_node("SAMPLER"), value)
+    assert text == f"SAMPLER = {source}\n" and Code("loss", text).constant("SAMPLER") == value
