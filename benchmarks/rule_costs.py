@@ -35,7 +35,8 @@ the evidence)."""
 
 def parents() -> dict[str, dict[str, str]]:
     from offline_agent.edits import apply_change, parse_reply
-    from offline_agent.rulebook.rules import RULES, RuleContext, reply_for
+    from offline_agent.rulebook.catalogue import RULES
+    from offline_agent.rulebook.engine import RuleContext, reply_for
     from recsys.candidate import load_candidate
 
     seeds = {name: dict(load_candidate(SEEDS / name).sources) for name in ("sasrec_bce", "sasrec_ce", "mf_bpr")}
@@ -73,7 +74,8 @@ def main() -> None:
     from tqdm import tqdm
 
     from offline_agent.edits import apply_change, parse_reply
-    from offline_agent.rulebook.rules import RULES, RuleContext, reply_for
+    from offline_agent.rulebook.catalogue import RULES
+    from offline_agent.rulebook.engine import RuleContext, reply_for
     from recsys.data.lookup import prepared_dataset
     from recsys.settings import get_settings
 

@@ -18,7 +18,8 @@ from offline_agent.api_text import candidate_api_text
 from offline_agent.diagnosis.report import DiagnosisReport
 from offline_agent.llm.base import LLM, LLMReply, Spend
 from offline_agent.program_db import Program
-from offline_agent.rulebook.rules import Rule, RuleContext, applicable, reply_for
+from offline_agent.rulebook.catalogue import RULES
+from offline_agent.rulebook.engine import Rule, RuleContext, applicable, reply_for
 from recsys.errors import EvorecError
 
 SHOWN_METRICS = ("ndcg@10", "hr@10", "mrr@10", "coverage@10", "novelty@10", "popularity_lift@10", "gini@10",
@@ -132,7 +133,7 @@ class RulebookProposer:
         context = request.context()
         valued = [
             (rule, rule.expected_value(context, request.rule_gains.get(rule.name, ())))
-            for rule in applicable(context, request.tried_rules)
+            for rule in applicable(RULES, context, request.tried_rules)
         ]
         return sorted(valued, key=lambda pair: -pair[1])
 

@@ -12,7 +12,8 @@ from offline_agent.llm.base import BudgetExhausted, LLMConfig, Spend
 from offline_agent.llm.registry import build_llm
 from offline_agent.program_db import Program
 from offline_agent.proposers import LLMProposer, NoProposal, ProposalRequest, RulebookProposer, build_prompt
-from offline_agent.rulebook.rules import RULES, RuleContext
+from offline_agent.rulebook.catalogue import RULES
+from offline_agent.rulebook.engine import RuleContext
 from recsys import candidate_api
 from recsys.candidate import load_candidate
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from offline_agent.edits import apply_change, parse_reply
-from offline_agent.rulebook.rules import RULES, RuleContext, reply_for
+from offline_agent.rulebook.catalogue import RULES
+from offline_agent.rulebook.engine import RuleContext, reply_for
 from recsys.candidate import load_candidate
 from recsys.event_table import from_interactions
 from recsys.sequences import SPLIT_CODES

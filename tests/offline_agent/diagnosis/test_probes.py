@@ -12,7 +12,8 @@ from offline_agent.diagnosis.probes import BUILTIN_PROBES, Measurement, probe
 from offline_agent.diagnosis.references import REFERENCE_PAIRS, verify_probe
 from offline_agent.diagnosis.report import DiagnosisReport, candidate_probes, run_diagnosis
 from offline_agent.edits import apply_change, parse_reply
-from offline_agent.rulebook.rules import PROBE_TEMPLATES, RULES, TEMPLATES, RuleContext, reply_for
+from offline_agent.rulebook.catalogue import PROBE_TEMPLATES, RULES, TEMPLATES
+from offline_agent.rulebook.engine import RuleContext, reply_for
 from recsys.candidate import load_candidate
 from recsys.trainer import Trainer, TrainerConfig
 

@@ -1,3 +1,7 @@
+"""Maximal marginal relevance (Carbonell & Goldstein 1998): the top of each list re-ranked for genre diversity."""
+
+import torch
+
 MMR_LAMBDA = 0.8
 MMR_POOL = 50
 

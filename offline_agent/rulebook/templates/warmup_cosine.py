@@ -1,3 +1,10 @@
+"""Linear warm-up over the first 5% of steps, then cosine decay to zero over the rest."""
+
+import math
+
+import torch
+
+
 def build_scheduler(optimizer, total_steps):
     warmup = max(1, total_steps // 20)
 
