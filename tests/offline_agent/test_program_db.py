@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from offline_agent.program_db import DatabaseConfig, FeatureDimension, ProgramDatabase
+from offline_agent.records import Feedback
 
 BLOCKS = {"model": "m", "loss": "l", "optim": "o", "reward": "r", "diagnosis": "d"}
 
@@ -94,8 +95,9 @@ def test_failed_and_non_finite_evaluations_are_kept_with_their_reason(tmp_path):
     failed = db.record_evaluation(initial.key, None, reason="sandbox: wall-clock limit of 60 s exceeded")
     assert failed.status == "failed" and "wall-clock" in failed.reason
     child = db.add({**BLOCKS, "loss": "x"}, _hash("x"), initial, 1)
-    nan = db.record_evaluation(child.key, {"ndcg@10": float("nan")})
+    nan = db.record_evaluation(child.key, {"ndcg@10": float("nan")}, Feedback(stopped="epochs"))
     assert nan.status == "failed" and "ndcg@10 is nan" in nan.reason
+    assert db.get(child.key).feedback.stopped == "epochs"  # what the evaluation saw is kept, as for a crash
     assert db.grid(0) == {} and db.best() is None
     assert [p.key for p in db.lineage(child.key)] == [child.key, initial.key]
 
