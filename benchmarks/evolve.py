@@ -180,13 +180,15 @@ def main() -> None:
         final = final_training(arms, evaluation, state, remaining)
     figures = {
         "best_valid_ndcg10": round(best.fitness, 4) if best and best.fitness is not None else None,
-        "best_test_ndcg10": round(best.feedback["test_metrics"]["ndcg@10"], 4) if best else None,
-        "best_lineage": [p.feedback.get("rule") or p.origin for p in evolution.db.lineage(best.key)] if best else [],
+        "best_test_ndcg10": round(best.feedback.test_metrics["ndcg@10"], 4)
+        if best and best.feedback.test_metrics
+        else None,
+        "best_lineage": [p.feedback.rule or p.origin for p in evolution.db.lineage(best.key)] if best else [],
         "evolution_trials": [
             {
                 "key": p.key[:12],
                 "parent": (p.parent_key or "")[:12],
-                "rule": p.feedback.get("rule") or p.origin,
+                "rule": p.feedback.rule or p.origin,
                 "status": p.status,
                 "valid_ndcg10": round(p.fitness, 4) if p.fitness is not None else None,
             }

@@ -103,7 +103,7 @@ class EvolutionRun:
         best = self._evolution(0).db.best()
         if best is None or best.fitness is None:
             return None
-        return {"valid": best.metrics, "test": best.feedback["test_metrics"], "rule_chain": best.feedback.get("rule")}
+        return {"valid": best.metrics, "test": best.feedback.test_metrics, "rule_chain": best.feedback.rule}
 
 
 class RandomRun:

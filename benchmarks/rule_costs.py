@@ -25,12 +25,12 @@ from benchmarks.common import write_result
 
 ROOT = Path(__file__).resolve().parent
 SEEDS = ROOT.parent / "offline_agent" / "seeds"
-IMPROVING = [{"valid_ndcg@10": v} for v in (0.05, 0.07, 0.09)]
-OVERFIT = [{"valid_ndcg@10": v} for v in (0.05, 0.09, 0.08, 0.07, 0.06, 0.05)]
+IMPROVING = (0.05, 0.07, 0.09)
+OVERFIT = (0.05, 0.09, 0.08, 0.07, 0.06, 0.05)
 METRICS = {"coverage@10": 0.1, "ild@10": 0.3, "calibration_kl@10": 0.9, "popularity_lift@10": 3.0}
-FEEDBACK: dict[str, Any] = {"signals": {"sequence_insensitivity": 1.0, "popularity_bias": 1.0}}
-"""Metrics and signals under which every rule's precondition can hold (the cost is of the edit, not of
-the evidence)."""
+SIGNALS = {"sequence_insensitivity": 1.0, "popularity_bias": 1.0}
+"""Validation curves, metrics and signals under which every rule's precondition can hold (the cost is of the
+edit, not of the evidence)."""
 
 
 def parents() -> dict[str, dict[str, str]]:
@@ -74,6 +74,7 @@ def main() -> None:
     from tqdm import tqdm
 
     from offline_agent.edits import apply_change, parse_reply
+    from offline_agent.records import Epoch, Feedback
     from offline_agent.rulebook.catalogue import RULES
     from offline_agent.rulebook.engine import RuleContext, reply_for
     from recsys.data.lookup import prepared_dataset
@@ -82,6 +83,14 @@ def main() -> None:
     prepared = prepared_dataset(args.dataset, get_settings())
     work = Path(tempfile.mkdtemp(prefix="evorec-rule-costs-"))
     candidates = parents()
+    histories = {
+        curve: [
+            Epoch(epoch=i + 1, loss=1.0, steps=1, valid_ndcg10=score, valid_hr10=score, seconds=i + 1.0,
+                  best_epoch=1 + max(range(i + 1), key=curve.__getitem__))
+            for i, score in enumerate(curve)
+        ]
+        for curve in (IMPROVING, OVERFIT)
+    }  # fmt: skip
     costs: dict[str, dict[str, Any]] = {}
     skipped = []
     for rule in tqdm(RULES, desc="rules"):
@@ -89,8 +98,8 @@ def main() -> None:
             (
                 (name, ctx)
                 for name, sources in candidates.items()
-                for history in (IMPROVING, OVERFIT)
-                if rule.applies(ctx := RuleContext(sources, METRICS, history, FEEDBACK))
+                for history in (histories[IMPROVING], histories[OVERFIT])
+                if rule.applies(ctx := RuleContext(sources, METRICS, history, Feedback(signals=SIGNALS)))
             ),
             None,
         )

@@ -245,10 +245,11 @@ def _judged_history(judge: Judge, claimed: Any) -> list[dict[str, Any]]:
         if metrics[SELECTION_METRIC] > best:
             best, best_epoch = metrics[SELECTION_METRIC], epoch
         line = lines[epoch - 1] if epoch <= len(lines) and isinstance(lines[epoch - 1], dict) else {}
-        reported = {k: float(v) for k, v in line.items() if k in ("loss", "steps", "seconds") and _is_number(v)}
+        reported = {k: v for k, v in line.items() if k in ("loss", "steps", "seconds") and _is_number(v)}
         history.append({
-            "epoch": epoch, **reported, "valid_ndcg@10": round(metrics["ndcg@10"], 6),
-            "valid_hr@10": round(metrics["hr@10"], 6), "best_epoch": best_epoch,
+            "epoch": epoch, "loss": float(reported.get("loss", math.nan)), "steps": int(reported.get("steps", 0)),
+            "valid_ndcg@10": round(metrics["ndcg@10"], 6), "valid_hr@10": round(metrics["hr@10"], 6),
+            "best_epoch": best_epoch, "seconds": float(reported.get("seconds", 0.0)),
         })  # fmt: skip
     return history
 

@@ -31,6 +31,7 @@ from offline_agent.llm.base import BudgetExhausted, LLMConfig, LLMError, Spend
 from offline_agent.llm.registry import build_llm
 from offline_agent.program_db import DatabaseConfig, Program, ProgramDatabase
 from offline_agent.proposers import LLMProposer, NoProposal, ProposalRequest, Proposer, RulebookProposer
+from offline_agent.records import Feedback
 from offline_agent.simulator.aggregate import LLMAggregator, simulate
 from offline_agent.simulator.cache import ReplyCache
 from offline_agent.simulator.critiques import LLMCritic
@@ -123,15 +124,15 @@ def reward_verdict(child: Program, parent: Program) -> tuple[float, str] | None:
     """A reward edit is judged by the change of its alignment with the north-star, not by loss or
     ranking metrics (a reward changes what the loss measures): (change, journal text), or None when
     the child kept its parent's reward or its alignment was not measured."""
-    measured = child.feedback.get("reward_alignment")
-    if child.blocks["reward"] == parent.blocks["reward"] or not measured:
+    measured = child.feedback.reward_alignment
+    if child.blocks["reward"] == parent.blocks["reward"] or measured is None:
         return None
-    if "alignment" not in measured:
-        return -1.0, f"reward alignment not measured: {measured.get('error')}"
-    before = (parent.feedback.get("reward_alignment") or {}).get("alignment")
-    change = measured["alignment"] - before if before is not None else 0.0
+    if measured.alignment is None:
+        return -1.0, f"reward alignment not measured: {measured.error}"
+    before = parent.feedback.reward_alignment.alignment if parent.feedback.reward_alignment else None
+    change = measured.alignment - before if before is not None else 0.0
     shown = f" ({change:+.4f})" if before is not None else ""
-    return change, f"reward alignment {measured['alignment']:.4f}{shown} (judged by alignment, not loss)"
+    return change, f"reward alignment {measured.alignment:.4f}{shown} (judged by alignment, not loss)"
 
 
 def build_proposer(config: ProposerConfig, spend: Spend) -> Proposer:
@@ -187,7 +188,7 @@ class Evolution:
             if child.parent_key is None or child.origin != "proposed" or child.status == "pending":
                 continue
             parent = self.db.get(child.parent_key)
-            rationale = str(child.feedback.get("rationale", "")).splitlines()[0][:160] if child.feedback else ""
+            rationale = child.feedback.headline(160)
             verdict = reward_verdict(child, parent)
             if child.status == "failed":
                 entries.append((-1.0, f"{rationale} -> failed: {child.reason}"))
@@ -198,7 +199,7 @@ class Evolution:
                 entries.append(
                     (delta, f"{rationale} -> {self.config.database.fitness} {child.fitness:.4f} ({delta:+.4f})")
                 )
-            for check in child.feedback.get("probe_checks", []):
+            for check in child.feedback.probe_checks:
                 entries.append((0.0, check))
         return [text for _, text in sorted(entries, key=lambda e: -e[0])[:JOURNAL_SHOWN]]
 
@@ -212,35 +213,34 @@ class Evolution:
         failed (it lost everything), at most +1 (a parent near zero makes any child look infinitely better)."""
         gains: dict[str, tuple[float, ...]] = {}
         for child in self.db.programs():
-            rule = child.feedback.get("rule") if child.feedback else None
+            rule = child.feedback.rule
             if not rule or child.parent_key is None or child.status == "pending":
                 continue
             parent = self.db.get(child.parent_key).fitness or 0.0
             gain = (
                 min(((child.fitness or 0.0) - parent) / max(parent, 1e-9), 1.0) if child.status == "evaluated" else -1.0
             )
-            gains[str(rule)] = (*gains.get(str(rule), ()), gain)
+            gains[rule] = (*gains.get(rule, ()), gain)
         return gains
 
     def _tried_rules(self, parent: Program) -> set[str]:
         children = [c for c in self.db.programs(island=parent.island) if c.parent_key == parent.key]
-        return {str(c.feedback["rule"]) for c in children if c.feedback.get("rule")}
+        return {c.feedback.rule for c in children if c.feedback.rule}
 
     def record(self, program: Program, outcome: EvaluationOutcome) -> Program:
         """Store a pending program's evaluation with its directional feedback."""
-        feedback = {
-            **program.feedback,  # the proposal's rationale, rule and proposer
-            "stage": outcome.stage,
-            "history": outcome.history,
-            "stopped": outcome.stopped,
-            "best_epoch": outcome.best_epoch,
-            "test_metrics": outcome.test,  # kept apart: never shown to proposers, never ranked on
-            "isolation": list(outcome.isolation),
-            "seconds": round(outcome.seconds, 1),
-            "evaluated_at": time.time(),
+        feedback = program.feedback.merged(  # on top of the proposal's rationale, rule and proposer
+            stage=outcome.stage,
+            history=outcome.history,
+            stopped=outcome.stopped,
+            best_epoch=outcome.best_epoch,
+            test_metrics=outcome.test,  # kept apart: never shown to proposers, never ranked on
+            isolation=outcome.isolation,
+            seconds=round(outcome.seconds, 1),
+            evaluated_at=time.time(),
+            reward_alignment=outcome.reward_alignment,
             **self._directional_feedback(program, outcome),
-            **({"reward_alignment": outcome.reward_alignment} if outcome.reward_alignment is not None else {}),
-        }
+        )
         twins = [p for p in self.db.pending() if p.content_hash == program.content_hash and p.key != program.key]
         for twin in twins:  # the seed's copy on each island: same code, same outcome
             self.db.record_evaluation(twin.key, outcome.valid, feedback, outcome.reason)
@@ -271,7 +271,7 @@ class Evolution:
             (folder / "critiques.json").write_text(json.dumps(simulation.to_json(), indent=2) + "\n")
             (folder / "critiques.md").write_text(simulation.to_markdown())
         parent = self.db.get(program.parent_key) if program.parent_key else None
-        complaints = parent.feedback.get("complaints", {}) if parent else {}
+        complaints = parent.feedback.complaints if parent else {}
         extra["probe_checks"] = [
             f"probe {check.probe} ({check.measures}) {'verified' if check.verified else 'dropped'}: {check.reason}"
             + (
@@ -305,8 +305,8 @@ class Evolution:
         except EditError as exc:
             self._reject(f"iteration {iteration}: {exc}")
             return None
-        extra = {"rationale": change.rationale, "rule": proposal.rule, "proposer": proposal.proposer}
-        child = self.db.add(sources, behaviour_hash(sources), parent, iteration, feedback=extra)
+        proposed = Feedback(rationale=change.rationale, rule=proposal.rule, proposer=proposal.proposer)
+        child = self.db.add(sources, behaviour_hash(sources), parent, iteration, feedback=proposed)
         if child is None:
             self._reject(f"iteration {iteration}: the change only repeats a candidate already on island {island}")
         return child

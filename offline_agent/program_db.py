@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import (
     JSON,
     Column,
+    Dialect,
     Engine,
     Float,
     Integer,
@@ -32,6 +33,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     create_engine,
     event,
     func,
@@ -39,9 +41,25 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from offline_agent.records import Feedback
 from recsys.errors import ConfigError
 
 Status = Literal["pending", "evaluated", "failed"]
+
+
+class FeedbackColumn(TypeDecorator[Feedback]):
+    """A :class:`Feedback` stored as its JSON text; a row without one (the seed before its evaluation) reads
+    as an empty record. Columns that earlier versions declared ``JSON`` hold the same text, so they read too."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Feedback | None, dialect: Dialect) -> str | None:
+        return None if value is None else value.model_dump_json()
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Feedback:
+        return Feedback() if value is None else Feedback.model_validate_json(value)
+
 
 metadata = MetaData()
 programs = Table(
@@ -58,7 +76,7 @@ programs = Table(
     Column("status", String(16), nullable=False, index=True),
     Column("fitness", Float),
     Column("metrics", JSON),
-    Column("feedback", JSON),
+    Column("feedback", FeedbackColumn),
     Column("reason", Text),
     Column("cell", String(64)),
     Column("created", Float, nullable=False),
@@ -136,7 +154,7 @@ class Program:
     status: Status
     fitness: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-    feedback: dict[str, Any] = field(default_factory=dict)
+    feedback: Feedback = field(default_factory=Feedback)
     reason: str | None = None
     cell: str | None = None
 
@@ -183,14 +201,14 @@ class ProgramDatabase:
         content_hash: str,
         parent: Program,
         iteration: int,
-        feedback: dict[str, Any] | None = None,
+        feedback: Feedback | None = None,
     ) -> Program | None:
         """Add a proposed child of ``parent`` on the parent's island as ``pending`` (with what is known
         of it already, e.g. the proposer's rationale); None when that island holds the same code."""
         with self.engine.begin() as conn:
             return self._insert(
                 conn, content_hash, parent.island, parent.key, iteration, parent.generation + 1, "proposed", blocks,
-                results={"feedback": feedback or {}},
+                results={"feedback": feedback or Feedback()},
             )  # fmt: skip
 
     def _insert(
@@ -232,26 +250,26 @@ class ProgramDatabase:
         self,
         key: str,
         metrics: dict[str, float] | None,
-        feedback: dict[str, Any] | None = None,
+        feedback: Feedback | None = None,
         reason: str | None = None,
     ) -> Program:
-        """Store an evaluation's outcome: metrics (then the grid may change), or the failure reason."""
+        """Store an evaluation's outcome: metrics (then the grid may change), or the failure reason; with
+        ``feedback``, the candidate's whole record (what the proposal wrote included) becomes that."""
         with self.engine.begin() as conn:
             program = self._get(conn, key)
-            feedback = {**program.feedback, **(feedback or {})}
+            values: dict[str, Any] = {"feedback": feedback or program.feedback}
             if metrics is None:
-                values: dict[str, Any] = {"status": "failed", "reason": reason, "feedback": feedback or {}}
+                values |= {"status": "failed", "reason": reason}
             else:
                 fitness = float(metrics.get(self.config.fitness, float("nan")))
                 if not math.isfinite(fitness):
-                    values = {"status": "failed", "reason": reason or f"fitness {self.config.fitness} is {fitness}"}
+                    values |= {"status": "failed", "reason": reason or f"fitness {self.config.fitness} is {fitness}"}
                     values["metrics"] = metrics
                 else:
-                    values = {
+                    values |= {
                         "status": "evaluated",
                         "metrics": metrics,
                         "fitness": fitness,
-                        "feedback": feedback or {},
                         "reason": reason,
                         "cell": self.cell_of(metrics, program.blocks),
                     }
@@ -425,7 +443,7 @@ def _program(row: dict[str, Any]) -> Program:
         status=row["status"],
         fitness=row.get("fitness"),
         metrics=_json(row.get("metrics")) or {},
-        feedback=_json(row.get("feedback")) or {},
+        feedback=row.get("feedback") or Feedback(),
         reason=row.get("reason"),
         cell=row.get("cell"),
     )

@@ -46,7 +46,7 @@ class ProposalRequest:
         parent = self.parent
         if not self.directional:
             return RuleContext(parent.blocks, {self.fitness: parent.fitness or 0.0})
-        return RuleContext(parent.blocks, parent.metrics, parent.feedback.get("history") or [], parent.feedback)
+        return RuleContext(parent.blocks, parent.metrics, parent.feedback.history, parent.feedback)
 
 
 @dataclass(frozen=True)
@@ -66,26 +66,24 @@ class Proposer(Protocol):
 def feedback_text(program: Program) -> str:
     """The directional feedback of a program as prompt text (diagnosis and critiques, when present)."""
     parts = []
-    if program.feedback.get("diagnosis"):
-        findings = DiagnosisReport.from_json(program.feedback["diagnosis"]).prompt_text()
+    feedback = program.feedback
+    if feedback.diagnosis:
+        findings = DiagnosisReport.from_json(feedback.diagnosis).prompt_text()
         parts.append("Diagnosis probes (most severe first):\n" + (findings or "- nothing above mild"))
-    if program.feedback.get("critiques"):
-        parts.append("User-simulator critiques:\n" + str(program.feedback["critiques"]["markdown"]))
-    alignment = program.feedback.get("reward_alignment")
+    if feedback.critiques:
+        parts.append("User-simulator critiques:\n" + feedback.critiques.markdown)
+    alignment = feedback.reward_alignment
     if alignment:
         parts.append(
-            f"Reward alignment of reward.py ({alignment['reward']}) with the north-star on simulated A/B logs: "
-            f"{alignment['alignment']:.4f} (per-user Spearman with later retention {alignment['retention']:.4f} and "
-            f"satisfaction {alignment['satisfaction']:.4f}; arm agreement {alignment['arm_agreement']:.2f})"
-            if "alignment" in alignment
-            else f"Reward alignment not measured: {alignment['error']}"
+            f"Reward alignment of reward.py ({alignment.reward}) with the north-star on simulated A/B logs: "
+            f"{alignment.alignment:.4f} (per-user Spearman with later retention {alignment.retention:.4f} and "
+            f"satisfaction {alignment.satisfaction:.4f}; arm agreement {alignment.arm_agreement:.2f})"
+            if alignment.alignment is not None
+            else f"Reward alignment not measured: {alignment.error}"
         )
-    history = program.feedback.get("history") or []
-    if history:
-        curve = ", ".join(f"{h['valid_ndcg@10']:.4f}" for h in history[-10:])
-        parts.append(
-            f"Validation NDCG@10 over the last epochs: {curve} (best epoch {program.feedback.get('best_epoch')})"
-        )
+    if feedback.history:
+        curve = ", ".join(f"{epoch.valid_ndcg10:.4f}" for epoch in feedback.history[-10:])
+        parts.append(f"Validation NDCG@10 over the last epochs: {curve} (best epoch {feedback.best_epoch})")
     return "\n".join(parts)
 
 

@@ -31,7 +31,7 @@ def export_best(db: ProgramDatabase, directory: Path) -> Program | None:
     """Write the best candidate's blocks to ``directory``; None when nothing was evaluated."""
     best = db.best()
     if best is not None:
-        description = f"Evolved: {best.feedback.get('rationale', '')[:200]}"
+        description = f"Evolved: {best.feedback.rationale[:200]}"
         Candidate(f"evolved-{best.content_hash[:12]}", description, best.blocks, {}).write(directory)
     return best
 
@@ -71,7 +71,7 @@ def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
         "",
     ]
     if best is not None:
-        test = best.feedback.get("test_metrics") or {}
+        test = best.feedback.test_metrics or {}
         lines += [
             "## Best candidate",
             "",
@@ -84,10 +84,10 @@ def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
             "|---|---|---|---|",
         ]
         for program in db.lineage(best.key):
-            rationale = str(program.feedback.get("rationale", "") or program.origin).splitlines()[0][:140]
+            rationale = program.feedback.headline(140) or program.origin
             lines.append(f"| `{program.key[:12]}` | {program.origin} | {_fmt(program.fitness)} | {rationale} |")
         lines += feedback_chain(db, best, fitness)
-    checks = [check for program in programs for check in program.feedback.get("probe_checks", [])]
+    checks = [check for program in programs for check in program.feedback.probe_checks]
     if checks:
         lines += ["", "## Probes proposed by the agent", ""] + [f"- {check}" for check in checks]
     mattered = []
@@ -99,9 +99,8 @@ def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
     if mattered:
         lines += ["", "## Edits that mattered", "", f"| Δ {fitness} | rule / proposer | change |", "|---|---|---|"]
         for delta, child in sorted(mattered, key=lambda pair: -abs(pair[0]))[:10]:
-            rationale = str(child.feedback.get("rationale", "")).splitlines()[0][:140]
-            source = child.feedback.get("rule") or child.feedback.get("proposer", "")
-            lines.append(f"| {delta:+.4f} | {source} | {rationale} |")
+            source = child.feedback.rule or child.feedback.proposer or ""
+            lines.append(f"| {delta:+.4f} | {source} | {child.feedback.headline(140)} |")
     failures = Counter(str(p.reason).split(":")[0] for p in programs if p.status == "failed")
     if failures:
         lines += ["", "## Failures", ""] + [f"- {count} × {reason}" for reason, count in failures.most_common()]
@@ -113,11 +112,12 @@ def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
 
 def _evidence(program: Program) -> str:
     """The feedback a proposer saw on ``program``: the strongest probe signals and complaints."""
-    signals = sorted(program.feedback.get("signals", {}).items(), key=lambda kv: -kv[1])
-    complaints = sorted(program.feedback.get("complaints", {}).items(), key=lambda kv: -kv[1])
+    signals = sorted(program.feedback.signals.items(), key=lambda kv: -kv[1])
+    complaints = sorted(program.feedback.complaints.items(), key=lambda kv: -kv[1])
     parts = [f"{name} {value:.2f}" for name, value in signals[:3] if value >= SEVERITY_SHOWN]
     parts += [f"{share:.0%} of personas: {name}" for name, share in complaints[:2] if share > 0]
-    status = (program.feedback.get("critiques") or {}).get("assessment", {}).get("status")
+    critiques = program.feedback.critiques
+    status = critiques.assessment.status if critiques else None
     return "; ".join(([f"simulator {status}"] if status else []) + parts) or "—"
 
 
@@ -129,7 +129,7 @@ def feedback_chain(db: ProgramDatabase, best: Program, fitness: str) -> list[str
     lines = ["", "## Feedback chain of the best (oldest first)", "",
              f"| parent feedback | edit | Δ validation {fitness} |", "|---|---|---|"]  # fmt: skip
     for parent, child in itertools.pairwise(lineage):
-        edit = child.feedback.get("rule") or str(child.feedback.get("rationale", "")).splitlines()[0][:80]
+        edit = child.feedback.rule or child.feedback.headline(80)
         delta = (child.fitness or 0.0) - (parent.fitness or 0.0)
         lines.append(f"| {_evidence(parent)} | {edit} | {delta:+.4f} |")
     return lines

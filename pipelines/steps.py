@@ -158,11 +158,11 @@ def final_training(
                 raise PipelineStepError(f"final training of the {role} ({program.key[:12]}) failed: {why}")
             shutil.copytree(outcome.artifact, out, dirs_exist_ok=True)
     assert outcome.valid is not None and outcome.test is not None
-    record = {
+    record: dict[str, Any] = {
         "role": role,
         "key": program.key,
         "content_hash": program.content_hash,
-        "rationale": program.feedback.get("rationale", "the seed"),
+        "rationale": program.feedback.rationale or "the seed",
         "epochs": len(outcome.history),
         "seconds": round(outcome.seconds, 1),
         "valid": outcome.valid,

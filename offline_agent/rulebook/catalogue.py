@@ -228,8 +228,8 @@ def _measured(ctx: RuleContext) -> set[str]:
 def unmeasured_complaint(ctx: RuleContext) -> str | None:
     """The most raised frequent simulator complaint that no probe measures and for which a probe template
     exists (ties in the order of :data:`PROBE_TEMPLATES`): one probe per proposal, the loudest first."""
-    complaints = ctx.feedback.get("complaints", {})
-    measured = _measured(ctx) | set(ctx.feedback.get("signals", {}))
+    complaints = ctx.feedback.complaints
+    measured = _measured(ctx) | set(ctx.feedback.signals)
     unmeasured = [c for c in PROBE_TEMPLATES if complaints.get(c, 0.0) >= COMPLAINT_SHARE and c not in measured]
     return max(unmeasured, key=lambda complaint: complaints[complaint], default=None)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from offline_agent.edits import Edit, EditError, ProposedChange, apply_change
+from offline_agent.records import Epoch, Feedback
 from offline_agent.rulebook.syntax import Code, ConstantValue, NotFound, keyword_of, lines_of, literal, load_template
 from recsys.errors import EvorecError
 
@@ -37,8 +38,8 @@ class RuleContext:
 
     sources: dict[str, str]
     metrics: dict[str, float] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    feedback: dict[str, Any] = field(default_factory=dict)
+    history: Sequence[Epoch] = ()
+    feedback: Feedback = field(default_factory=Feedback)
     _parsed: dict[str, Code] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def code(self, block: str) -> Code:
@@ -56,7 +57,7 @@ class RuleContext:
         ``undertrained`` comes from the training history: :attr:`time_elasticity`."""
         if name == "undertrained":
             return self.time_elasticity if self.history else None
-        values = [self.feedback.get(kind, {}).get(name) for kind in ("signals", "complaints")]
+        values = [self.feedback.signals.get(name), self.feedback.complaints.get(name)]
         present = [float(v) for v in values if v is not None]
         return max(present) if present else None
 
@@ -65,24 +66,24 @@ class RuleContext:
         """Validation peaked and then fell for several epochs while training went on."""
         if len(self.history) < 4:
             return False
-        best = max(range(len(self.history)), key=lambda i: self.history[i]["valid_ndcg@10"])
+        best = max(range(len(self.history)), key=lambda i: self.history[i].valid_ndcg10)
         return best <= len(self.history) - 4
 
     @property
     def time_budgeted(self) -> bool:
         """Training ended on its time budget (not on its epoch cap or patience)."""
-        return self.feedback.get("stopped") == "budget"
+        return self.feedback.stopped == "budget"
 
     @property
     def time_elasticity(self) -> float:
         """How much the best validation score still grew with training time when training ended, in [0, 1]:
         the log-log slope of the best-so-far score between half the time and the end. Near 1 the score was
         still growing in proportion to the time spent (the budget cut training short); near 0 it had
-        levelled off. Without a ``seconds`` record, epochs stand for time."""
+        levelled off."""
         if len(self.history) < 2:
             return 0.0
-        times = [float(h.get("seconds", i + 1)) for i, h in enumerate(self.history)]
-        best = list(itertools.accumulate((h["valid_ndcg@10"] for h in self.history), max))
+        times = [epoch.seconds for epoch in self.history]
+        best = list(itertools.accumulate((epoch.valid_ndcg10 for epoch in self.history), max))
         middle = max((i for i, t in enumerate(times) if t <= times[-1] / 2), default=0)
         if times[middle] <= 0 or times[-1] <= times[middle]:
             return 0.0

@@ -53,12 +53,14 @@ def test_evolve_improves_on_nothing_silently_and_reports_everything(tmp_path, pr
     assert db.get_state("iteration") == 2 and not db.pending()
     assert [p.origin for p in programs].count("initial") == 1
     children = [p for p in programs if p.origin == "proposed"]
-    assert children and all(p.feedback.get("rule") and p.feedback.get("rationale") for p in children)
-    assert all("netns" in p.feedback["isolation"] for p in programs if p.status == "evaluated")
+    assert children and all(p.feedback.rule and p.feedback.rationale for p in children)
+    assert all("netns" in p.feedback.isolation for p in programs if p.status == "evaluated")
     for program in (p for p in programs if p.status == "evaluated"):  # directional feedback on every candidate
-        assert {"sequence_insensitivity", "popularity_bias"} <= set(program.feedback["signals"])
-        assert program.feedback["critiques"]["assessment"]["status"] in ("CRITICAL", "NEEDS_IMPROVEMENT", "STABLE")
-        assert len(program.feedback["critiques"]["critiques"]) == 4 and "era_mismatch" in program.feedback["complaints"]
+        feedback = program.feedback
+        assert {"sequence_insensitivity", "popularity_bias"} <= set(feedback.signals)
+        assert feedback.critiques is not None
+        assert feedback.critiques.assessment.status in ("CRITICAL", "NEEDS_IMPROVEMENT", "STABLE")
+        assert len(feedback.critiques.critiques) == 4 and "era_mismatch" in feedback.complaints
         folder = tmp_path / "run" / "candidates" / program.key[:12]
         assert (folder / "diagnosis.md").read_text().startswith("| probe |") and (folder / "critiques.json").exists()
     report = (tmp_path / "run" / "report.md").read_text()
@@ -97,7 +99,8 @@ def test_a_run_killed_mid_evaluation_resumes_without_loss_or_repetition(tmp_path
     assert not [p for p in after.values() if p.status == "pending"]
     for key, program in before.items():  # finished evaluations were not redone
         if program.status != "pending":
-            assert after[key].feedback.get("evaluated_at") == program.feedback.get("evaluated_at")
+            assert program.feedback.evaluated_at is not None
+            assert after[key].feedback.evaluated_at == program.feedback.evaluated_at
     assert all(after[key].status in ("evaluated", "failed") for key in interrupted)
     assert [p.origin for p in after.values()].count("initial") == 2  # one per island, never re-added
     assert _db(tmp_path, 2).get_state("iteration") == 3

@@ -12,10 +12,12 @@ from offline_agent.llm.base import BudgetExhausted, LLMConfig, Spend
 from offline_agent.llm.registry import build_llm
 from offline_agent.program_db import Program
 from offline_agent.proposers import LLMProposer, NoProposal, ProposalRequest, RulebookProposer, build_prompt
+from offline_agent.records import Feedback
 from offline_agent.rulebook.catalogue import RULES
 from offline_agent.rulebook.engine import RuleContext
 from recsys import candidate_api
 from recsys.candidate import load_candidate
+from tests.offline_agent.histories import history
 
 DIAGNOSIS = DiagnosisReport(
     [
@@ -29,17 +31,20 @@ DIAGNOSIS = DiagnosisReport(
 def _parent(seeds_dir, seed="sasrec_bce", **feedback):
     blocks = dict(load_candidate(seeds_dir / seed).sources)
     metrics = {"ndcg@10": 0.05, "coverage@10": 0.1, "popularity_lift@10": 2.5}
-    return Program("abc@0", "abc", 0, None, 0, 0, "initial", blocks, "evaluated", 0.05, metrics, feedback)
+    return Program("abc@0", "abc", 0, None, 0, 0, "initial", blocks, "evaluated", 0.05, metrics, Feedback(**feedback))
 
 
 def test_the_prompt_shows_code_metrics_feedback_journal_and_rejections_but_never_test_metrics(seeds_dir):
     parent = _parent(
         seeds_dir,
         test_metrics={"ndcg@10": 0.987654},
-        history=[{"valid_ndcg@10": 0.04}, {"valid_ndcg@10": 0.05}],
+        history=history([0.04, 0.05]),
         best_epoch=2,
         diagnosis=DIAGNOSIS,
-        critiques={"markdown": "six of ten are 1990s blockbusters; I mostly watch 1950s film-noir"},
+        critiques={
+            "assessment": {"status": "NEEDS_IMPROVEMENT"},
+            "markdown": "six of ten are 1990s blockbusters; I mostly watch 1950s film-noir",
+        },
     )
     request = ProposalRequest(
         parent, [], ["Rule deeper -> ndcg@10 0.0600 (+0.0100)"], ["edit 1: SEARCH text not found"]
@@ -85,7 +90,7 @@ def test_a_known_large_gain_outranks_problems_every_model_shows_but_strong_feedb
         "uniformity_regularizer",
         "popularity_penalty",
     }  # once the large known gain is taken, the flagged coverage problem leads
-    improving = _parent(seeds_dir, "sasrec_ce", **saturated, history=[{"valid_ndcg@10": 0.01}, {"valid_ndcg@10": 0.02}])
+    improving = _parent(seeds_dir, "sasrec_ce", **saturated, history=history([0.01, 0.02]))
     gains = {"smaller_batches": (0.98,), "uniformity_regularizer": (0.0,)}  # what each did to the seed in this run
     learned = proposer.propose(ProposalRequest(improving, [], [], [], rule_gains=gains), random.Random(0))
     assert learned.rule == "smaller_batches"  # the edit that doubled the seed's score is tried on the best next
@@ -107,7 +112,7 @@ def test_the_llm_proposer_charges_its_spend_and_stops_at_the_budget(seeds_dir, t
 
 
 def test_the_rulebook_sees_only_the_fitness_when_feedback_is_scalar(seeds_dir):
-    parent = _parent(seeds_dir, "sasrec_ce", signals={"low_diversity": 0.9}, history=[{"valid_ndcg@10": 0.05}])
+    parent = _parent(seeds_dir, "sasrec_ce", signals={"low_diversity": 0.9}, history=history([0.05]))
     directional = ProposalRequest(parent, [], [], []).context()
     scalar = ProposalRequest(parent, [], [], [], directional=False).context()
     assert directional.signal("low_diversity") == 0.9 and directional.metric("coverage@10") == 0.1
@@ -130,8 +135,8 @@ def test_the_rulebook_learns_which_rules_improve_their_parents_in_this_run(seeds
     assert fresh != "deeper" and learned.rule == "deeper"
 
 
-def _history(scores, seconds_per_epoch=4.0):
-    return [{"valid_ndcg@10": s, "seconds": seconds_per_epoch * (i + 1)} for i, s in enumerate(scores)]
+def _history(scores):
+    return history(scores, seconds_per_epoch=4.0)
 
 
 def test_time_elasticity_is_how_much_the_best_score_still_grew_with_training_time():
@@ -142,7 +147,6 @@ def test_time_elasticity_is_how_much_the_best_score_still_grew_with_training_tim
     assert elasticity(_history([0.02, 0.04, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05])) == 0.0  # levelled off
     assert elasticity(_history([0.02, 0.05, 0.04, 0.03, 0.02, 0.01])) == 0.0  # best-so-far, not the last epoch
     assert 0.2 < elasticity(_history([0.04, 0.045, 0.05, 0.055])) < 0.6  # still growing, more slowly than time
-    assert elasticity([{"valid_ndcg@10": 0.01}, {"valid_ndcg@10": 0.02}]) == pytest.approx(1.0)  # epochs for time
     assert elasticity(_history([0.03])) == 0.0 and elasticity([]) == 0.0
     assert RuleContext({}).signal("undertrained") is None  # no history (scalar feedback): no evidence either way
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 from offline_agent.evolve import reward_verdict
 from offline_agent.program_db import Program
 from offline_agent.proposers import feedback_text
+from offline_agent.records import Feedback, RewardAlignment
 
 BLOCKS = {"model": "m", "loss": "l", "optim": "o", "reward": 'REWARD_SPEC = "clicks@1"', "diagnosis": "d"}
 MEASURED = {"reward": "clicks@1", "alignment": 0.55, "retention": 0.5, "satisfaction": 0.6, "arm_agreement": 1.0}
 
 
 def program(reward: str, alignment: dict[str, object] | None, fitness: float) -> Program:
-    feedback = {"reward_alignment": alignment} if alignment is not None else {}
+    measured = RewardAlignment.model_validate(alignment) if alignment is not None else None
     return Program("k", "h", 0, None, 1, 1, "proposed", {**BLOCKS, "reward": reward}, "evaluated", fitness,
-                   feedback=feedback)  # fmt: skip
+                   feedback=Feedback(reward_alignment=measured))  # fmt: skip
 
 
 def test_a_reward_edit_is_judged_by_the_change_of_alignment_not_the_fitness():

@@ -12,6 +12,7 @@ from offline_agent.diagnosis.probes import BUILTIN_PROBES, Measurement, probe
 from offline_agent.diagnosis.references import REFERENCE_PAIRS, verify_probe
 from offline_agent.diagnosis.report import DiagnosisReport, candidate_probes, run_diagnosis
 from offline_agent.edits import apply_change, parse_reply
+from offline_agent.records import Feedback
 from offline_agent.rulebook.catalogue import PROBE_TEMPLATES, RULES, TEMPLATES
 from offline_agent.rulebook.engine import RuleContext, reply_for
 from recsys.candidate import load_candidate
@@ -109,7 +110,7 @@ def test_a_rulebook_probe_claimed_for_an_unrelated_property_is_dropped(ctx, temp
 def test_probes_the_rulebook_adds_one_by_one_accumulate_and_all_count(ctx, seeds_dir):
     rule = next(r for r in RULES if r.name == "probe_for_complaint")
     sources = {"diagnosis": (seeds_dir / "mf_bpr" / "diagnosis.py").read_text()}
-    feedback = {"complaints": {"era_mismatch": 0.3, "obscure_lists": 0.5, "scattered_lists": 0.4}, "signals": {}}
+    feedback = Feedback(complaints={"era_mismatch": 0.3, "obscure_lists": 0.5, "scattered_lists": 0.4})
     for _ in PROBE_TEMPLATES:  # the loudest unmeasured complaint first, one probe per generation
         rules_ctx = RuleContext(sources, feedback=feedback)
         assert rule.applies(rules_ctx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,9 +86,7 @@ def test_gemini_sends_the_wire_format_and_counts_tokens_and_cost(stub, gemini):
     assert reply.text == "<<<<<<< SEARCH ..." and (reply.prompt_tokens, reply.output_tokens) == (120, 40)
     assert reply.cost_usd == pytest.approx((120 * 0.30 + 40 * 2.50) / 1e6)
     request = stub.requests[0]
-    assert request["path"] == "/v1beta/models/gemini-2.5-flash:generateContent" or request["path"].endswith(
-        "models/gemini-2.5-flash:generateContent"
-    )
+    assert re.fullmatch(r"/v1(beta)?/models/gemini-2\.5-flash:generateContent", request["path"]), request["path"]
     assert request["headers"]["x-goog-api-key"] == "test-key-123"
     assert request["body"]["contents"][0]["parts"][0]["text"] == "Improve this."
     assert "You improve recommenders." in json.dumps(request["body"]["systemInstruction"])

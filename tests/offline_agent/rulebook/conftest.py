@@ -10,6 +10,7 @@ from recsys.batches import make_batch
 from recsys.candidate import Candidate, load_candidate
 from recsys.candidate_api import ModelSpec
 from recsys.event_table import from_interactions
+from tests.offline_agent.histories import history
 
 NUM_ITEMS = 30
 SPEC = ModelSpec(
@@ -19,8 +20,8 @@ SPEC = ModelSpec(
     item_popularity=torch.arange(NUM_ITEMS + 1).float(),
     item_genres=(torch.rand(NUM_ITEMS + 1, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float(),
 )
-OVERFIT = [{"valid_ndcg@10": v} for v in (0.05, 0.09, 0.08, 0.07, 0.06, 0.05)]
-IMPROVING = [{"valid_ndcg@10": v} for v in (0.05, 0.07, 0.09)]
+OVERFIT = history([0.05, 0.09, 0.08, 0.07, 0.06, 0.05])
+IMPROVING = history([0.05, 0.07, 0.09])
 EVENTS = from_interactions(
     pd.DataFrame({"user_idx": [0, 0, 1], "item_idx": [1, 2, 3], "timestamp": [10, 20, 30],
                   "rating": [1.0, 5.0, np.nan], "position": [0, 1, 0]})

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from offline_agent.edits import apply_change, parse_reply
+from offline_agent.records import Feedback
 from offline_agent.rulebook.catalogue import RULES
 from offline_agent.rulebook.engine import RuleContext, reply_for
 from recsys.batches import make_batch
@@ -32,9 +33,16 @@ def _seed(name: str) -> Callable[[Path], dict[str, str]]:
     return lambda seeds: dict(load_candidate(seeds / name).sources)
 
 
+def _typed(evidence: dict[str, Any]) -> dict[str, Any]:
+    """The cases' feedback written as plain mappings, read as the loop's typed record."""
+    if isinstance(evidence.get("feedback"), dict):
+        return {**evidence, "feedback": Feedback.model_validate(evidence["feedback"])}
+    return evidence
+
+
 def _child(seed: str, rule: str, **evidence: Any) -> Callable[[Path], dict[str, str]]:
     def build(seeds: Path) -> dict[str, str]:
-        ctx = RuleContext(_seed(seed)(seeds), **evidence)
+        ctx = RuleContext(_seed(seed)(seeds), **_typed(evidence))
         return apply_change(ctx.sources, parse_reply(reply_for(BY_NAME[rule], ctx)))
 
     return build
@@ -205,7 +213,7 @@ def test_a_rule_applies_however_its_parent_is_written_and_the_child_has_the_inte
     tmp_path, seeds_dir, variant, name, parent, evidence, check
 ):
     sources = {block: VARIANTS[variant](text) for block, text in parent(seeds_dir).items()}
-    ctx = RuleContext(sources, **evidence)
+    ctx = RuleContext(sources, **_typed(evidence))
     rule = BY_NAME[name]
     assert rule.why_not(ctx) is None
     child = apply_change(sources, parse_reply(reply_for(rule, ctx)))

@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from offline_agent.edits import apply_change, parse_reply
+from offline_agent.records import Feedback
 from offline_agent.rulebook.catalogue import PROBE_TEMPLATES, RULES, TEMPLATES, unmeasured_complaint
 from offline_agent.rulebook.engine import RuleContext, RuleDoesNotApply, applicable, reply_for
 from recsys.candidate import load_candidate
+from tests.offline_agent.histories import history
 from tests.offline_agent.rulebook.conftest import IMPROVING, OVERFIT, trains
 
 BY_NAME = {rule.name: rule for rule in RULES}
@@ -44,7 +46,7 @@ def test_preconditions_follow_the_evidence_and_tried_rules_are_skipped(seeds_dir
         "uniformity_regularizer",
         "full_cross_entropy",
     }
-    collapsed = RuleContext(calm.sources, calm.metrics, calm.history, {"signals": {"embedding_collapse": 0.9}})
+    collapsed = RuleContext(calm.sources, calm.metrics, calm.history, Feedback(signals={"embedding_collapse": 0.9}))
     assert "uniformity_regularizer" in {rule.name for rule in applicable(RULES, collapsed, set())}
     assert "deeper" not in {rule.name for rule in applicable(RULES, calm, {"deeper"})}
 
@@ -53,16 +55,14 @@ def test_a_run_cut_short_by_its_time_budget_gets_convergence_rules_but_no_schedu
     seeds_dir,
 ):
     def names(history, stopped):
-        ctx = RuleContext(_sources(seeds_dir, "sasrec_bce"), {}, history, {"stopped": stopped})
+        ctx = RuleContext(_sources(seeds_dir, "sasrec_bce"), {}, history, Feedback(stopped=stopped))
         return {rule.name for rule in applicable(RULES, ctx, set())}
 
-    noisy_end = [
-        {"valid_ndcg@10": v, "seconds": 4.0 * (i + 1)} for i, v in enumerate((0.002, 0.008, 0.016, 0.019, 0.0188))
-    ]
+    noisy_end = history([0.002, 0.008, 0.016, 0.019, 0.0188], seconds_per_epoch=4.0)
     assert {"higher_learning_rate", "smaller_batches"} <= names(noisy_end, "budget")  # the trend, not the last epoch
     assert "warmup_cosine" not in names(noisy_end, "budget")  # its schedule would end inside the warm-up
     assert "warmup_cosine" in names(noisy_end, "epochs")
-    plateau = [{"valid_ndcg@10": v} for v in (0.01, 0.02, 0.03, 0.0301, 0.0302, 0.0302)]
+    plateau = history([0.01, 0.02, 0.03, 0.0301, 0.0302, 0.0302])
     assert not {"higher_learning_rate", "smaller_batches", "warmup_cosine"} & names(plateau, "epochs")
 
 
@@ -72,8 +72,8 @@ def test_the_catalogue_holds_at_least_fifteen_distinct_improvements():
 
 def test_a_sequence_blind_model_gets_self_attention_and_stilltrains(tmp_path, seeds_dir):
     sources = _sources(seeds_dir, "mf_bpr")
-    assert not BY_NAME["sequential_model"].applies(RuleContext(sources, {}, [], {"signals": {}}))
-    blind = RuleContext(sources, {}, [], {"signals": {"sequence_insensitivity": 0.9}})
+    assert not BY_NAME["sequential_model"].applies(RuleContext(sources, {}, [], Feedback()))
+    blind = RuleContext(sources, {}, [], Feedback(signals={"sequence_insensitivity": 0.9}))
     updated = _apply("sequential_model", blind)
     assert "class SASRec(" in updated["model"] and updated["loss"] == sources["loss"]
     trains(tmp_path, updated)
@@ -83,16 +83,16 @@ def test_a_complaint_no_probe_measures_gets_a_probe_once(tmp_path, seeds_dir):
     from offline_agent.diagnosis.probes import Probe
 
     sources = _sources(seeds_dir, "sasrec_ce")
-    complaint = {"complaints": {"era_mismatch": 0.5}, "signals": {"popularity_bias": 0.1}}
+    complaint = Feedback(complaints={"era_mismatch": 0.5}, signals={"popularity_bias": 0.1})
     assert not BY_NAME["probe_for_complaint"].applies(
-        RuleContext(sources, {}, [], {"complaints": {"era_mismatch": 0.1}})
+        RuleContext(sources, {}, [], Feedback(complaints={"era_mismatch": 0.1}))
     )
     updated = _apply("probe_for_complaint", RuleContext(sources, {}, [], complaint))
     assert 'measures="era_mismatch"' in updated["diagnosis"]
     probes = trains(tmp_path, updated).function("diagnosis", "PROBES")
     assert [type(p) for p in probes] == [Probe]
     assert not BY_NAME["probe_for_complaint"].applies(RuleContext(updated, {}, [], complaint))
-    measured = {**complaint, "signals": {"era_mismatch": 0.2}}
+    measured = complaint.merged(signals={"era_mismatch": 0.2})
     assert not BY_NAME["probe_for_complaint"].applies(RuleContext(sources, {}, [], measured))
 
 
@@ -107,9 +107,10 @@ def test_obscure_or_scattered_lists_that_no_probe_measures_get_their_probe(
     assert PROBE_TEMPLATES[complaint] == template
     sources = _sources(seeds_dir, "sasrec_ce")
     rule = BY_NAME["probe_for_complaint"]
-    assert not rule.applies(RuleContext(sources, {}, [], {"complaints": {complaint: 0.29}}))
-    assert not rule.applies(RuleContext(sources, {}, [], {"complaints": {complaint: 0.5}, "signals": {complaint: 0.1}}))
-    raised = RuleContext(sources, {}, [], {"complaints": {complaint: 0.3}, "signals": {"popularity_bias": 0.1}})
+    assert not rule.applies(RuleContext(sources, {}, [], Feedback(complaints={complaint: 0.29})))
+    measured = Feedback(complaints={complaint: 0.5}, signals={complaint: 0.1})
+    assert not rule.applies(RuleContext(sources, {}, [], measured))
+    raised = RuleContext(sources, {}, [], Feedback(complaints={complaint: 0.3}, signals={"popularity_bias": 0.1}))
     assert rule.evidence(raised) == 0.3
     updated = _apply("probe_for_complaint", raised)
     assert updated["diagnosis"] == (TEMPLATES / template).read_text()
@@ -120,18 +121,18 @@ def test_obscure_or_scattered_lists_that_no_probe_measures_get_their_probe(
 def test_the_most_raised_unmeasured_complaint_gets_its_probe_first(seeds_dir):
     sources = _sources(seeds_dir, "sasrec_ce")
     complaints = {"era_mismatch": 0.4, "obscure_lists": 0.6, "scattered_lists": 0.3, "popularity_bias": 0.9}
-    assert unmeasured_complaint(RuleContext(sources, {}, [], {"complaints": complaints})) == "obscure_lists"
-    measured = {"complaints": complaints, "signals": {"obscure_lists": 0.2}}
+    assert unmeasured_complaint(RuleContext(sources, {}, [], Feedback(complaints=complaints))) == "obscure_lists"
+    measured = Feedback(complaints=complaints, signals={"obscure_lists": 0.2})
     assert unmeasured_complaint(RuleContext(sources, {}, [], measured)) == "era_mismatch"
 
 
 def test_a_second_probe_is_added_next_to_a_verified_one_and_both_load(tmp_path, seeds_dir):
     from offline_agent.diagnosis.probes import Probe
 
-    feedback = {"complaints": {"era_mismatch": 0.5, "scattered_lists": 0.4}}
+    feedback = Feedback(complaints={"era_mismatch": 0.5, "scattered_lists": 0.4})
     sources = _apply("probe_for_complaint", RuleContext(_sources(seeds_dir, "sasrec_ce"), {}, [], feedback))
     assert 'measures="era_mismatch"' in sources["diagnosis"] and "scattered_lists" not in sources["diagnosis"]
-    verified = {**feedback, "signals": {"era_mismatch": 0.2}}
+    verified = feedback.merged(signals={"era_mismatch": 0.2})
     updated = _apply("probe_for_complaint", RuleContext(sources, {}, [], verified))
     diagnosis = updated["diagnosis"]
     era_code = sources["diagnosis"][sources["diagnosis"].index("@probe(") : sources["diagnosis"].index("PROBES = ")]
@@ -147,7 +148,7 @@ def test_a_second_probe_is_added_next_to_a_verified_one_and_both_load(tmp_path, 
 
 
 def test_no_probe_is_added_to_a_diagnosis_module_that_does_not_end_with_a_probes_list(seeds_dir):
-    feedback = {"complaints": {"obscure_lists": 0.5}}
+    feedback = Feedback(complaints={"obscure_lists": 0.5})
     sources = _sources(seeds_dir, "sasrec_ce")
     for diagnosis in ("PROBES = []\nEXTRA = 1\n", "PROBES = list()\n", "PROBES = [\n"):
         assert not BY_NAME["probe_for_complaint"].applies(
@@ -157,16 +158,16 @@ def test_no_probe_is_added_to_a_diagnosis_module_that_does_not_end_with_a_probes
 
 def test_complaints_count_as_evidence_like_probe_signals(seeds_dir):
     sources = _sources(seeds_dir, "sasrec_ce")
-    ctx = RuleContext(sources, {}, [], {"signals": {"low_diversity": 0.2}, "complaints": {"low_diversity": 0.7}})
+    ctx = RuleContext(sources, {}, [], Feedback(signals={"low_diversity": 0.2}, complaints={"low_diversity": 0.7}))
     assert ctx.signal("low_diversity") == 0.7 and ctx.signal("repetition") is None
     assert BY_NAME["mmr_reranking"].applies(ctx)
 
 
 def test_the_strongest_evidence_decides_which_rule_comes_first(seeds_dir):
     sources = _sources(seeds_dir, "mf_bpr")
-    plain = [rule.name for rule in applicable(RULES, RuleContext(sources, {}, [], {}), set())]
+    plain = [rule.name for rule in applicable(RULES, RuleContext(sources, {}, [], Feedback()), set())]
     assert plain[0] == "sampled_softmax"  # catalogue order without feedback
-    blind = RuleContext(sources, {}, [], {"signals": {"sequence_insensitivity": 0.9, "weak_ranking_margin": 0.4}})
+    blind = RuleContext(sources, {}, [], Feedback(signals={"sequence_insensitivity": 0.9, "weak_ranking_margin": 0.4}))
     ordered = [rule.name for rule in applicable(RULES, blind, set())]
     assert ordered[0] == "sequential_model" and ordered[1] == "sampled_softmax"
 
