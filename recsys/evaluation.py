@@ -157,14 +157,21 @@ def evaluate(
     catalog: ItemCatalog,
     batch_size: int = 512,
     max_len: int = 200,
+    by_length: bool = False,
 ) -> EvaluationResult:
-    """Rank all items for every user and compute the full metric set for ``stage``."""
+    """Rank all items for every user and compute the full metric set for ``stage``.
+
+    ``by_length`` scores users in batches of similar history length (less padding); the per-user
+    results come back in user order either way.
+    """
     width = sequences.num_items + 1
     k_max = min(max(KS), width)
     per_user: dict[str, list[torch.Tensor]] = {}
     tops: list[torch.Tensor] = []
-    for batch, users in evaluation_batches(sequences, stage, batch_size, max_len):
-        scores = scorer(batch).detach().float().clone()
+    order: list[np.ndarray] = []
+    for batch, users in evaluation_batches(sequences, stage, batch_size, max_len, by_length):
+        order.append(users)
+        scores = scorer(batch).detach().float().cpu().clone()
         if scores.shape != (len(users), width):
             raise ValueError(f"the scorer returned shape {tuple(scores.shape)}, expected {(len(users), width)}")
         scores[:, 0] = -torch.inf
@@ -184,8 +191,9 @@ def evaluate(
         for name, value in values.items():
             per_user.setdefault(name, []).append(value)
         tops.append(top_list)
-    arrays = {name: torch.cat(parts).numpy() for name, parts in per_user.items()}
-    top_items = torch.cat(tops).numpy()
+    inverse = np.argsort(np.concatenate(order), kind="stable")  # back to user order
+    arrays = {name: torch.cat(parts).numpy()[inverse] for name, parts in per_user.items()}
+    top_items = torch.cat(tops).numpy()[inverse]
     return EvaluationResult(_summarise(arrays, top_items, sequences, catalog), arrays, top_items)
 
 

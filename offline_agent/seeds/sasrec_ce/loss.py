@@ -1,10 +1,10 @@
 """Full cross-entropy over every item of the catalogue (SASRec+, Klenitskiy & Vasilev 2023)."""
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recsys.batches import Batch
+from recsys.fast_losses import full_softmax_cross_entropy
 
 
 class FullCrossEntropy(nn.Module):
@@ -15,11 +15,8 @@ class FullCrossEntropy(nn.Module):
     def forward(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         states = model(batch)
         present = batch.targets > 0
-        logits = states[present] @ model.embed_items(torch.arange(self.num_items + 1)).T
-        logits[:, 0] = float("-inf")  # the padding id is never a target
-        losses = F.cross_entropy(logits, batch.targets[present], reduction="none")
-        weights = batch.weights[present]
-        return (losses * weights).sum() / weights.sum().clamp(min=1e-12)
+        every_item = model.embed_items(torch.arange(self.num_items + 1, device=states.device))
+        return full_softmax_cross_entropy(states[present], every_item, batch.targets[present], batch.weights[present])
 
 
 def build_train_task(spec):
