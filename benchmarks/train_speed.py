@@ -132,8 +132,8 @@ def time_model(name: str, prepared: Any, sequences: Any, fraction: float, block:
             _evenly(batches, fraction),
         )
         paths[key].train(batches[:2], lambda b: 0.0)  # warm-up (and the fast loss's compilation)
-        paths[key].seconds = paths[key].flops = paths[key].steps = 0  # type: ignore[assignment]
-        paths[key].loss = 0.0
+        paths[key].seconds = paths[key].flops = paths[key].loss = 0.0
+        paths[key].steps = 0
     module = candidate.modules["model"]
     full = name == "sasrec_ce"
 

@@ -105,7 +105,7 @@ def epoch_order(
         return [order[start : start + step] for start in range(0, len(order), step)]
     lengths = np.minimum(sequences.train_lengths()[order], max_len + 1)
     pool = step * BUCKET_BATCHES
-    batches = []
+    batches: list[np.ndarray] = []
     for start in range(0, len(order), pool):
         users = order[start : start + pool][np.argsort(lengths[start : start + pool], kind="stable")]
         batches.extend(users[i : i + step] for i in range(0, len(users), step))

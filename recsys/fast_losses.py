@@ -77,7 +77,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     """Per-row ``logsumexp(h W^T) - h . W[target]``, recomputed chunk by chunk in the backward pass."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype, chunk: int
     ) -> torch.Tensor:
         low_hidden, low_table = hidden.to(dtype), table.to(dtype)
@@ -92,7 +92,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         return losses
 
     @staticmethod
-    def backward(ctx: Any, grad_losses: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_losses: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         low_hidden, low_table, targets, lse = ctx.saved_tensors
         grad_hidden = torch.empty(low_hidden.shape, dtype=torch.float32, device=low_hidden.device)
         grad_table = torch.zeros(low_table.shape, dtype=torch.float32, device=low_table.device)
@@ -130,7 +130,8 @@ def full_softmax_cross_entropy(
     weights = weights.float()
     if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) != torch.float32:
         items = item_table[1:]  # drop the padding row: targets index the real items from 0
-        losses = _ChunkedCrossEntropy.apply(hidden, items, targets - 1, torch.get_autocast_dtype(device), chunk_rows)
+        dtype = torch.get_autocast_dtype(device)
+        losses = _ChunkedCrossEntropy.apply(hidden, items, targets - 1, dtype, chunk_rows)  # type: ignore[no-untyped-call]
     else:
         logits = hidden @ item_table.T
         logits[:, 0] = float("-inf")

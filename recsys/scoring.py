@@ -38,7 +38,7 @@ class Scorer:
     def __call__(self, batch: Batch) -> torch.Tensor:
         batch = batch.to(self.precision.device)
         if not self.precision.is_mixed or self.dot_product is False:
-            return self.model.score(batch).float()  # type: ignore[operator, no-any-return]
+            return self.model.score(batch).float()  # type: ignore[operator]
         if self.items is None:
             ids = torch.arange(self.num_items + 1, device=self.precision.device)
             self.items = self.model.embed_items(ids).float()  # type: ignore[operator]

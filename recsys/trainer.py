@@ -5,8 +5,10 @@ train task, the plan and the reward weights.
 Seeded and deterministic on CPU. The trainer owns the arithmetic too (``recsys.precision``): on
 the configured device (CPU by default, CUDA when asked for), in bfloat16 autocast where the
 hardware multiplies it fast, with batches bucketed by history length so that little of a step runs
-on padding, and evaluation on the same path. Candidates need no change for any of it. Early stopping and the best epoch are chosen on validation
-NDCG@10 only; the test split is evaluated once, on the best epoch's weights.
+on padding, and evaluation on the same path. Candidates need no change for any of it.
+
+Early stopping and the best epoch are chosen on validation NDCG@10 only; the test split is
+evaluated once, on the best epoch's weights.
 """
 
 from __future__ import annotations

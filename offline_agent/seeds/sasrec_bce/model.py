@@ -121,7 +121,7 @@ class SASRec(nn.Module):
         """Scores of every item (column 0 is padding) after each user's last item: ``B X (N+1)``."""
         states = self.forward(batch)
         last = states[torch.arange(states.shape[0]), batch.lengths - 1]
-        every_item = torch.arange(self.num_items + 1)
+        every_item = torch.arange(self.num_items + 1, device=last.device)
         return last @ self.embed_items(every_item).T
 
 
