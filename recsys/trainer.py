@@ -261,8 +261,10 @@ class Trainer:
         if state.best_state is None:
             raise TrainingError(f"{self.candidate.name}: no epoch was completed within the budget")
         model.load_state_dict(state.best_state)
-        self.model = model
         test = self._evaluate(model, "test")
+        if self.world.world_size == 1:
+            model.to("cpu")  # what reads the trained model afterwards (diagnosis, export) works on the CPU
+        self.model = model
         return TrainResult(
             candidate=self.candidate.name,
             content_hash=self.candidate.content_hash,
