@@ -169,6 +169,10 @@ def train(
     export: Annotated[
         bool, typer.Option(help="Export the best model for serving (artifact/ in --out: model.pt2, manifest.json).")
     ] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    precision: Annotated[
+        str, typer.Option(help="auto (bfloat16 where the device has bf16 matrix units), float32 or bfloat16.")
+    ] = "auto",
     data_dir: DataDir = None,
 ) -> None:
     """Train one candidate with early stopping on validation NDCG@10; test metrics once, at the end.
@@ -188,8 +192,16 @@ def train(
     loaded = load_candidate(candidate)
     prepared = prepared_dataset(dataset, get_settings(data_dir))
     folder = out or Path("runs") / "train" / f"{loaded.name}-{loaded.content_hash[:8]}-{prepared.name}"
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise typer.BadParameter(f"expected auto, float32 or bfloat16, got {precision!r}", param_hint="--precision")
     config = TrainerConfig(
-        seed=seed, max_epochs=max_epochs, budget_seconds=budget_seconds, checkpoint_dir=folder, resume=resume
+        seed=seed,
+        max_epochs=max_epochs,
+        budget_seconds=budget_seconds,
+        checkpoint_dir=folder,
+        resume=resume,
+        device=device,
+        precision=precision,  # type: ignore[arg-type]
     )
     trained = train_diagnose_export(
         loaded, prepared, config,

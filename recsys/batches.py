@@ -44,6 +44,40 @@ def make_batch(
     )
 
 
+BUCKET_BATCHES = 16
+"""Batches per length bucket: users are sorted by length within pools of this many batches."""
+
+
+def epoch_order(
+    sequences: UserSequences,
+    batch_size: int,
+    max_len: int,
+    generator: np.random.Generator,
+    world_size: int = 1,
+    bucketed: bool = False,
+) -> list[np.ndarray]:
+    """The users of each global batch of one epoch (users with at least two training events).
+
+    Plain: a random permutation cut into batches. Bucketed: the permutation is cut into pools of
+    ``BUCKET_BATCHES`` batches, each pool is sorted by history length and cut into batches, and the
+    batches of all pools are shuffled; a batch then holds users of similar length, so padding it to
+    its own longest history wastes little, and every user still comes once per epoch in random company.
+    """
+    trainable = [u for u in range(sequences.num_users) if len(sequences.train_positions(u)) >= 2]
+    order = generator.permutation(np.array(trainable, dtype=np.int64))
+    order = order[: len(order) - len(order) % world_size]
+    step = batch_size * world_size
+    if not bucketed:
+        return [order[start : start + step] for start in range(0, len(order), step)]
+    lengths = np.minimum(sequences.train_lengths()[order], max_len + 1)
+    pool = step * BUCKET_BATCHES
+    batches: list[np.ndarray] = []
+    for start in range(0, len(order), pool):
+        users = order[start : start + pool][np.argsort(lengths[start : start + pool], kind="stable")]
+        batches.extend(users[i : i + step] for i in range(0, len(users), step))
+    return [batches[i] for i in generator.permutation(len(batches))]
+
+
 def training_batches(
     sequences: UserSequences,
     batch_size: int,
@@ -52,20 +86,18 @@ def training_batches(
     event_weights: np.ndarray | None = None,
     rank: int = 0,
     world_size: int = 1,
+    bucketed: bool = False,
 ) -> Iterator[Batch]:
-    """One epoch of next-item training batches over users with at least two training events.
+    """One epoch of next-item training batches (users as :func:`epoch_order` draws them).
 
     The user order is drawn from ``generator`` (so a seed fixes the epoch); ``event_weights``
     (one per event) weight each target. Under ``world_size`` processes every rank draws the same
     order and takes its own ``batch_size`` users of each global batch, so all ranks take the same
     number of steps (up to ``world_size - 1`` users sit out an epoch, different ones each time).
+    Each batch is padded to its own longest history.
     """
-    trainable = [u for u in range(sequences.num_users) if len(sequences.train_positions(u)) >= 2]
-    order = generator.permutation(np.array(trainable, dtype=np.int64))
-    order = order[: len(order) - len(order) % world_size]
-    step = batch_size * world_size
-    for start in range(0, len(order), step):
-        users = order[start : start + step][rank::world_size]
+    for global_batch in epoch_order(sequences, batch_size, max_len, generator, world_size, bucketed):
+        users = global_batch[rank::world_size]
         histories, targets, weights = [], [], []
         for user in users:
             positions = sequences.train_positions(int(user))[-(max_len + 1) :]

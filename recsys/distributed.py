@@ -40,10 +40,10 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_world() -> WorldInfo:
-    """Join the process group ``torchrun`` set up (gloo on CPU, nccl on GPUs)."""
+def init_world(device: torch.device | None = None) -> WorldInfo:
+    """Join the process group ``torchrun`` set up: nccl when training on CUDA, gloo on the CPU."""
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if device is not None and device.type == "cuda" else "gloo")
     return WorldInfo(dist.get_rank(), dist.get_world_size())
 
 
@@ -54,7 +54,9 @@ class ShardedCandidateModel(nn.Module):
     the sharded tables.
     """
 
-    def __init__(self, model: nn.Module, embedding_lr: float, world: WorldInfo) -> None:
+    def __init__(
+        self, model: nn.Module, embedding_lr: float, world: WorldInfo, device: torch.device | None = None
+    ) -> None:
         super().__init__()
         fused = {"optimizer": EmbOptimType.EXACT_ROWWISE_ADAGRAD, "learning_rate": embedding_lr}
         sharders = [EmbeddingCollectionSharder(fused_params=fused), EmbeddingBagCollectionSharder(fused_params=fused)]
@@ -68,7 +70,9 @@ class ShardedCandidateModel(nn.Module):
         constraints = {
             name: ParameterConstraints(sharding_types=[ShardingType.TABLE_WISE.value]) for name in table_names
         }
-        device = torch.device("cpu")
+        device = device or torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         planner = EmbeddingShardingPlanner(
             topology=Topology(world_size=world.world_size, compute_device=device.type), constraints=constraints
         )

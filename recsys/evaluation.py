@@ -209,14 +209,20 @@ def rank_lists(
     users: np.ndarray,
     batch_size: int = 512,
     max_len: int = 200,
+    by_length: bool = False,
 ) -> RankedLists:
     """Rank all items for ``users`` from their ``stage`` input histories; consumed items and the
-    padding id are masked out. No target is read: this runs where the targets are absent."""
+    padding id are masked out. No target is read: this runs where the targets are absent.
+
+    ``by_length`` scores users in batches of similar history length (less padding); the lists come
+    back in the order of ``users`` either way."""
     width = sequences.num_items + 1
     k = list_length(sequences.num_items)
+    users = np.asarray(users, dtype=np.int64)
+    order = np.argsort(np.diff(sequences.offsets)[users], kind="stable") if by_length else np.arange(len(users))
     tops: list[torch.Tensor] = [torch.zeros(0, k, dtype=torch.int64)]
     for start in range(0, len(users), batch_size):
-        chunk = users[start : start + batch_size]
+        chunk = users[order[start : start + batch_size]]
         histories = [sequences.history(int(u), stage)[-max_len:] for u in chunk]
         scores = scorer(make_batch(chunk, histories)).detach().float().clone()
         if scores.shape != (len(chunk), width):
@@ -225,7 +231,9 @@ def rank_lists(
         rows, items = _history_pairs(sequences, chunk, stage)
         scores[rows, items] = -torch.inf
         tops.append(torch.topk(scores, k, dim=1).indices)
-    return RankedLists(stage, np.asarray(users, dtype=np.int64), torch.cat(tops).numpy())
+    top = np.empty((len(users), k), dtype=np.int64)
+    top[order] = torch.cat(tops).numpy()
+    return RankedLists(stage, users, top)
 
 
 def check_lists(lists: RankedLists, sequences: UserSequences, expected_users: np.ndarray) -> None:

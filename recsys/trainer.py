@@ -2,8 +2,13 @@
 checkpoints and the final test evaluation; the candidate's blocks only supply the model, the
 train task, the plan and the reward weights.
 
-Seeded and deterministic on CPU. Early stopping and the best epoch are chosen on validation
-NDCG@10 only; the test split is evaluated once, on the best epoch's weights.
+Seeded and deterministic on CPU. The trainer owns the arithmetic too (``recsys.precision``): on
+the configured device (CPU by default, CUDA when asked for), in bfloat16 autocast where the
+hardware multiplies it fast, with batches bucketed by history length so that little of a step runs
+on padding, and evaluation on the same path. Candidates need no change for any of it.
+
+Early stopping and the best epoch are chosen on validation NDCG@10 only; the test split is
+evaluated once, on the best epoch's weights.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from tqdm.auto import tqdm
 
 from recsys.batches import training_batches
 from recsys.candidate import Candidate
-from recsys.candidate_api import Batch, ModelSpec, TrainingPlan
+from recsys.candidate_api import ModelSpec, TrainingPlan
 from recsys.data.prepared import PreparedDataset
 from recsys.distributed import (
     ShardedCandidateModel,
@@ -39,6 +44,8 @@ from recsys.errors import EvorecError
 from recsys.evaluation import SELECTION_METRIC, ItemCatalog, RankedLists, rank_lists
 from recsys.event_table import from_interactions
 from recsys.heldout import HeldOut, LocalHeldOut
+from recsys.precision import Precision, PrecisionName, resolve_device
+from recsys.scoring import Scorer
 from recsys.sequences import SPLIT_CODES, Stage, UserSequences
 
 log = logging.getLogger(__name__)
@@ -54,8 +61,10 @@ class TrainerConfig:
 
     ``max_epochs`` caps the candidate's plan. ``budget_seconds`` stops this invocation's training
     (even mid-epoch) once spent, however long earlier sessions of a resumed run took.
-    ``checkpoint_dir`` holds ``last.pt`` (to resume) and ``best.pt``. ``device``: where the
-    candidate builds its model (``ModelSpec.device``) and where batches go.
+    ``checkpoint_dir`` holds ``last.pt`` (to resume) and ``best.pt``. ``device`` is ``cpu``,
+    ``cuda`` or ``cuda:N``; ``precision`` ``auto`` takes bfloat16 autocast where the device has
+    bfloat16 matrix units and float32 elsewhere; ``bucketing`` batches users of similar history
+    length together. ``precision="float32", bucketing=False`` is the plain float32 path.
     """
 
     seed: int = 0
@@ -69,6 +78,8 @@ class TrainerConfig:
     resume: bool = False
     progress: bool = True
     device: str = "cpu"
+    precision: PrecisionName = "auto"
+    bucketing: bool = True
 
 
 @dataclass
@@ -130,7 +141,12 @@ class Trainer:
         self.config = config or TrainerConfig()
         self.epoch_log = epoch_log
         self.model: nn.Module | None = None  # the best epoch's model, once fit() returns
-        self.world = init_world() if launched_by_torchrun() else WorldInfo(0, 1)
+        self.device = resolve_device(self.config.device)
+        self.world = init_world(self.device) if launched_by_torchrun() else WorldInfo(0, 1)
+        if self.world.world_size > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.world.rank % torch.cuda.device_count())
+        self.precision = Precision.choose(self.config.precision, self.device)
+        log.info("%s trains on %s", candidate.name, self.precision.describe())
         if self.world.world_size > 1 and self.config.resume:
             raise TrainingError("resuming is supported in single-process training only")
         plan: TrainingPlan = candidate.function("optim", "training_plan")()
@@ -147,9 +163,9 @@ class Trainer:
             prepared.num_items,
             prepared.num_users,
             plan.max_len,
-            item_popularity=self.catalog.popularity.to(self.config.device, copy=True),
-            item_genres=self.catalog.genres.to(self.config.device, copy=True),
-            device=self.config.device,
+            item_popularity=self.catalog.popularity.to(self.device, copy=True),
+            item_genres=self.catalog.genres.to(self.device, copy=True),
+            device=str(self.device),
         )
         self.event_weights = self._event_weights()
         self.heldout = heldout or LocalHeldOut(self.sequences, self.catalog)
@@ -173,10 +189,10 @@ class Trainer:
     def _lists(self, model: nn.Module, stage: Stage, sequences: UserSequences) -> RankedLists:
         """The model's ranked lists for ``stage``: all that leaves this process for judging."""
         model.eval()
-        score: Callable[[Batch], torch.Tensor] = model.score  # type: ignore[assignment]
-        device, size, max_len = self.config.device, self.config.eval_batch_size, self.plan.max_len
+        scorer = Scorer(model, self.precision, self.prepared.num_items)
+        size, max_len = self.config.eval_batch_size, self.plan.max_len
         users = self.heldout.users(stage)
-        return rank_lists(lambda batch: score(batch.to(device)).cpu(), sequences, stage, users, size, max_len)
+        return rank_lists(scorer, sequences, stage, users, size, max_len, by_length=self.config.bucketing)
 
     def fit(self) -> TrainResult:
         config, plan = self.config, self.plan
@@ -184,10 +200,12 @@ class Trainer:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         generator = np.random.default_rng(config.seed)
-        model: nn.Module = self.candidate.function("model", "build_model")(self.spec)
+        model: nn.Module = self.candidate.function("model", "build_model")(self.spec).to(self.device)
         task: nn.Module = self.candidate.function("loss", "build_train_task")(self.spec)
+        if isinstance(task, nn.Module):
+            task = task.to(self.device)
         if self.world.world_size > 1:
-            sharded = ShardedCandidateModel(model, plan.embedding_lr, self.world)
+            sharded = ShardedCandidateModel(model, plan.embedding_lr, self.world, self.device)
             optimizer = self.candidate.function("optim", "build_optimizer")(sharded.dense_parameters())
             model = sharded
         else:
@@ -201,7 +219,7 @@ class Trainer:
         if checkpoint is not None:
             checkpoint.mkdir(parents=True, exist_ok=True)
             if config.resume and (checkpoint / "last.pt").exists():
-                state = _TrainState.load(checkpoint / "last.pt", model, optimizer, generator, scheduler)
+                state = _TrainState.load(checkpoint / "last.pt", model, optimizer, generator, scheduler, self.device)
                 self.heldout.resumed(state.epoch, state.best_epoch, state.best_valid)
                 log.info("resumed %s after epoch %d", self.candidate.name, state.epoch)
         started = time.monotonic() - state.seconds  # total training time, across resumed sessions
@@ -248,9 +266,11 @@ class Trainer:
         if state.best_state is None:
             raise TrainingError(f"{self.candidate.name}: no epoch was completed within the budget")
         model.load_state_dict(state.best_state)
-        self.model = model
         valid = self.heldout.final(self._lists(model, "valid", self.sequences))
         test = self.heldout.score(self._lists(model, "test", self.heldout.test_inputs()))
+        if self.world.world_size == 1:
+            model.to("cpu")  # what reads the trained model afterwards (diagnosis, export) works on the CPU
+        self.model = model
         return TrainResult(
             candidate=self.candidate.name,
             content_hash=self.candidate.content_hash,
@@ -285,13 +305,15 @@ class Trainer:
             self.event_weights,
             self.world.rank,
             self.world.world_size,
+            bucketed=self.config.bucketing,
         )
         total, steps = 0.0, 0
         budget = self.config.budget_seconds
         show = self.config.progress and self.world.is_main
         bar = tqdm(batches, desc=f"{self.candidate.name} epoch {epoch}", leave=False, disable=not show)
         for batch in bar:
-            loss = task(model, batch.to(self.config.device))
+            with self.precision.autocast():
+                loss = task(model, batch.to(self.device))
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"{self.candidate.name}: the loss became {loss.item()} at epoch {epoch}, step {steps}"
@@ -363,13 +385,14 @@ class _TrainState:
         optimizer: torch.optim.Optimizer,
         generator: np.random.Generator,
         scheduler: Any = None,
+        device: torch.device | None = None,
     ) -> _TrainState:
-        payload = torch.load(path, weights_only=False)
+        payload = torch.load(path, weights_only=False, map_location=device)
         model.load_state_dict(payload.pop("model"))
         optimizer.load_state_dict(payload.pop("optimizer"))
         scheduler_state = payload.pop("scheduler", None)
         if scheduler is not None and scheduler_state is not None:
             scheduler.load_state_dict(scheduler_state)
-        torch.set_rng_state(payload.pop("torch_rng"))
+        torch.set_rng_state(payload.pop("torch_rng").cpu())
         generator.bit_generator.state = payload.pop("numpy_rng")
         return cls(**payload)
