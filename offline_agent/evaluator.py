@@ -181,6 +181,16 @@ def _heldout_data(dataset: str, max_users: int | None, views: Path) -> _HeldOutD
     return _HeldOutData(sequences, ItemCatalog.build(prepared, sequences), view)
 
 
+def _load_judge(judged: Path, data: _HeldOutData) -> Judge:
+    """A judge that goes on from its record of an earlier invocation (kept beside the checkpoint)."""
+    import numpy as np
+
+    record = json.loads(judged.read_text())
+    sample = record.get("best_sample")
+    best_sample = np.asarray(sample, dtype=np.int64) if sample is not None else None
+    return Judge(data.sequences, data.catalog, history=record["history"], best_sample=best_sample)
+
+
 def _hidden_paths(config: EvaluationConfig, root: Path) -> list[Path]:
     """Folders no sandbox may read: the data with its targets, every work dir, kept checkpoints and
     artifacts, and what the caller names (the run's database)."""
@@ -208,8 +218,7 @@ def _stage(
     sandbox, and a run killed mid-write leaves the last good checkpoint in place."""
     data = _heldout_data(config.dataset, job.get("max_users"), root / ".views")
     judged = checkpoint / JUDGED if checkpoint is not None else None
-    history = json.loads(judged.read_text()) if judged is not None and judged.exists() else []
-    judge = Judge(data.sequences, data.catalog, history=history)
+    judge = _load_judge(judged, data) if judged is not None and judged.exists() else Judge(data.sequences, data.catalog)
     workdir = Path(tempfile.mkdtemp(prefix="evaluation-", dir=root))
     try:
         candidate = workdir / CANDIDATE_FOLDER
@@ -230,7 +239,8 @@ def _stage(
             shutil.copytree(exported, artifact_to, symlinks=True)
         if checkpoint is not None and judged is not None and outcome.status == "ok" and judge.violation is None:
             _copy_checkpoint(workdir / CHECKPOINT, checkpoint)
-            judged.write_text(json.dumps(judge.history))
+            sample = judge.best_sample.tolist() if judge.best_sample is not None else None
+            judged.write_text(json.dumps({"history": judge.history, "best_sample": sample}))
         return outcome, judge
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -10,8 +10,8 @@ in which the held-out targets are absent.
 The order of a run is fixed, so lists cannot be fitted to targets they were shown:
 
 1. ``score`` of validation lists, once per epoch (early stopping uses the replies);
-2. ``final``: the validation lists of the model kept as best, which must score what its best epoch
-   scored;
+2. ``final``: the kept model's validation lists of a sample of users, which must be those of its
+   best epoch (whose metrics become the run's validation metrics);
 3. ``test_inputs``: only now the test histories (train and validation items) are handed out;
 4. ``score`` of the test lists, once.
 """
@@ -31,10 +31,13 @@ from recsys.evaluation import (
     IntegrityError,
     ItemCatalog,
     RankedLists,
+    check_lists,
     evaluated_users,
     score_lists,
 )
 from recsys.sequences import Stage, UserSequences
+
+FINAL_USERS = 256
 
 
 class HeldOut(Protocol):
@@ -43,6 +46,8 @@ class HeldOut(Protocol):
     def users(self, stage: Stage) -> np.ndarray: ...
 
     def score(self, lists: RankedLists) -> dict[str, float]: ...
+
+    def final_users(self) -> np.ndarray: ...
 
     def final(self, lists: RankedLists) -> dict[str, float]: ...
 
@@ -57,6 +62,9 @@ class Judge:
 
     ``history`` are the validation metrics of each epoch (those of earlier invocations of a resumed
     training first); ``best_epoch`` is chosen from them, never from what the trainer claims.
+    ``best_sample`` are the best epoch's lists of the first :data:`FINAL_USERS` evaluated users: the
+    kept model must rank them again the same way. ``trusted`` (an in-process judge of trusted code)
+    takes a resumed trainer's record as its own.
     """
 
     sequences: UserSequences
@@ -65,6 +73,8 @@ class Judge:
     final_valid: dict[str, float] | None = None
     test: dict[str, float] | None = None
     test_lists: RankedLists | None = None
+    best_sample: np.ndarray | None = None
+    trusted: bool = False
     violation: str | None = None
     _revealed: bool = False
 
@@ -86,6 +96,9 @@ class Judge:
             if self.final_valid is not None:
                 raise IntegrityError("validation lists after the final ones are not scored")
             metrics = score_lists(lists, self.sequences, self.catalog).metrics
+            best = self.best_epoch
+            if best is None or metrics[SELECTION_METRIC] > self.history[best - 1][SELECTION_METRIC]:
+                self.best_sample = lists.top[:FINAL_USERS].copy()
             self.history.append(metrics)
             return metrics
         if not self._revealed:
@@ -96,22 +109,29 @@ class Judge:
         self.test_lists = lists
         return self.test
 
+    def final_users(self) -> np.ndarray:
+        """The users whose validation lists the kept model hands in again (a sample: one more full
+        ranking per evaluation would cost as much as an epoch's validation)."""
+        return evaluated_users(self.sequences, "valid")[:FINAL_USERS]
+
     def final(self, lists: RankedLists) -> dict[str, float]:
-        """The kept model's validation lists: they must score exactly what its best epoch scored."""
+        """The kept model's lists for :meth:`final_users`: they must be its best epoch's. The validation
+        metrics of the run are those the judge recorded for that epoch."""
         if lists.stage != "valid" or self.final_valid is not None:
             raise IntegrityError("the final lists are the validation lists of the kept model, sent once")
         best = self.best_epoch
         if best is None:
             raise IntegrityError("final lists before any epoch was scored")
-        metrics = score_lists(lists, self.sequences, self.catalog).metrics
-        claimed = self.history[best - 1][SELECTION_METRIC]
-        if not math.isclose(metrics[SELECTION_METRIC], claimed, rel_tol=1e-9, abs_tol=1e-12):
+        check_lists(lists, self.sequences, self.final_users())
+        if self.best_sample is None and not self.trusted:
+            raise IntegrityError("the judge holds no lists of the best epoch to check the kept model against")
+        if self.best_sample is not None and not np.array_equal(lists.top, self.best_sample):
             raise IntegrityError(
-                f"the kept model's validation {SELECTION_METRIC} is {metrics[SELECTION_METRIC]:.6f}, but its best "
-                f"epoch ({best}) scored {claimed:.6f}: the lists do not come from the model it kept"
+                f"the kept model ranks otherwise than its best epoch ({best}) did: the lists do not come from the "
+                "model it kept"
             )
-        self.final_valid = metrics
-        return metrics
+        self.final_valid = self.history[best - 1]
+        return self.final_valid
 
     def test_inputs(self) -> UserSequences:
         """The histories that predict the test targets, with the targets themselves removed."""
@@ -137,6 +157,8 @@ class Judge:
             operation = message.get("op")
             if operation == "users":
                 return {"users": self.users(_stage(message.get("stage"))).tolist()}
+            if operation == "final_users":
+                return {"users": self.final_users().tolist()}
             if operation in ("score", "final"):
                 lists = RankedLists.from_json(message)
                 return {"metrics": self.score(lists) if operation == "score" else self.final(lists)}
@@ -183,13 +205,16 @@ class LocalHeldOut:
     """A judge in this process: for trusted code only (it holds the targets in reach of the model)."""
 
     def __init__(self, sequences: UserSequences, catalog: ItemCatalog) -> None:
-        self.judge = Judge(sequences, catalog)
+        self.judge = Judge(sequences, catalog, trusted=True)
 
     def users(self, stage: Stage) -> np.ndarray:
         return self.judge.users(stage)
 
     def score(self, lists: RankedLists) -> dict[str, float]:
         return self.judge.score(lists)
+
+    def final_users(self) -> np.ndarray:
+        return self.judge.final_users()
 
     def final(self, lists: RankedLists) -> dict[str, float]:
         return self.judge.final(lists)
@@ -229,6 +254,9 @@ class HeldOutClient:
 
     def score(self, lists: RankedLists) -> dict[str, float]:
         return dict(self._ask({"op": "score", **lists.to_json()})["metrics"])
+
+    def final_users(self) -> np.ndarray:
+        return np.asarray(self._ask({"op": "final_users"})["users"], dtype=np.int64)
 
     def final(self, lists: RankedLists) -> dict[str, float]:
         return dict(self._ask({"op": "final", **lists.to_json()})["metrics"])

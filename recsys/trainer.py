@@ -186,12 +186,15 @@ class Trainer:
         full[train] = weights
         return full
 
-    def _lists(self, model: nn.Module, stage: Stage, sequences: UserSequences) -> RankedLists:
-        """The model's ranked lists for ``stage``: all that leaves this process for judging."""
+    def _lists(
+        self, model: nn.Module, stage: Stage, sequences: UserSequences, users: np.ndarray | None = None
+    ) -> RankedLists:
+        """The model's ranked lists for ``stage`` (of ``users``, by default all the judge evaluates): all
+        that leaves this process for judging."""
         model.eval()
         scorer = Scorer(model, self.precision, self.prepared.num_items)
         size, max_len = self.config.eval_batch_size, self.plan.max_len
-        users = self.heldout.users(stage)
+        users = self.heldout.users(stage) if users is None else users
         return rank_lists(scorer, sequences, stage, users, size, max_len, by_length=self.config.bucketing)
 
     def fit(self) -> TrainResult:
@@ -266,7 +269,7 @@ class Trainer:
         if state.best_state is None:
             raise TrainingError(f"{self.candidate.name}: no epoch was completed within the budget")
         model.load_state_dict(state.best_state)
-        valid = self.heldout.final(self._lists(model, "valid", self.sequences))
+        valid = self.heldout.final(self._lists(model, "valid", self.sequences, self.heldout.final_users()))
         test = self.heldout.score(self._lists(model, "test", self.heldout.test_inputs()))
         if self.world.world_size == 1:
             model.to("cpu")  # what reads the trained model afterwards (diagnosis, export) works on the CPU

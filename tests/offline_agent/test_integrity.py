@@ -196,7 +196,7 @@ def test_final_lists_that_are_not_the_kept_models_fail_the_evaluation(honest, pr
         "_heldout.HeldOutClient.final = _swapped\n"
     )
     outcome = evaluate_candidate({**sources, "model": swap + sources["model"]}, _config(prepared_small, tmp_path))
-    assert outcome.status == "failed" and "do not come from the model it kept" in outcome.reason
+    assert outcome.status == "failed" and "do not come from the model it kept" in outcome.reason, outcome.reason
 
 
 def test_asking_for_the_test_inputs_before_training_ends_fails_the_evaluation(honest, prepared_small, tmp_path):
@@ -223,7 +223,7 @@ def test_a_forged_checkpoint_of_unjudged_epochs_is_refused(honest, prepared_smal
     assert evaluate_candidate(hostile, config).status == "evaluated"  # the first invocation plants nothing
     second = evaluate_candidate(hostile, config.model_copy(update={"max_epochs": 8}))
     assert second.status == "failed" and "the judge recorded 1" in second.reason
-    assert len(json.loads((kept / content_key(hostile) / "judged.json").read_text())) == 1
+    assert len(json.loads((kept / content_key(hostile) / "judged.json").read_text())["history"]) == 1
 
 
 def test_an_exported_model_that_ranks_unlike_its_lists_is_not_kept(honest, prepared_small, tmp_path):
