@@ -33,7 +33,7 @@ from offline_agent.sandbox import SandboxLimits, run_sandboxed
 from offline_agent.sandbox_entry import ARTIFACT_FOLDER, CANDIDATE_FOLDER, VIEW_FOLDER
 from recsys.candidate import BLOCKS, REQUIRED, REQUIRED_VALUES, parse_block
 from recsys.data.view import copy_view
-from recsys.evaluation import SELECTION_METRIC, IntegrityError
+from recsys.evaluation import LIST_AGREEMENT, SELECTION_METRIC, IntegrityError, list_agreement
 from recsys.heldout import Judge
 from reward_lib.candidate import candidate_alignment
 
@@ -45,7 +45,6 @@ ENTRY = "from offline_agent.sandbox_entry import main\n\nmain()\n"
 SANDBOXES = "evorec-sandboxes"  # under the work root: every work dir, hidden from every other sandbox
 JUDGED = "judged.json"  # beside a kept checkpoint: the judge's record of the epochs trained so far
 VERIFIED_USERS = 64  # test users whose lists are checked against the exported program
-SCORE_TOLERANCE = 1e-3
 
 
 class EvaluationConfig(BaseModel):
@@ -307,10 +306,8 @@ def _verify_artifact(artifact: Path, judge: Judge, valid: dict[str, float], test
     scores[:, 0] = -torch.inf
     for row, history in enumerate(histories):
         scores[row, torch.from_numpy(np.asarray(history, dtype=np.int64))] = -torch.inf
-    top = lists.top[: len(users), :10]
-    kth = torch.topk(scores, top.shape[1], dim=1).values[:, -1:]
-    listed = scores.gather(1, torch.from_numpy(top))
-    if bool((listed < kth - SCORE_TOLERANCE * kth.abs().clamp(min=1.0)).any()):
+    exported = torch.topk(scores, 10, dim=1).indices.numpy()
+    if list_agreement(exported, lists.top[: len(users)]) < LIST_AGREEMENT:
         raise IntegrityError("the exported model does not rank as the lists the trainer handed to the judge")
     manifest = json.loads((artifact / MANIFEST_FILE).read_text())
     manifest["metrics"] = {"valid": valid, "test": test}

@@ -254,6 +254,19 @@ def check_lists(lists: RankedLists, sequences: UserSequences, expected_users: np
             raise IntegrityError(f"the list of user {int(user)} holds an item of their own input history")
 
 
+LIST_AGREEMENT = 0.9
+"""Least mean top-10 overlap between two rankings of the same model: batches of other shapes and
+bfloat16 arithmetic can swap near-ties at the edge of a list, never a list's bulk."""
+
+
+def list_agreement(first: np.ndarray, second: np.ndarray, k: int = LIST_SIZE) -> float:
+    """Mean share of each row's top ``k`` items that both rankings hold (1: the same items)."""
+    if len(first) == 0:
+        return 1.0
+    shared = [len(set(a[:k].tolist()) & set(b[:k].tolist())) / k for a, b in zip(first, second, strict=True)]
+    return float(np.mean(shared))
+
+
 UNIT_INTERVAL = ("hr@", "recall@", "ndcg@", "mrr@", "coverage@", "gini@", "ild@")
 
 

@@ -27,12 +27,14 @@ import numpy as np
 
 from recsys.channel import CHANNEL_ENV, read_message, write_message
 from recsys.evaluation import (
+    LIST_AGREEMENT,
     SELECTION_METRIC,
     IntegrityError,
     ItemCatalog,
     RankedLists,
     check_lists,
     evaluated_users,
+    list_agreement,
     score_lists,
 )
 from recsys.sequences import Stage, UserSequences
@@ -115,8 +117,9 @@ class Judge:
         return evaluated_users(self.sequences, "valid")[:FINAL_USERS]
 
     def final(self, lists: RankedLists) -> dict[str, float]:
-        """The kept model's lists for :meth:`final_users`: they must be its best epoch's. The validation
-        metrics of the run are those the judge recorded for that epoch."""
+        """The kept model's lists for :meth:`final_users`: they must be its best epoch's (up to near-ties,
+        :data:`~recsys.evaluation.LIST_AGREEMENT`). The run's validation metrics are those the judge
+        recorded for that epoch."""
         if lists.stage != "valid" or self.final_valid is not None:
             raise IntegrityError("the final lists are the validation lists of the kept model, sent once")
         best = self.best_epoch
@@ -125,7 +128,7 @@ class Judge:
         check_lists(lists, self.sequences, self.final_users())
         if self.best_sample is None and not self.trusted:
             raise IntegrityError("the judge holds no lists of the best epoch to check the kept model against")
-        if self.best_sample is not None and not np.array_equal(lists.top, self.best_sample):
+        if self.best_sample is not None and list_agreement(lists.top, self.best_sample) < LIST_AGREEMENT:
             raise IntegrityError(
                 f"the kept model ranks otherwise than its best epoch ({best}) did: the lists do not come from the "
                 "model it kept"

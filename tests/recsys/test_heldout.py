@@ -62,8 +62,10 @@ def test_final_lists_of_another_model_are_refused():
     sequences = _sequences()
     judge = Judge(sequences, _catalog())
     judge.score(_lists(sequences, "valid", hit=True))
+    other = _lists(sequences, "valid", judge.final_users(), hit=True)
+    other.top[:] = other.top[:, ::-1].copy()  # the same items, another order: another model
     with pytest.raises(IntegrityError, match="do not come from the model it kept"):
-        judge.final(_lists(sequences, "valid", judge.final_users()))
+        judge.final(other)
     assert len(judge.final_users()) == min(FINAL_USERS, sequences.num_users)
 
 
@@ -114,3 +116,13 @@ def test_malformed_requests_are_refused_not_raised():
 def test_impossible_metrics_are_refused(metrics):
     with pytest.raises(IntegrityError):
         check_metrics(metrics)
+
+
+def test_final_lists_that_differ_only_in_near_ties_are_accepted():
+    """A kept model ranked in batches of another shape (or in bfloat16) may swap items at a list's edge."""
+    sequences = _sequences()
+    judge = Judge(sequences, _catalog())
+    judge.score(_lists(sequences, "valid", hit=True))
+    again = _lists(sequences, "valid", judge.final_users(), hit=True)
+    again.top[:, [9, 10]] = again.top[:, [10, 9]]  # the 10th and 11th swap places: 9 of 10 shared
+    assert judge.final(again) == judge.history[0]
