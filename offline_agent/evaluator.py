@@ -164,19 +164,26 @@ class _HeldOutData:
 
 
 @functools.cache
-def _heldout_data(dataset: str, max_users: int | None, views: Path) -> _HeldOutData:
+def _dataset(dataset: str, views: Path) -> tuple[Any, Any, Path]:
+    """The prepared dataset, its full sequences and the sandbox's view on disk: loaded and written once."""
     from recsys.data.prepared import PreparedDataset
     from recsys.data.view import write_training_view
-    from recsys.evaluation import ItemCatalog
     from recsys.sequences import UserSequences
 
     prepared = PreparedDataset.open(Path(dataset))
-    sequences = UserSequences.from_prepared(prepared)
-    if max_users is not None:
-        sequences = sequences.head(max_users)
     view = views / hashlib.sha256(f"{Path(dataset).resolve()}".encode()).hexdigest()[:16]
     if not (view / "manifest.json").exists():
         write_training_view(prepared, Path(tempfile.mkdtemp(prefix=".view-", dir=views))).path.replace(view)
+    return prepared, UserSequences.from_prepared(prepared), view
+
+
+@functools.cache
+def _heldout_data(dataset: str, max_users: int | None, views: Path) -> _HeldOutData:
+    from recsys.evaluation import ItemCatalog
+
+    prepared, sequences, view = _dataset(dataset, views)
+    if max_users is not None:
+        sequences = sequences.head(max_users)
     return _HeldOutData(sequences, ItemCatalog.build(prepared, sequences), view)
 
 
