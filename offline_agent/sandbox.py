@@ -103,7 +103,8 @@ def sweep_stale_cgroups() -> list[Path]:
         owner = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None  # evorec-<pid>-<id>
         if owner is not None and _alive(owner):
             continue
-        _kill_members(path)
+        if owner is not None:  # a cgroup of another naming may belong to a live evaluation: only removed if empty
+            _kill_members(path)
         with contextlib.suppress(OSError):
             path.rmdir()
             removed.append(path)
