@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from offline_agent.sandbox import SandboxLimits, run_sandboxed
 from recsys.candidate import BLOCKS, REQUIRED, REQUIRED_VALUES, parse_block
+from recsys.redaction import redact_json
 from reward_lib.candidate import candidate_alignment
 
 Stage = Literal["static", "smoke", "train"]
@@ -127,6 +128,10 @@ class EvaluationOutcome:
         """A plain mapping, for an evaluation that ran in another process or pipeline task."""
         return dataclasses.asdict(self)
 
+    def redacted(self) -> EvaluationOutcome:
+        """This outcome with every secret value redacted from its text (a candidate may print any it finds)."""
+        return EvaluationOutcome.from_json(redact_json(self.to_json()))
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EvaluationOutcome:
         return cls(**{**data, "isolation": tuple(data.get("isolation", ()))})
@@ -205,7 +210,11 @@ def _stage(
 
 
 def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> EvaluationOutcome:
-    """Run the cascade; the outcome says where it stopped and why."""
+    """Run the cascade; the outcome says where it stopped and why, redacted of secret values."""
+    return _cascade(sources, config).redacted()
+
+
+def _cascade(sources: dict[str, str], config: EvaluationConfig) -> EvaluationOutcome:
     started = time.monotonic()
     problem = static_check(sources)
     if problem is not None:

@@ -202,8 +202,7 @@ class Evolution:
         return [text for _, text in sorted(entries, key=lambda e: -e[0])[:JOURNAL_SHOWN]]
 
     def _reject(self, reason: str) -> None:
-        rejections = self.db.get_state("rejections", [])
-        self.db.set_state("rejections", [*rejections, reason][-REJECTIONS_KEPT:])
+        self.db.set_state("rejections", [*self.db.get_state("rejections", []), reason])  # all, for the report
         log.info("proposal rejected: %s", reason)
 
     def _rule_gains(self) -> dict[str, tuple[float, ...]]:
@@ -227,6 +226,7 @@ class Evolution:
 
     def record(self, program: Program, outcome: EvaluationOutcome) -> Program:
         """Store a pending program's evaluation with its directional feedback."""
+        outcome = outcome.redacted()  # it may come from another process, with other secrets than this one's
         feedback = {
             **program.feedback,  # the proposal's rationale, rule and proposer
             "stage": outcome.stage,
@@ -287,8 +287,9 @@ class Evolution:
     def _propose(self, iteration: int) -> Program | None:
         island = iteration % self.config.database.islands
         parent, inspirations = self.db.sample(island, self.rng)
+        rejections = self.db.get_state("rejections", [])[-REJECTIONS_KEPT:]
         request = ProposalRequest(
-            parent, inspirations, self._journal(), self.db.get_state("rejections", []), self._tried_rules(parent),
+            parent, inspirations, self._journal(), rejections, self._tried_rules(parent),
             self.config.database.fitness, self.directional, self._rule_gains(),
         )  # fmt: skip
         try:

@@ -107,7 +107,7 @@ def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
         lines += ["", "## Failures", ""] + [f"- {count} × {reason}" for reason, count in failures.most_common()]
     rejections = db.get_state("rejections", [])
     if rejections:
-        lines += ["", "## Last rejected proposals", ""] + [f"- {reason}" for reason in rejections]
+        lines += ["", f"## Rejected proposals ({len(rejections)})", ""] + [f"- {reason}" for reason in rejections]
     return "\n".join(lines) + "\n"
 
 

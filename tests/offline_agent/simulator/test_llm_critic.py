@@ -13,7 +13,7 @@ from offline_agent.simulator.aggregate import LLMAggregator, assess_critiques, m
 from offline_agent.simulator.cache import ReplyCache
 from offline_agent.simulator.critiques import LLMCritic, critique_users, measured_critique
 from offline_agent.simulator.personas import Persona, ShownItem
-from tests.offline_agent.llm.test_providers import StubServer, gemini_body
+from tests.offline_agent.llm.stub_server import StubServer, gemini_body
 
 PERSONA = Persona(
     user_idx=7,
@@ -130,10 +130,11 @@ def test_a_service_failure_falls_back_too(stub, llm, cache):
 
 def test_the_budget_is_checked_before_a_call_and_cached_replies_stay_free(stub, llm, cache):
     stub.script.append((200, gemini_body(json.dumps(VALID), 100, 20)))
-    spend = Spend(max_tokens=100)
+    spend = Spend()
     critic = LLMCritic(llm, cache, spend)
     critic.critique(PERSONA, SHOWN)
     assert spend.tokens == 120
+    spend.max_tokens = 120  # all spent
     assert critic.critique(PERSONA, SHOWN).source == "llm"
     with pytest.raises(BudgetExhausted):
         critic.critique(PERSONA, SHOWN[:1])
