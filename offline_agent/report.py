@@ -102,9 +102,11 @@ def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
             rationale = str(child.feedback.get("rationale", "")).splitlines()[0][:140]
             source = child.feedback.get("rule") or child.feedback.get("proposer", "")
             lines.append(f"| {delta:+.4f} | {source} | {rationale} |")
-    failures = Counter(str(p.reason).split(":")[0] for p in programs if p.status == "failed")
-    if failures:
-        lines += ["", "## Failures", ""] + [f"- {count} × {reason}" for reason, count in failures.most_common()]
+    failed = [p for p in programs if p.status == "failed"]
+    if failed:
+        kinds = Counter(str(p.reason).split(":")[0] for p in failed)
+        lines += ["", "## Failures", ""] + [f"- {count} × {reason}" for reason, count in kinds.most_common()]
+        lines += [""] + [f"- `{p.key[:12]}` ({p.feedback.get('stage', '?')}): {str(p.reason)[:300]}" for p in failed]
     rejections = db.get_state("rejections", [])
     if rejections:
         lines += ["", f"## Rejected proposals ({len(rejections)})", ""] + [f"- {reason}" for reason in rejections]

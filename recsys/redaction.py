@@ -79,7 +79,7 @@ def redact_json(value: T) -> T:
     if isinstance(value, dict):
         return {redact_json(key): redact_json(item) for key, item in value.items()}  # type: ignore[return-value]
     if isinstance(value, list | tuple):
-        return type(value)(redact_json(item) for item in value)  # type: ignore[return-value]
+        return type(value)(redact_json(item) for item in value)
     return value
 
 
