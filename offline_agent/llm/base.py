@@ -92,7 +92,7 @@ class LLMConfig(BaseModel):
             return None
         key = remember(self.api_key_env)
         if not key:
-            raise ConfigError(f"the {self.provider} proposer needs an API key in ${self.api_key_env}")
+            raise ConfigError(f"the {self.provider} model {self.model} needs an API key in ${self.api_key_env}")
         return key.strip()
 
     def cost(self, prompt_tokens: int, output_tokens: int) -> float:

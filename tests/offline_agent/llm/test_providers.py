@@ -10,6 +10,7 @@ import pytest
 
 from offline_agent.llm.base import BudgetExhausted, LLMConfig, LLMError, LLMReply, Spend
 from offline_agent.llm.registry import build_llm
+from recsys.errors import ConfigError
 from tests.offline_agent.llm.stub_server import (
     StubServer,
     cut_short,
@@ -130,10 +131,15 @@ def test_a_refused_connection_is_retried_then_an_llm_error(keys):
             build_llm(config).generate("s", "p")
 
 
-def test_the_key_is_required_and_read_from_the_environment(monkeypatch):
-    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-    with pytest.raises(Exception, match=r"needs an API key in \$GEMINI_API_KEY"):
+def test_a_named_key_is_required_and_read_from_the_environment(monkeypatch):
+    for variable in ("GEMINI_API_KEY", "OPENAI_API_KEY", "EXAMPLE_API_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(ConfigError, match=r"needs an API key in \$GEMINI_API_KEY"):
         build_llm(LLMConfig(provider="gemini"))
+    with pytest.raises(ConfigError, match=r"gpt-4.1-mini needs an API key in \$OPENAI_API_KEY"):
+        build_llm(LLMConfig(provider="openai", model="gpt-4.1-mini"))  # OpenAI's own service
+    with pytest.raises(ConfigError, match=r"needs an API key in \$EXAMPLE_API_KEY"):
+        build_llm(LLMConfig(provider="openai", base_url="https://api.example.com/v1", api_key_env="EXAMPLE_API_KEY"))
 
 
 def test_each_provider_names_its_own_key_and_a_custom_base_url_none():
@@ -143,6 +149,11 @@ def test_each_provider_names_its_own_key_and_a_custom_base_url_none():
     assert LLMConfig(provider="openai", base_url="http://localhost:8000/v1").api_key_env is None
     assert LLMConfig(provider="gemini", base_url="http://proxy:8080").api_key_env is None
     assert LLMConfig(provider="openai", base_url="https://x/v1", api_key_env="X_KEY").api_key_env == "X_KEY"
+
+
+def test_openai_without_base_url_is_openais_own_service_with_its_own_key(keys):
+    llm = build_llm(LLMConfig(provider="openai", model="gpt-4.1-mini")).llm
+    assert llm.url == "https://api.openai.com/v1/chat/completions" and llm.key == OPENAI_KEY
 
 
 def _carries(request: dict, value: str) -> bool:
