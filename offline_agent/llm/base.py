@@ -95,6 +95,10 @@ class LLMConfig(BaseModel):
             raise ConfigError(f"the {self.provider} model {self.model} needs an API key in ${self.api_key_env}")
         return key.strip()
 
+    def gave_up(self) -> str:
+        """How a failure that outlasted every retry begins its reason."""
+        return f"gave up after {self.max_attempts} attempt{'s' if self.max_attempts > 1 else ''}"
+
     def cost(self, prompt_tokens: int, output_tokens: int) -> float:
         return (prompt_tokens * self.usd_per_million_input + output_tokens * self.usd_per_million_output) / 1e6
 

@@ -60,8 +60,7 @@ class GeminiLLM:
         except errors.APIError as exc:
             raise LLMError(f"{self.name}: {exc.code} {exc.status or ''} {exc.message or ''}".strip()) from exc
         except TRANSPORT as exc:
-            attempts = self.config.max_attempts
-            raise LLMError(f"{self.name}: gave up after {attempts} attempts: {type(exc).__name__}: {exc}") from exc
+            raise LLMError(f"{self.name}: {self.config.gave_up()}: {type(exc).__name__}: {exc}") from exc
         except ValueError as exc:  # JSONDecodeError, UnknownApiResponseError, pydantic's ValidationError
             raise LLMError(f"{self.name}: the reply is not a response: {type(exc).__name__}: {exc}"[:400]) from exc
         return self._reply(response)

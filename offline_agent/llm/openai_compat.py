@@ -62,7 +62,7 @@ class OpenAICompatibleLLM:
         try:
             payload = with_retries(call, lambda e: isinstance(e, _Retryable), self.config)
         except _Retryable as exc:
-            raise LLMError(f"{self.name}: gave up after {self.config.max_attempts} attempts: {exc}") from exc
+            raise LLMError(f"{self.name}: {self.config.gave_up()}: {exc}") from exc
         return self._reply(payload)
 
     def _reply(self, payload: dict[str, Any]) -> LLMReply:
