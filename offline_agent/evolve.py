@@ -201,6 +201,9 @@ class Evolution:
                 entries.append((0.0, check))
         return [text for _, text in sorted(entries, key=lambda e: -e[0])[:JOURNAL_SHOWN]]
 
+    def _save_spend(self) -> None:
+        self.db.set_state("spend", {"usd": self.spend.usd, "tokens": self.spend.tokens, "calls": self.spend.calls})
+
     def _reject(self, reason: str) -> None:
         self.db.set_state("rejections", [*self.db.get_state("rejections", []), reason])  # all, for the report
         log.info("proposal rejected: %s", reason)
@@ -244,6 +247,7 @@ class Evolution:
         for twin in twins:  # the seed's copy on each island: same code, same outcome
             self.db.record_evaluation(twin.key, outcome.valid, feedback, outcome.reason)
         stored = self.db.record_evaluation(program.key, outcome.valid, feedback, outcome.reason)
+        self._save_spend()  # the critic's calls
         log.info(
             "%s %s: %s", program.key[:12], stored.status,
             f"{stored.fitness:.4f}" if stored.fitness is not None else stored.reason,
@@ -298,7 +302,7 @@ class Evolution:
             self._reject(f"iteration {iteration}: {exc}")
             return None
         finally:
-            self.db.set_state("spend", {"usd": self.spend.usd, "tokens": self.spend.tokens, "calls": self.spend.calls})
+            self._save_spend()
         try:
             change = parse_reply(proposal.text)
             sources = apply_change(parent.blocks, change)

@@ -37,14 +37,17 @@ def remember(variable: str) -> str | None:
 
 
 def secret_values() -> dict[str, str]:
-    """Each secret value known now, with the name of its variable."""
+    """Each secret value known, with the name of its variable; once seen, a value stays known (the
+    variable may be unset later, the text that carries it may still come)."""
     found = {
         value.strip(): name
         for name, value in os.environ.items()
         if SECRET_NAME.search(name) and len(value.strip()) >= MIN_LENGTH
     }
     with _lock:
-        return {**found, **_remembered}
+        for value, name in found.items():
+            _remembered.setdefault(value, name)
+        return dict(_remembered)
 
 
 @functools.lru_cache(maxsize=8)

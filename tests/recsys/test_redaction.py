@@ -81,3 +81,10 @@ def test_reports_are_redacted(secret, tmp_path):
     for path in paths.values():
         text = path.read_text()
         assert secret not in text and "[REDACTED $GEMINI_API_KEY]" in text
+
+
+def test_a_value_once_seen_stays_redacted_after_its_variable_is_unset(monkeypatch):
+    monkeypatch.setenv("SHORT_LIVED_TOKEN", "tok-5e6f7a8b9c0d")
+    assert redact("x tok-5e6f7a8b9c0d") == "x [REDACTED $SHORT_LIVED_TOKEN]"
+    monkeypatch.delenv("SHORT_LIVED_TOKEN")
+    assert redact("x tok-5e6f7a8b9c0d") == "x [REDACTED $SHORT_LIVED_TOKEN]"
