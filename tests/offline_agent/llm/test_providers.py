@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import pytest
+import yaml
 
 from offline_agent.llm.base import BudgetExhausted, LLMConfig, LLMError, LLMReply, Spend
 from offline_agent.llm.registry import build_llm
@@ -161,8 +163,12 @@ def _carries(request: dict, value: str) -> bool:
 
 
 def test_the_docs_openai_compatible_example_sends_no_key(stub, keys):
-    """`{provider: openai, model: qwen2.5-coder, base_url: http://localhost:8000/v1}`, pointed at the stub."""
-    llm = build_llm(LLMConfig(provider="openai", model="qwen2.5-coder", base_url=stub.url + "/v1"))
+    """The example of docs/offline_agent.md for a server on this machine, pointed at the stub."""
+    page = (Path(__file__).resolve().parents[3] / "docs" / "offline_agent.md").read_text()
+    line = next(line for line in page.splitlines() if line.startswith("llm: {provider: openai, model: qwen"))
+    example = yaml.safe_load(line)["llm"]
+    assert example["base_url"] == "http://localhost:8000/v1" and "api_key_env" not in example
+    llm = build_llm(LLMConfig(**{**example, "base_url": stub.url + "/v1"}))
     stub.script.append((200, openai_body("edit")))
     assert llm.generate("s", "p").text == "edit"
     request = stub.requests[0]
