@@ -2,8 +2,9 @@
 
 Every way a call can fail ends in :class:`LLMError` with its reason: an HTTP error, a transport
 failure (timeout, refused or dropped connection, a body cut short: retried with backoff first), a
-body that is not a response, a prompt or reply blocked for safety, a reply with no text or cut at
-its token limit. A blocked or empty reply that reports usage carries it, so that it is charged.
+body that is not a response (a redirect among them: none is followed, so the key stays with
+``base_url``), a prompt or reply blocked for safety, a reply with no text or cut at its token
+limit. A blocked or empty reply that reports usage carries it, so that it is charged.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ class GeminiLLM:
     def __init__(self, config: LLMConfig) -> None:
         self.config = config
         self.name = f"gemini:{config.model}"
-        options = types.HttpOptions(timeout=int(config.timeout_seconds * 1000))
-        if config.base_url:
-            options = types.HttpOptions(base_url=config.base_url, timeout=int(config.timeout_seconds * 1000))
+        options = types.HttpOptions(
+            base_url=config.base_url,
+            timeout=int(config.timeout_seconds * 1000),
+            client_args={"follow_redirects": False},  # the client would follow, sending the key to wherever it leads
+        )
         # never None: the client would read $GEMINI_API_KEY itself and send it to any base_url
         self.client = genai.Client(api_key=config.api_key() or NO_KEY, http_options=options)
 

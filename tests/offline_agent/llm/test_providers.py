@@ -197,7 +197,11 @@ def test_a_configured_key_goes_to_its_base_url_and_no_further(keys):
         first.script.append(raw(307, b"", {"Location": second.url + "/v1/chat/completions"}))
         with pytest.raises(LLMError, match=r"307 to http://127\.0\.0\.1:.*redirects are not followed"):
             llm.generate("s", "p")
-        assert second.requests == []
+        gemini = build_llm(LLMConfig(provider="gemini", base_url=first.url, api_key_env="GEMINI_API_KEY", **FAST))
+        first.script.append(raw(307, b"", {"Location": second.url + "/v1beta/models/x:generateContent"}))
+        with pytest.raises(LLMError):
+            gemini.generate("s", "p")
+        assert first.requests[-1]["headers"]["x-goog-api-key"] == GEMINI_KEY and second.requests == []
     finally:
         first.close()
         second.close()
