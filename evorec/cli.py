@@ -337,5 +337,7 @@ def main() -> None:
     try:
         app()
     except EvorecError as exc:
-        error_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        from recsys.redaction import redact
+
+        error_console.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
         sys.exit(2)

@@ -35,6 +35,7 @@ from recsys.candidate import BLOCKS, REQUIRED, REQUIRED_VALUES, parse_block
 from recsys.data.view import copy_view
 from recsys.evaluation import LIST_AGREEMENT, SELECTION_METRIC, IntegrityError, list_agreement
 from recsys.heldout import Judge
+from recsys.redaction import redact_json
 from reward_lib.candidate import candidate_alignment
 
 Stage = Literal["static", "smoke", "train"]
@@ -111,6 +112,10 @@ class EvaluationOutcome:
     def to_json(self) -> dict[str, Any]:
         """A plain mapping, for an evaluation that ran in another process or pipeline task."""
         return dataclasses.asdict(self)
+
+    def redacted(self) -> EvaluationOutcome:
+        """This outcome with every secret value redacted from its text (a candidate may print any it finds)."""
+        return EvaluationOutcome.from_json(redact_json(self.to_json()))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EvaluationOutcome:
@@ -323,7 +328,11 @@ def _verify_artifact(artifact: Path, judge: Judge, valid: dict[str, float], test
 
 
 def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> EvaluationOutcome:
-    """Run the cascade; the outcome says where it stopped and why."""
+    """Run the cascade; the outcome says where it stopped and why, redacted of secret values."""
+    return _cascade(sources, config).redacted()
+
+
+def _cascade(sources: dict[str, str], config: EvaluationConfig) -> EvaluationOutcome:
     started = time.monotonic()
     problem = static_check(sources)
     if problem is not None:

@@ -203,9 +203,11 @@ class Evolution:
                 entries.append((0.0, check))
         return [text for _, text in sorted(entries, key=lambda e: -e[0])[:JOURNAL_SHOWN]]
 
+    def _save_spend(self) -> None:
+        self.db.set_state("spend", {"usd": self.spend.usd, "tokens": self.spend.tokens, "calls": self.spend.calls})
+
     def _reject(self, reason: str) -> None:
-        rejections = self.db.get_state("rejections", [])
-        self.db.set_state("rejections", [*rejections, reason][-REJECTIONS_KEPT:])
+        self.db.set_state("rejections", [*self.db.get_state("rejections", []), reason])  # all, for the report
         log.info("proposal rejected: %s", reason)
 
     def _rule_gains(self) -> dict[str, tuple[float, ...]]:
@@ -229,6 +231,7 @@ class Evolution:
 
     def record(self, program: Program, outcome: EvaluationOutcome) -> Program:
         """Store a pending program's evaluation with its directional feedback."""
+        outcome = outcome.redacted()  # it may come from another process, with other secrets than this one's
         feedback = program.feedback.merged(  # on top of the proposal's rationale, rule and proposer
             stage=outcome.stage,
             history=outcome.history,
@@ -245,6 +248,7 @@ class Evolution:
         for twin in twins:  # the seed's copy on each island: same code, same outcome
             self.db.record_evaluation(twin.key, outcome.valid, feedback, outcome.reason)
         stored = self.db.record_evaluation(program.key, outcome.valid, feedback, outcome.reason)
+        self._save_spend()  # the critic's calls
         log.info(
             "%s %s: %s", program.key[:12], stored.status,
             f"{stored.fitness:.4f}" if stored.fitness is not None else stored.reason,
@@ -288,8 +292,9 @@ class Evolution:
     def _propose(self, iteration: int) -> Program | None:
         island = iteration % self.config.database.islands
         parent, inspirations = self.db.sample(island, self.rng)
+        rejections = self.db.get_state("rejections", [])[-REJECTIONS_KEPT:]
         request = ProposalRequest(
-            parent, inspirations, self._journal(), self.db.get_state("rejections", []), self._tried_rules(parent),
+            parent, inspirations, self._journal(), rejections, self._tried_rules(parent),
             self.config.database.fitness, self.directional, self._rule_gains(),
         )  # fmt: skip
         try:
@@ -298,7 +303,7 @@ class Evolution:
             self._reject(f"iteration {iteration}: {exc}")
             return None
         finally:
-            self.db.set_state("spend", {"usd": self.spend.usd, "tokens": self.spend.tokens, "calls": self.spend.calls})
+            self._save_spend()
         try:
             change = parse_reply(proposal.text)
             sources = apply_change(parent.blocks, change)

@@ -8,7 +8,9 @@ inspirations are sampled within an island with exploit / explore / elite ratios.
 Storage is SQLAlchemy Core: a SQLite file in WAL mode by default, any SQLAlchemy URL (e.g.
 PostgreSQL) at scale. Every change is one transaction, so a run killed at any point resumes with
 no candidate lost and none evaluated twice: candidates are written as ``pending`` before their
-evaluation and marked ``evaluated`` or ``failed`` after it.
+evaluation and marked ``evaluated`` or ``failed`` after it. Whatever is written is redacted of
+secret values first (:mod:`recsys.redaction`): feedback and reasons carry text from candidates and
+language models.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from sqlalchemy.engine import Connection
 
 from offline_agent.records import Feedback
 from recsys.errors import ConfigError
+from recsys.redaction import redact_json
 
 Status = Literal["pending", "evaluated", "failed"]
 
@@ -240,6 +243,7 @@ class ProgramDatabase:
             "created": time.time(),
             **(results or {}),
         }
+        row = redact_json(row)
         conn.execute(programs.insert().values(**row))
         program = _program(row)
         if status == "evaluated":
@@ -273,7 +277,7 @@ class ProgramDatabase:
                         "reason": reason,
                         "cell": self.cell_of(metrics, program.blocks),
                     }
-            conn.execute(programs.update().where(programs.c.key == key).values(**values))
+            conn.execute(programs.update().where(programs.c.key == key).values(**redact_json(values)))
             updated = self._get(conn, key)
             if updated.status == "evaluated":
                 self._place(conn, updated)
@@ -424,6 +428,7 @@ class ProgramDatabase:
 
 
 def _set_state(conn: Connection, name: str, value: Any) -> None:
+    value = redact_json(value)
     if conn.execute(select(state.c.name).where(state.c.name == name)).first():
         conn.execute(state.update().where(state.c.name == name).values(value=value))
     else:

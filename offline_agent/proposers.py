@@ -149,7 +149,7 @@ class RulebookProposer:
 
 
 class LLMProposer:
-    """Asks a language model, within the run's spend budget."""
+    """Asks a language model, within the run's spend budget (:meth:`Spend.ask`)."""
 
     def __init__(self, llm: LLM, spend: Spend) -> None:
         self.llm = llm
@@ -157,7 +157,5 @@ class LLMProposer:
         self.name = llm.name
 
     def propose(self, request: ProposalRequest, rng: random.Random) -> Proposal:
-        self.spend.check()
-        reply = self.llm.generate(system_prompt(), build_prompt(request))
-        self.spend.charge(reply)
+        reply = self.spend.ask(self.llm, system_prompt(), build_prompt(request))
         return Proposal(reply.text, self.name, reply=reply)

@@ -101,12 +101,14 @@ def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
         for delta, child in sorted(mattered, key=lambda pair: -abs(pair[0]))[:10]:
             source = child.feedback.rule or child.feedback.proposer or ""
             lines.append(f"| {delta:+.4f} | {source} | {child.feedback.headline(140)} |")
-    failures = Counter(str(p.reason).split(":")[0] for p in programs if p.status == "failed")
-    if failures:
-        lines += ["", "## Failures", ""] + [f"- {count} × {reason}" for reason, count in failures.most_common()]
+    failed = [p for p in programs if p.status == "failed"]
+    if failed:
+        kinds = Counter(str(p.reason).split(":")[0] for p in failed)
+        lines += ["", "## Failures", ""] + [f"- {count} × {reason}" for reason, count in kinds.most_common()]
+        lines += [""] + [f"- `{p.key[:12]}` ({p.feedback.stage or '?'}): {str(p.reason)[:300]}" for p in failed]
     rejections = db.get_state("rejections", [])
     if rejections:
-        lines += ["", "## Last rejected proposals", ""] + [f"- {reason}" for reason in rejections]
+        lines += ["", f"## Rejected proposals ({len(rejections)})", ""] + [f"- {reason}" for reason in rejections]
     return "\n".join(lines) + "\n"
 
 

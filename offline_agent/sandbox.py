@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -41,10 +40,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recsys.channel import CHANNEL_ENV, serve
+from recsys.redaction import SECRET_NAME
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 ENV_ALLOWED = ("PATH", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
-SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH", re.IGNORECASE)
+
 RESULT_FILE = "result.json"
 MAX_RESULT_BYTES = 16 * 2**20
 
@@ -79,7 +79,7 @@ class SandboxOutcome:
 def scrubbed_environment(workdir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The child's whole environment: an allowlist, a private HOME and TMPDIR, never a secret."""
     env = {name: os.environ[name] for name in ENV_ALLOWED if name in os.environ}
-    env.update({k: v for k, v in (extra or {}).items() if not SECRET.search(k)})
+    env.update({k: v for k, v in (extra or {}).items() if not SECRET_NAME.search(k)})
     env.update(HOME=str(workdir), TMPDIR=str(workdir / "tmp"), PYTHONDONTWRITEBYTECODE="1")
     return env
 

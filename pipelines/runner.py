@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from pipelines.config import PipelineConfig
 from pipelines.definitions import build
 from recsys.errors import EvorecError
+from recsys.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class TaskWatcher(io.TextIOBase):
         self._partial = ""
 
     def write(self, text: str) -> int:
-        self.log.write(text)
+        self.log.write(redact(text))  # a task's own output (a traceback, a library's print) may carry a key
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
         for line in lines:

@@ -7,15 +7,19 @@ import os
 
 from rich.logging import RichHandler
 
+from recsys.redaction import RedactingFilter
+
 
 def configure_logging(verbose: bool = False) -> None:
     """Route all loggers through rich; the chatter of Beam, absl, urllib3 and alembic stays at WARNING.
 
     Libraries that log on the root logger itself (fbgemm announces every library it loads) are
-    shown from WARNING up; evorec's modules log on named loggers and are shown from INFO.
+    shown from WARNING up; evorec's modules log on named loggers and are shown from INFO. Every
+    record is redacted of secret values before it is written (:mod:`recsys.redaction`).
     """
     handler = RichHandler(rich_tracebacks=False, show_path=False)
     handler.addFilter(_shown)
+    handler.addFilter(RedactingFilter())
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]", handlers=[handler],
         force=True,

@@ -3,7 +3,8 @@ Markdown and turned into a self-contained HTML page here, with its plots embedde
 
 The page puts the verdict first (the Markdown before its first ``##`` section: title, decision and
 reasons), then the plots, then the evidence. Markdown is rendered with markdown-it (tables
-included), raw HTML in it escaped, so text that came from a candidate or an LLM cannot inject markup.
+included), raw HTML in it escaped, so text that came from a candidate or an LLM cannot inject markup,
+and secret values redacted (:mod:`recsys.redaction`), so such text cannot carry a key into a report.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markdown_it import MarkdownIt
 from markupsafe import Markup
+
+from recsys.redaction import redact
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
@@ -61,6 +64,7 @@ def write_report_files(
 ) -> dict[str, Path]:
     """``<stem>.md`` and ``<stem>.html``; the paths by kind."""
     paths = {"md": stem.with_suffix(".md"), "html": stem.with_suffix(".html")}
+    title, markdown = redact(title), redact(markdown)
     paths["md"].write_text(markdown, encoding="utf-8")
     paths["html"].write_text(html_page(title, markdown, plots), encoding="utf-8")
     return paths

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from offline_agent.llm.base import LLM, LLMConfig
 from offline_agent.llm.gemini import GeminiLLM
 from offline_agent.llm.openai_compat import OpenAICompatibleLLM
+from offline_agent.llm.redacted import RedactedLLM
 from offline_agent.llm.replay import ReplayLLM
 
 PROVIDERS: dict[str, Callable[[LLMConfig], LLM]] = {
@@ -17,4 +18,5 @@ PROVIDERS: dict[str, Callable[[LLMConfig], LLM]] = {
 
 
 def build_llm(config: LLMConfig) -> LLM:
-    return PROVIDERS[config.provider](config)
+    """The configured provider behind the redactor (:mod:`offline_agent.llm.redacted`)."""
+    return RedactedLLM(PROVIDERS[config.provider](config))

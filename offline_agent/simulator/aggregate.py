@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from offline_agent.llm.base import LLM, LLMError, Spend
+from offline_agent.llm.base import LLM, BudgetExhausted, LLMError, Spend
 from offline_agent.simulator.cache import ReplyCache, cached_answer
 from offline_agent.simulator.critiques import (
     GENRE_PREFIX,
@@ -150,12 +150,12 @@ class LLMAggregator:
 
 
 def assess_critiques(critiques: Sequence[Critique], aggregator: LLMAggregator | None) -> tuple[Assessment, list[str]]:
-    """The aggregator's assessment, or the measured one when there is none, nothing to assess, or its reply
-    is unusable (the reason is recorded in the second element)."""
+    """The aggregator's assessment, or the measured one when there is none, nothing to assess, its reply is
+    unusable or the budget is spent (the reason is recorded in the second element)."""
     if aggregator is not None and critiques:
         try:
             return aggregator.assess(critiques), []
-        except LLMError as exc:
+        except (LLMError, BudgetExhausted) as exc:
             return measured_assessment(critiques), [f"assessment: {exc}"]
     return measured_assessment(critiques), []
 

@@ -61,11 +61,7 @@ def cached_answer(
     text = cache.get(key)
     if text is not None:
         return parse(text)
-    if spend is not None:
-        spend.check()
-    reply = llm.generate(system, prompt)
-    if spend is not None:
-        spend.charge(reply)
+    reply = spend.ask(llm, system, prompt) if spend is not None else llm.generate(system, prompt)
     answer = parse(reply.text)
     cache.put(key, reply.text)
     return answer

@@ -18,7 +18,7 @@ import jinja2
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from offline_agent.llm.base import LLM, LLMError, Spend
+from offline_agent.llm.base import LLM, BudgetExhausted, LLMError, Spend
 from offline_agent.simulator.cache import ReplyCache, cached_answer
 from offline_agent.simulator.personas import Persona, ShownItem, genre_shares, normalised_entropy
 
@@ -321,8 +321,8 @@ def _check_verdicts(critique: Critique, shown: list[ShownItem]) -> None:
 def critique_users(
     personas: Sequence[Persona], lists: Sequence[list[ShownItem]], critic: LLMCritic | None
 ) -> tuple[list[Critique], list[str]]:
-    """One critique per persona of its list: the critic's, or the measured one when there is no critic or
-    its reply is unusable (the reason is recorded in the second element)."""
+    """One critique per persona of its list: the critic's, or the measured one when there is no critic, its
+    reply is unusable or the budget is spent (the reason is recorded in the second element)."""
     critiques: list[Critique] = []
     failures: list[str] = []
     for persona, shown in zip(personas, lists, strict=True):
@@ -330,7 +330,7 @@ def critique_users(
         if critic is not None:
             try:
                 critique = critic.critique(persona, shown)
-            except LLMError as exc:
+            except (LLMError, BudgetExhausted) as exc:
                 failures.append(f"critique of user {persona.user_id}: {exc}")
         critiques.append(critique if critique is not None else measured_critique(persona, shown))
     return critiques, failures

@@ -135,3 +135,31 @@ def test_a_writer_killed_mid_run_leaves_a_consistent_database(tmp_path):
     with sqlite3.connect(tmp_path / "db.sqlite") as conn:  # readers work beside the writer: WAL, and intact
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_no_secret_value_is_written_to_the_database_file(tmp_path, monkeypatch):
+    secret = "sk-live-0a1b2c3d4e5f6a7b8c9d"
+    monkeypatch.setenv("SERVICE_TOKEN", secret)
+    db = ProgramDatabase(_config(f"sqlite:///{tmp_path / 'e.db'}", islands=1))
+    db.add_initial({**BLOCKS, "model": f"KEY = '{secret}'"}, _hash("seed"))
+    seed = db.programs()[0]
+    child = db.add(
+        BLOCKS,
+        _hash("child"),
+        seed,
+        1,
+        feedback=Feedback.model_validate({"rationale": f"use {secret}", secret: [secret]}),
+    )
+    assert child is not None and secret not in str(child)
+    db.record_evaluation(child.key, None, Feedback(diagnosis_error=f"RuntimeError: {secret}"), f"crashed: {secret}")
+    db.record_evaluation(
+        seed.key, {"ndcg@10": 0.1, "coverage@10": 0.2}, Feedback.model_validate({"critiques": {"summary": secret}})
+    )
+    db.set_state("rejections", [f"iteration 1: the reply echoed {secret}"])
+    db.engine.dispose()
+    files = list(tmp_path.iterdir())
+    assert files and not any(secret.encode() in path.read_bytes() for path in files)
+    stored = db.get(child.key)
+    assert stored.reason == "crashed: [REDACTED $SERVICE_TOKEN]"
+    assert (stored.feedback.model_extra or {})["[REDACTED $SERVICE_TOKEN]"] == ["[REDACTED $SERVICE_TOKEN]"]
+    assert db.get_state("rejections") == ["iteration 1: the reply echoed [REDACTED $SERVICE_TOKEN]"]

@@ -11,7 +11,14 @@ from offline_agent.diagnosis.report import DiagnosisReport, Finding
 from offline_agent.llm.base import BudgetExhausted, LLMConfig, Spend
 from offline_agent.llm.registry import build_llm
 from offline_agent.program_db import Program
-from offline_agent.proposers import LLMProposer, NoProposal, ProposalRequest, RulebookProposer, build_prompt
+from offline_agent.proposers import (
+    LLMProposer,
+    NoProposal,
+    ProposalRequest,
+    RulebookProposer,
+    build_prompt,
+    system_prompt,
+)
 from offline_agent.records import Feedback
 from offline_agent.rulebook.catalogue import RULES
 from offline_agent.rulebook.engine import RuleContext
@@ -101,14 +108,17 @@ def test_the_llm_proposer_charges_its_spend_and_stops_at_the_budget(seeds_dir, t
     replies.write_text(
         "\n".join(json.dumps({"text": "idea", "prompt_tokens": 900, "output_tokens": 100}) for _ in range(3))
     )
-    spend = Spend(max_tokens=1500)
-    proposer = LLMProposer(build_llm(LLMConfig(provider="replay", replay_file=str(replies))), spend)
+    config = LLMConfig(provider="replay", replay_file=str(replies), max_output_tokens=100)
     request = ProposalRequest(_parent(seeds_dir), [], [], [])
+    ahead, _ = config.most_a_call_costs(system_prompt(), build_prompt(request))  # its prompt, estimated, + 100
+    spend = Spend(max_tokens=2000 + ahead - 1)  # room for two calls of 1000 tokens, not for a third that may cost more
+    proposer = LLMProposer(build_llm(config), spend)
     assert proposer.propose(request, random.Random(0)).text == "idea"
     assert (spend.tokens, spend.calls) == (1000, 1)
     proposer.propose(request, random.Random(0))
-    with pytest.raises(BudgetExhausted, match="2000 of the 1500 token budget"):
+    with pytest.raises(BudgetExhausted, match=f"2000 of the {2000 + ahead - 1} token budget; the next call may take"):
         proposer.propose(request, random.Random(0))
+    assert spend.tokens <= spend.max_tokens
 
 
 def test_the_rulebook_sees_only_the_fitness_when_feedback_is_scalar(seeds_dir):

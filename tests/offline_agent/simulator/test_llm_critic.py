@@ -9,11 +9,21 @@ import pytest
 
 from offline_agent.llm.base import BudgetExhausted, LLMConfig, Spend
 from offline_agent.llm.gemini import GeminiLLM
+from offline_agent.llm.registry import build_llm
 from offline_agent.simulator.aggregate import LLMAggregator, assess_critiques, measured_assessment
 from offline_agent.simulator.cache import ReplyCache
 from offline_agent.simulator.critiques import LLMCritic, critique_users, measured_critique
 from offline_agent.simulator.personas import Persona, ShownItem
-from tests.offline_agent.llm.test_providers import StubServer, gemini_body
+from tests.offline_agent.llm.stub_server import (
+    StubServer,
+    drop,
+    gemini_blocked_prompt,
+    gemini_blocked_reply,
+    gemini_body,
+    gemini_empty,
+    hang,
+    raw,
+)
 
 PERSONA = Persona(
     user_idx=7,
@@ -130,10 +140,11 @@ def test_a_service_failure_falls_back_too(stub, llm, cache):
 
 def test_the_budget_is_checked_before_a_call_and_cached_replies_stay_free(stub, llm, cache):
     stub.script.append((200, gemini_body(json.dumps(VALID), 100, 20)))
-    spend = Spend(max_tokens=100)
+    spend = Spend()
     critic = LLMCritic(llm, cache, spend)
     critic.critique(PERSONA, SHOWN)
     assert spend.tokens == 120
+    spend.max_tokens = 120  # all spent
     assert critic.critique(PERSONA, SHOWN).source == "llm"
     with pytest.raises(BudgetExhausted):
         critic.critique(PERSONA, SHOWN[:1])
@@ -156,3 +167,32 @@ def test_the_aggregator_validates_caches_and_falls_back(stub, llm, cache):
     fallback, failures = assess_critiques(critiques[:1], LLMAggregator(llm, cache, spend))
     assert fallback == measured_assessment(critiques[:1])
     assert len(failures) == 1 and failures[0].startswith("assessment: ") and "status" in failures[0]
+
+
+def test_a_spent_budget_falls_back_to_measured_critiques_with_the_reason(stub, llm, cache):
+    spend = Spend(max_tokens=10)
+    critiques, failures = critique_users([PERSONA], [SHOWN], LLMCritic(llm, cache, spend))
+    assert critiques[0].source == "measured" and "token budget; the next call may take" in failures[0]
+    assessment, failures = assess_critiques(critiques, LLMAggregator(llm, cache, spend))
+    assert assessment.source == "measured" and "token budget" in failures[0]
+    assert stub.requests == []
+
+
+@pytest.mark.parametrize(
+    ("script", "reason", "billed"),
+    [
+        ([raw(200, b'{"candidates": [')], "not a response: JSONDecodeError", 0),
+        ([hang(1.5)], "gave up after 1 attempt: ReadTimeout", 0),
+        ([drop], "RemoteProtocolError", 0),
+        ([(200, gemini_blocked_prompt(70))], r"the prompt was blocked \(SAFETY\)", 70),
+        ([(200, gemini_blocked_reply(80))], r"finish reason SAFETY", 80),
+        ([(200, gemini_empty(90))], "no candidates", 90),
+    ],
+)
+def test_a_faulting_critic_falls_back_with_the_reason_and_billed_usage_is_charged(stub, cache, script, reason, billed):
+    stub.script.extend(script)
+    spend = Spend()
+    llm = build_llm(LLMConfig(base_url=stub.url, backoff_seconds=0.01, max_attempts=1, timeout_seconds=0.5))
+    critiques, failures = critique_users([PERSONA], [SHOWN], LLMCritic(llm, cache, spend))
+    assert critiques[0].source == "measured" and re.search(reason, failures[0])
+    assert spend.tokens == billed
