@@ -153,7 +153,7 @@ def test_no_secret_value_is_written_to_the_database_file(tmp_path, monkeypatch):
     assert child is not None and secret not in str(child)
     db.record_evaluation(child.key, None, Feedback(diagnosis_error=f"RuntimeError: {secret}"), f"crashed: {secret}")
     db.record_evaluation(
-        seed.key, {"ndcg@10": 0.1, "coverage@10": 0.2}, Feedback.model_validate({"critiques": {"summary": secret}})
+        seed.key, {"ndcg@10": 0.1, "coverage@10": 0.2}, Feedback(rationale=f"the simulated users said {secret}")
     )
     db.set_state("rejections", [f"iteration 1: the reply echoed {secret}"])
     db.engine.dispose()
