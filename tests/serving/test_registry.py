@@ -463,7 +463,7 @@ def test_concurrent_processes_serialise_and_keep_the_invariants(database_url: Ca
         }
     )
     assert [process.exitcode for process in workers] == [0] * WORKERS
-    assert _alembic_versions(fresh_url) == _alembic_versions(url) == ["0001"]
+    assert _alembic_versions(fresh_url) == _alembic_versions(url) == ["0002"]
     with Registry(url) as registry:
         versions = registry.versions()
         assert len(versions) == 2 + 2 * WORKERS + WORKERS * REGISTERS_PER_WORKER
