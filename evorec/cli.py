@@ -24,7 +24,7 @@ from evorec.cli_runs import runs_app
 from evorec.cli_ui import ui
 from recsys.errors import ConfigError, EvorecError
 
-console = Console()
+console = Console(soft_wrap=True)  # paths and commands stay on one line, to be copied whole
 error_console = Console(stderr=True, soft_wrap=True)
 MAX_MESSAGE = 2000
 app = typer.Typer(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from rich.console import Console
 from rich.logging import RichHandler
 
 
@@ -14,7 +15,8 @@ def configure_logging(verbose: bool = False) -> None:
     Libraries that log on the root logger itself (fbgemm announces every library it loads) are
     shown from WARNING up; evorec's modules log on named loggers and are shown from INFO.
     """
-    handler = RichHandler(rich_tracebacks=False, show_path=False)
+    # stderr: stdout is for results (`--json` prints only JSON there)
+    handler = RichHandler(console=Console(stderr=True), rich_tracebacks=False, show_path=False)
     handler.addFilter(_shown)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]", handlers=[handler],

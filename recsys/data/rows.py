@@ -138,7 +138,17 @@ def parse_line(text: str, path: str, src: int, line: int, plan: ParsePlan) -> tu
     """One raw line into ``(record, None)`` or ``(None, dead_letter)``."""
     if not text.strip():
         return None, dead_letter(path, line, "blank line", text, anomaly="FEATURE_TYPE_NOT_PRESENT")
-    fields = split_fields(text, plan.delimiter)
+    longest = plan.n_fields * (plan.max_field_chars + 2 + len(plan.delimiter))  # every field quoted, at the limit
+    if len(text) > longest:
+        return None, dead_letter(
+            path, line, f"the line is {len(text):,} characters long, so a field is over the limit of "
+            f"{plan.max_field_chars:,} characters (prepare.max_field_chars)", text,
+            anomaly="SEQUENCE_VALUE_TOO_LARGE_FRACTION",
+        )  # fmt: skip
+    try:
+        fields = split_fields(text, plan.delimiter)
+    except csv.Error as exc:  # e.g. a field over the csv module's own limit
+        return None, dead_letter(path, line, f"cannot be cut into fields: {exc}", text)
     if len(fields) != plan.n_fields:
         return None, dead_letter(
             path,
