@@ -27,7 +27,7 @@ PASSWORD = "a long passphrase"
 ONLINE = {"users": 2000, "days": 6, "pre_period_days": 1, "alpha": 0.2, "latency_margin": 10.0,
           "diversity_margin": 1.0, "coverage_margin": 1.0,
           "population": {"return_satisfaction_weight": 3.0, "taste_noise": 0.0, "no_choice_utility": 0.5}}  # fmt: skip
-EVALUATION = {"smoke_users": 30, "smoke_seconds": 30, "train_seconds": 120, "max_epochs": 2, "overhead_seconds": 120,
+EVALUATION = {"smoke_users": 30, "smoke_seconds": 300, "train_seconds": 600, "max_epochs": 2, "overhead_seconds": 600,
               "diagnosis_users": 32}  # fmt: skip
 
 
@@ -63,7 +63,7 @@ def test_a_new_user_approves_version_2_of_the_main_job_from_the_console_overview
     _production_before_the_run(prepared_small, seeds_dir, tmp_path)
     (clone / "pipeline.yaml").write_text(yaml.safe_dump({"pipeline": {
         "dataset": str(prepared_small.path), "generations": 1, "candidates_per_generation": 1, "parallelism": 1,
-        "final_train_seconds": 120, "final_max_epochs": 3, "online": ONLINE,
+        "final_train_seconds": 600, "final_max_epochs": 3, "online": ONLINE,
         "evolution": {"iterations": 1, "workers": 1, "evaluation": EVALUATION, "feedback": {"personas": 4}},
     }}))  # fmt: skip
 
