@@ -20,7 +20,7 @@ from serving.registry import Registry, default_registry_url
 from tests.serving.conftest import free_port
 from tests.ui.conftest import assert_rendered
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(3600)]
 PASSWORD = "a long passphrase"
 # A small run that still ends at the approval gate: one generation of one proposal, a short final
 # training, and a simulated population that reacts strongly to the quality of its slates.
@@ -75,6 +75,11 @@ def test_a_new_user_approves_version_2_of_the_main_job_from_the_console_overview
     assert ab_report.endswith(".html") and evolution_report.endswith(".html")
     assert Path(ab_report).is_file() and Path(evolution_report).is_file()
 
+    _review_in_the_console(clone, browser, ab_report, tmp_path)
+
+
+def _review_in_the_console(clone: Path, browser, ab_report: str, tmp_path: Path) -> None:
+    """The run in both lists and in the console, its A/B report rendered, version 2 approved from the overview."""
     runs = _evorec("runs", "list", cwd=clone)
     assert runs.returncode == 0 and "v2-vs-v1" in runs.stdout and "-evolution" in runs.stdout, runs.stdout
     experiments = _evorec("experiment", "list", cwd=clone)
@@ -107,7 +112,7 @@ def test_a_new_user_approves_version_2_of_the_main_job_from_the_console_overview
         assert_rendered(page, "overview", tmp_path)
 
         page.get_by_role("link", name="Read the A/B report").first.click()
-        page.wait_for_url(re.compile(r"/experiments/v2-vs-v1/treatment$"))
+        page.wait_for_url(re.compile(r"/experiments/v2-vs-v1(-\d+)?/treatment$"))
         assert page.locator("h2#decision-heading").inner_text() == "Decision: ship (awaiting approval)"
         assert_rendered(page, "A/B report in the console", tmp_path)
         page.goto(Path(ab_report).resolve().as_uri())  # the file `make run` printed
