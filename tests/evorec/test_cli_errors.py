@@ -6,17 +6,19 @@ from __future__ import annotations
 import sys
 
 import pytest
-import typer
 
-from evorec.cli import app, main
+from evorec.cli import main
 from tests.evorec.test_cli import COMMANDS
 
 
-
 def _leaf_commands() -> list[list[str]]:
+    """Commands that are not groups: no other command extends them."""
     names = {tuple(command) for command in COMMANDS}
-    return [command for command in COMMANDS if command and not any(other[: len(command)] == tuple(command)
-                                                                    and len(other) > len(command) for other in names)]  # fmt: skip
+    return [
+        command
+        for command in COMMANDS
+        if command and not any(len(other) > len(command) and other[: len(command)] == tuple(command) for other in names)
+    ]
 
 
 def _run(monkeypatch, capsys, *args: str) -> tuple[int, str]:
@@ -43,8 +45,10 @@ def test_every_command_refuses_an_unknown_option_with_exit_2(monkeypatch, capsys
         (("serve", "--port", "99999"), "65535"),
         (("serve", "--registry", "bogus://x"), "not a registry URL"),
         (("registry", "list", "--registry", "bogus://x"), "not a registry URL"),
-        (("promote", "approve", "2", "--reason", "r", "--registry", "sqlite:////no/such/folder/r.db"),
-         "/no/such/folder does not exist"),
+        (
+            ("promote", "approve", "2", "--reason", "r", "--registry", "sqlite:////no/such/folder/r.db"),
+            "/no/such/folder does not exist",
+        ),
         (("runs", "list", "--registry", "postgresql+nosuchdriver://h/db"), "not a registry URL"),
         (("runs", "list", "--kind", "nonsense"), "evolution or experiment"),
         (("experiment", "list", "--registry", "sqlite:////no/such/folder/r.db"), "does not exist"),

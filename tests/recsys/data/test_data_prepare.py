@@ -237,5 +237,5 @@ def test_a_dataset_prepared_from_a_yaml_file_is_found_by_its_name_by_every_comma
     source = resolve_source(str(tmp_path / "src" / "my-shop.yaml"), settings)  # what `data prepare X.yaml` does
     run_prepare(source, settings.prepared_dir / source.name, LENIENT, now=NOW)
     assert prepared_dataset("my-shop", settings).name == "my-shop"  # `train --dataset my-shop`, `serve`, ...
-    with pytest.raises(DataError, match="evorec data prepare NAME.yaml"):
+    with pytest.raises(DataError, match=r"evorec data prepare NAME\.yaml"):
         prepared_dataset("their-shop", settings)

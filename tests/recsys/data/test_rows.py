@@ -106,8 +106,10 @@ def test_control_characters_and_over_long_fields_make_a_bad_row():
     record, problem = parse_line("1::" + "9" * 60 + "::5::978300760", "ratings.dat", 0, 5, plan)
     assert record is None and problem is not None and "60 characters long, over the limit of 50" in problem["reason"]
     record, problem = parse_line("1::" + "9" * 5000 + "::5::978300760", "ratings.dat", 0, 5, plan)
-    assert record is None and problem is not None and "5,017 characters long, so a field is over the limit of 50" in (
-        problem["reason"]
+    assert (
+        record is None
+        and problem is not None
+        and "5,017 characters long, so a field is over the limit of 50" in (problem["reason"])
     )
     assert len(problem["text"]) == 300 and len(problem["reason"]) <= 303
     record, problem = parse_line("1\t::1193::5::978300760", "ratings.dat", 0, 6, plan)
