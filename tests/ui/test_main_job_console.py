@@ -28,7 +28,7 @@ ONLINE = {"users": 2000, "days": 6, "pre_period_days": 1, "alpha": 0.2, "latency
           "diversity_margin": 1.0, "coverage_margin": 1.0,
           "population": {"return_satisfaction_weight": 3.0, "taste_noise": 0.0, "no_choice_utility": 0.5}}  # fmt: skip
 EVALUATION = {"smoke_users": 30, "smoke_seconds": 300, "train_seconds": 600, "max_epochs": 2, "overhead_seconds": 600,
-              "diagnosis_users": 32}  # fmt: skip
+              "diagnosis_users": 32, "memory_gib": 12}  # fmt: skip
 
 
 def _evorec(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
