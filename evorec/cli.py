@@ -6,22 +6,27 @@ answers at once.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from evorec.cli_experiment import experiment_app
 from evorec.cli_pipeline import pipeline_app
 from evorec.cli_registry import promote_app, registry_app
 from evorec.cli_reward import reward_app
+from evorec.cli_runs import runs_app
 from evorec.cli_ui import ui
 from recsys.errors import ConfigError, EvorecError
 
-console = Console()
+console = Console(soft_wrap=True)  # paths and commands stay on one line, to be copied whole
 error_console = Console(stderr=True, soft_wrap=True)
+MAX_MESSAGE = 2000
 app = typer.Typer(
     help="evorec: a recommender that improves itself (offline evolution, online A/B, human approval).",
     no_args_is_help=True,
@@ -35,6 +40,7 @@ app.add_typer(experiment_app, name="experiment")
 app.add_typer(registry_app, name="registry")
 app.add_typer(reward_app, name="reward")
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(runs_app, name="runs")
 app.command("ui")(ui)
 
 DataDir = Annotated[
@@ -243,6 +249,7 @@ def evolve(
     from offline_agent.report import export_best, write_report
     from recsys.data.lookup import prepared_dataset
     from recsys.settings import get_settings
+    from serving.registry import Registry, default_registry_url
 
     settings = load_evolution_config(config)
     if iterations is not None:
@@ -250,7 +257,8 @@ def evolve(
     run_dir = Path(settings.run_dir)
     if (run_dir / "evolution.db").exists() and not resume:
         raise ConfigError(f"{run_dir} holds an earlier run: pass --resume to continue it, or set another run_dir")
-    prepared = prepared_dataset(settings.dataset, get_settings(data_dir))
+    paths = get_settings(data_dir)
+    prepared = prepared_dataset(settings.dataset, paths)
     evolution = Evolution(settings, prepared.path)
     with Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -267,6 +275,8 @@ def evolve(
         summary = evolution.run(on_progress=show)
     best = export_best(evolution.db, run_dir / "best")
     markdown, page = write_report(evolution.db, run_dir, settings.database.fitness, summary.stopped)
+    with Registry(default_registry_url(paths)) as registry:
+        registry.record_run("evolution", run_dir, report=page)
     console.print(markdown.read_text())
     console.print(f"report: {page}\nbest candidate: {run_dir / 'best' if best else 'none evaluated'}")
 
@@ -289,6 +299,9 @@ def run(
         result = run_main_job(get_settings(data_dir), load_config(config), on_task=on_task)
     console.print(task_table(result.run))
     console.print(f"artifacts: {result.run.folder}\nlog: {result.run.log}")
+    for indexed in result.run.indexed:
+        if indexed.kind == "evolution":
+            console.print(f"evolution report: {indexed.report or indexed.folder}")
     if not result.version:
         console.print(f"[yellow]{result.decision}[/]")
         return
@@ -297,6 +310,7 @@ def run(
         console.print(f"A/B report: {result.report}")
     if result.state == "awaiting_approval":
         console.print(f"to promote it: [bold]evorec promote approve {result.version} --reason '<why>'[/]")
+        console.print("or review and approve it in the console: [bold]evorec ui[/] (README: the review console)")
 
 
 @app.command("serve")
@@ -307,7 +321,7 @@ def serve(
         str | None, typer.Option(help="Registry SQLAlchemy URL (default: $EVOREC_REGISTRY_URL).")
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.", min=1, max=65535)] = None,
     data_dir: DataDir = None,
 ) -> None:
     """The recommendation server: GET/POST /recommend, /health, /models, /metrics (Prometheus), /docs.
@@ -316,7 +330,7 @@ def serve(
     """
     import uvicorn
 
-    from recsys.config_files import load_yaml_model
+    from recsys.config_files import load_yaml_model, with_overrides
     from recsys.data.lookup import prepared_dataset
     from recsys.settings import get_settings
     from serving.catalog import ServingCatalog
@@ -325,19 +339,38 @@ def serve(
 
     settings = load_yaml_model(config, ServerConfig, "server config", section="serve") if config else ServerConfig()
     overrides = {"dataset": dataset, "registry_url": registry, "host": host, "port": port}
-    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    settings = with_overrides(settings, overrides, "server settings")
     paths = get_settings(data_dir)
-    catalog = ServingCatalog.build(prepared_dataset(settings.dataset, paths))
-    store = Registry(settings.registry_url or default_registry_url(paths))
-    uvicorn.run(create_app(settings, catalog, store), host=settings.host, port=settings.port, log_level="info")
+    store = Registry(settings.registry_url or default_registry_url(paths))  # a bad URL fails before the slow part
+    try:
+        catalog = ServingCatalog.build(prepared_dataset(settings.dataset, paths))
+        uvicorn.run(create_app(settings, catalog, store), host=settings.host, port=settings.port, log_level="info")
+    finally:
+        store.close()
 
 
 def main() -> None:
-    """Entry point: library errors become a message and exit code 2, never a traceback."""
+    """Entry point: every error becomes a message and exit code 2, never a traceback (``-v`` shows one
+    for an error evorec did not foresee)."""
     try:
         app()
     except EvorecError as exc:
-        from recsys.redaction import redact
+        _fail(str(exc))
+    except ValidationError as exc:
+        _fail(f"invalid settings:\n{exc}")
+    except KeyboardInterrupt:
+        error_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # unforeseen: still a message; the traceback only when asked for
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            error_console.print_exception()
+        _fail(f"{type(exc).__name__}: {exc} (run with --verbose for the traceback)")
 
-        error_console.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
-        sys.exit(2)
+
+def _fail(message: str) -> None:
+    if len(message) > MAX_MESSAGE:  # never echo a huge input back
+        message = message[:MAX_MESSAGE] + f"... ({len(message) - MAX_MESSAGE:,} more characters)"
+    from recsys.redaction import redact
+
+    error_console.print(f"[bold red]error:[/] {escape(redact(message))}", highlight=False)
+    sys.exit(2)

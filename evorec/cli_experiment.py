@@ -68,24 +68,38 @@ def run(
     experiment = run_experiment(plan, prepared_dataset(plan.dataset, settings), models, runs / plan.name, versions=ids)
     for analysis in analyse(experiment):
         paths = write_report(experiment, analysis)
+        with Registry(registry or default_registry_url(settings)) as store:
+            store.record_run("experiment", experiment.folder, report=paths["html"])
         verdict = "[green]ship (awaiting approval)[/]" if analysis.ship else "[red]do not ship[/]"
         console.print(f"{analysis.treatment}: {verdict}: {analysis.reasons()[0]}")
         console.print(f"report: {paths['html']}")
 
 
 @experiment_app.command("list")
-def list_runs(runs: Runs = RUNS) -> None:
-    """The experiment runs in --runs with their verdicts."""
+def list_runs(
+    runs: Runs = RUNS,
+    registry: Annotated[str | None, typer.Option(help="Registry URL (default: $EVOREC_REGISTRY_URL).")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Cache of prepared data.")] = None,
+) -> None:
+    """The experiments of the registry's run index and in --runs, with their verdicts and reports."""
     import json
 
-    table = Table(title=f"experiments in {runs}")
-    for column in ("experiment", "treatment", "verdict", "first reason"):
-        table.add_column(column)
-    for report in sorted(runs.glob("*/report-*.json")):
-        payload = json.loads(report.read_text())
-        verdict = "ship" if payload["ship"] else "do not ship"
-        table.add_row(report.parent.name, payload["treatment"], verdict, payload["reasons"][0])
-    console.print(table)
+    from evorec.run_index import experiment_runs
+    from recsys.settings import get_settings
+    from serving.registry import Registry, default_registry_url
+
+    with Registry(registry or default_registry_url(get_settings(data_dir))) as store:
+        found = experiment_runs(store, runs)
+    table = Table(title="experiments")
+    for column in ("experiment", "treatment", "verdict", "first reason", "report"):
+        table.add_column(column, overflow="fold")
+    for name, folder in found.items():
+        for report in sorted(folder.glob("report-*.json")):
+            payload = json.loads(report.read_text())
+            verdict = "ship" if payload["ship"] else "do not ship"
+            page = report.with_suffix(".html")
+            table.add_row(name, payload["treatment"], verdict, payload["reasons"][0], str(page))
+    console.print(table if table.rows else "no experiment yet: `evorec run` or `evorec experiment run -c plan.yaml`")
 
 
 @experiment_app.command("report")

@@ -103,6 +103,8 @@ def run(
         finished = run_local(name, load_config(config), root, on_task)
     console.print(task_table(finished))
     console.print(f"artifacts: {finished.folder}\nlog: {finished.log}")
+    for indexed in finished.indexed:
+        console.print(f"{indexed.kind} {indexed.name}: {indexed.report or indexed.folder}")
 
 
 @pipeline_app.command("submit")

@@ -41,11 +41,12 @@ def ui(
     audit row in the registry with the reviewer as the actor.
     """
     from evorec.ui.config import load_ui_config, require_reviewers
+    from recsys.config_files import with_overrides
 
     settings = load_ui_config(config)
     overrides = {"host": host, "port": port, "registry_url": registry, "runs_dir": runs_dir,
                  "experiments_dir": experiments_dir, "rewards_dir": rewards_dir, "data_dir": data_dir}  # fmt: skip
-    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    settings = with_overrides(settings, overrides, "console settings")
     require_reviewers(settings)
     if settings.host not in LOOPBACK and not settings.secure_cookies:
         error_console.print("warning: serve the console behind HTTPS and set secure_cookies, or keep it on loopback")

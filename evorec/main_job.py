@@ -60,8 +60,8 @@ def run_main_job(
     if version:
         with Registry(config.registry_url or default_registry_url(settings)) as registry:
             state, decision = registry.get(version).state, registry.audit(version)[-1].reason
-        reports = run.task_folders("run-experiment")
-        report = reports[0] / "report" if reports else None
+        indexed = [entry for entry in run.indexed if entry.kind == "experiment" and entry.report is not None]
+        report = indexed[0].report if indexed else None
     result = MainJobResult(run, version, state, decision, report)
     (run.folder / "summary.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return result

@@ -136,6 +136,7 @@ def _experiment(
         run = run_experiment(plan, prepared, models, Path(config.runs_dir) / plan.name, truth)
         [analysis] = analyse(run)
         report = write_report(run, analysis)["html"]
+        registry.record_run("experiment", run.folder, report=report)  # where the console and CLI find it
         if screen is not None:  # beside the A/B report it led to
             (run.folder / "interleaving.json").write_text(json.dumps(screen.to_json(), indent=2) + "\n")
     except Exception as exc:

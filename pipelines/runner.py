@@ -9,6 +9,7 @@ is also what the registry points at for the models it trained.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -19,12 +20,15 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pipelines.config import PipelineConfig
 from pipelines.definitions import build
 from recsys.errors import EvorecError
 from recsys.redaction import redact
+
+if TYPE_CHECKING:
+    from serving.registry import RunInfo
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,7 @@ class PipelineRunError(EvorecError):
 TASK_STARTED = re.compile(r"- INFO - Executing task '(?P<task>[^']+)'")
 TASK_FINISHED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]+)")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+MICROSECONDS = re.compile(r"-\d{6}$")
 
 
 @dataclass
@@ -95,6 +100,7 @@ class LocalRun:
     log: Path
     seconds: float
     tasks: dict[str, TaskTimes] = field(default_factory=dict)
+    indexed: list[RunInfo] = field(default_factory=list)  # its evolution and experiments in the run index
 
     def task_folders(self, task: str) -> list[Path]:
         """The folders of ``task`` (several for tasks inside a ParallelFor), in run order."""
@@ -149,7 +155,35 @@ def run_local(
         finally:
             root.handlers = saved
     [folder] = [path for path in pipeline_root.iterdir() if path not in before and path.is_dir()]
-    return LocalRun(name, folder, log_path, round(time.monotonic() - started, 1), dict(watcher.times))
+    run = LocalRun(name, folder, log_path, round(time.monotonic() - started, 1), dict(watcher.times))
+    return dataclasses.replace(run, indexed=index_run(run, config.registry_url))
+
+
+def index_run(run: LocalRun, registry_url: str) -> list[RunInfo]:
+    """Record the run's evolution (its last generation's state) and experiments in the registry's
+    run index, named after the pipeline run, so the console and `evorec runs list` find them."""
+    from recsys.settings import get_settings
+    from serving.registry import Registry, default_registry_url
+
+    states = sorted(run.folder.glob("**/next_state/evolution.db"), key=lambda path: path.stat().st_mtime)
+    pipeline = run.folder.name
+    name = MICROSECONDS.sub("", pipeline)  # two-loop-2026-12-04-16-42-44
+    with Registry(registry_url or default_registry_url(get_settings())) as registry:
+        indexed = []
+        if states:
+            state = states[-1].parent
+            report = state / "report.html"
+            indexed.append(
+                registry.record_run("evolution", state, name=f"{name}-evolution",
+                                    report=report if report.is_file() else None, pipeline=pipeline)
+            )  # fmt: skip
+        for experiment in sorted(run.folder.glob("**/experiment/*/plan.json")):
+            reports = sorted(experiment.parent.glob("report-*.html"))
+            indexed.append(
+                registry.record_run("experiment", experiment.parent, report=reports[0] if reports else None,
+                                    pipeline=pipeline)
+            )  # fmt: skip
+    return indexed
 
 
 def submit(

@@ -88,3 +88,13 @@ def node_line(root: yaml.Node | None, location: tuple[str | int, ...]) -> int:
             break
         node, line = found
     return line
+
+
+def with_overrides(settings: Model, overrides: dict[str, Any], what: str) -> Model:
+    """``settings`` with the given (non-None) command-line values, validated like the file's."""
+    chosen = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return type(settings).model_validate({**settings.model_dump(), **chosen})
+    except ValidationError as exc:
+        problems = "\n".join(f"  --{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid {what}:\n{problems}") from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from rich.console import Console
 from rich.logging import RichHandler
 
 from recsys.redaction import RedactingFilter
@@ -17,7 +18,8 @@ def configure_logging(verbose: bool = False) -> None:
     shown from WARNING up; evorec's modules log on named loggers and are shown from INFO. Every
     record is redacted of secret values before it is written (:mod:`recsys.redaction`).
     """
-    handler = RichHandler(rich_tracebacks=False, show_path=False)
+    # stderr: stdout is for results (`--json` prints only JSON there)
+    handler = RichHandler(console=Console(stderr=True), rich_tracebacks=False, show_path=False)
     handler.addFilter(_shown)
     handler.addFilter(RedactingFilter())
     logging.basicConfig(

@@ -338,10 +338,11 @@ class Trainer:
         if not self.world.is_main:
             return
         text = json.dumps(line)
-        log.info("%s %s", self.candidate.name, text)
-        if self.epoch_log is not None:
+        if self.epoch_log is not None:  # the caller's stream instead of the log, so each epoch shows once
             self.epoch_log.write(text + "\n")
             self.epoch_log.flush()
+        else:
+            log.info("%s %s", self.candidate.name, text)
         if self.config.checkpoint_dir is not None:
             with (self.config.checkpoint_dir / "epochs.jsonl").open("a") as handle:
                 handle.write(text + "\n")

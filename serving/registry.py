@@ -1,4 +1,6 @@
-"""The model registry: every model version, its promotion state, and an audit row for each move.
+"""The model registry: every model version, its promotion state, and an audit row for each move;
+beside them, the index of runs (evolution runs and A/B experiments, from the CLI or a pipeline), so
+the console and the CLI find every run in one place, under a human name.
 
 A version walks ``proposed → evaluated → queued → experimenting → awaiting_approval → approved →
 production``; ``rejected``, ``failed`` and ``rolled_back`` are exits (shared/DESIGN.md, "Registry
@@ -45,7 +47,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
@@ -166,6 +168,37 @@ class AuditEntry(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+RUN_KINDS = ("evolution", "experiment")
+
+
+class RunEntry(Base):
+    """A run's folder under a unique human name; ``pipeline`` names the pipeline run it belongs to."""
+
+    __tablename__ = "runs"
+    __table_args__ = (CheckConstraint(f"kind IN ({', '.join(repr(k) for k in RUN_KINDS)})", name="ck_runs_kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    folder: Mapped[str] = mapped_column(Text, unique=True)
+    report: Mapped[str | None] = mapped_column(Text)
+    pipeline: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """An indexed run: what it is, its name, its folder and its report page (when it has one)."""
+
+    id: int
+    kind: str
+    name: str
+    folder: Path
+    report: Path | None
+    pipeline: str | None
+    created_at: datetime
+
+
 @dataclass(frozen=True)
 class VersionInfo:
     """A model version as callers see it: a snapshot, detached from the database."""
@@ -205,7 +238,11 @@ class RegistrySettings(BaseSettings):
 
 def default_registry_url(settings: Settings) -> str:
     """``$EVOREC_REGISTRY_URL`` when set, else a SQLite file in the data dir (no set-up needed)."""
-    return RegistrySettings().url or f"sqlite:///{settings.data_dir / 'registry.db'}"
+    configured = RegistrySettings().url
+    if configured:
+        return configured
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # the default lives in the cache evorec owns
+    return f"sqlite:///{settings.data_dir / 'registry.db'}"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -413,6 +450,40 @@ class Registry:
                 query = query.where(AuditEntry.version_id == version_id)
             return [_audit_info(row) for row in session.scalars(query)]
 
+    def record_run(
+        self, kind: str, folder: Path, *, name: str | None = None, report: Path | None = None,
+        pipeline: str | None = None,
+    ) -> RunInfo:  # fmt: skip
+        """Index a run's folder (again: its report and pipeline are updated, its name kept).
+
+        The name is ``name`` (default: the folder's), with ``-2``, ``-3``... when another run has it.
+        """
+        if kind not in RUN_KINDS:
+            raise RegistryError(f"unknown run kind {kind!r}; the kinds are {', '.join(RUN_KINDS)}")
+        where = str(folder.resolve())
+        with self._write() as session:
+            row = session.scalars(select(RunEntry).where(RunEntry.folder == where)).first()
+            if row is None:
+                wanted = name or folder.resolve().name
+                taken = set(session.scalars(select(RunEntry.name).where(RunEntry.name.startswith(wanted))))
+                unique = next(
+                    n for n in (wanted, *(f"{wanted}-{i}" for i in range(2, len(taken) + 3))) if n not in taken
+                )
+                row = RunEntry(kind=kind, name=unique, folder=where, created_at=datetime.now(UTC))
+                session.add(row)
+            row.report = str(report.resolve()) if report is not None else row.report
+            row.pipeline = pipeline or row.pipeline
+            session.flush()
+            return _run_info(row)
+
+    def runs(self, kind: str | None = None) -> list[RunInfo]:
+        """Indexed runs, newest first, optionally of one kind."""
+        query = select(RunEntry).order_by(RunEntry.id.desc())
+        if kind is not None:
+            query = query.where(RunEntry.kind == kind)
+        with self._read() as session:
+            return [_run_info(row) for row in session.scalars(query)]
+
     def _approve_and_promote(self, version_id: int, actor: str, reason: str) -> VersionInfo:
         _require_who_and_why(actor, reason)
         with self._write() as session:
@@ -431,8 +502,7 @@ class Registry:
                 _serialise(connection, "evorec-registry-migrations")
                 command.upgrade(alembic_config(connection), "head")
         except OperationalError as exc:
-            safe_url = make_url(url).render_as_string(hide_password=True)
-            raise RegistryError(f"cannot open the registry at {safe_url}: {exc.orig}") from exc
+            raise RegistryError(f"cannot open the registry at {_shown(url)}: {exc.orig}") from exc
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
@@ -459,15 +529,33 @@ def _database_errors() -> Iterator[None]:
 
 
 def _create_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+    """An engine for ``url``; a malformed URL, a missing driver or a SQLite file in a folder that does
+    not exist (a mistyped path, which would otherwise become a new, empty registry) is refused."""
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url)
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:
+        raise RegistryError(
+            f"{_shown(url)!r} is not a registry URL this installation can open ({exc}); "
+            "use e.g. sqlite:///path/to/registry.db or postgresql+psycopg://host/db"
+        ) from exc
     if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
+        folder = Path(parsed.database).parent
+        if not folder.is_dir():
+            raise RegistryError(f"the registry's folder {folder} does not exist: is the path in {_shown(url)!r} right?")
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
+
+
+def _shown(url: str) -> str:
+    """The URL as messages may show it: without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
@@ -630,4 +718,16 @@ def _audit_info(row: AuditEntry) -> AuditInfo:
         actor=row.actor,
         reason=row.reason,
         at=row.at,
+    )
+
+
+def _run_info(row: RunEntry) -> RunInfo:
+    return RunInfo(
+        id=row.id,
+        kind=row.kind,
+        name=row.name,
+        folder=Path(row.folder),
+        report=Path(row.report) if row.report else None,
+        pipeline=row.pipeline,
+        created_at=row.created_at,
     )

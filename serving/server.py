@@ -17,22 +17,25 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Body, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from serving.artifacts import LoadedModel, load_artifact
 from serving.batcher import MicroBatcher
 from serving.catalog import ServingCatalog, UnknownItems
+from serving.limits import BodyLimit, shown, validation_error
 from serving.registry import Registry
 from serving.routing import assign_arm
 
 log = logging.getLogger(__name__)
 PRODUCTION = "production"
 MAX_K = 100
+MAX_ID_CHARS = 200
 
 
 class ExperimentArm(BaseModel):
@@ -56,21 +59,48 @@ class ServerConfig(BaseModel):
     max_batch: int = Field(default=32, ge=1, le=4096)
     max_wait_ms: float = Field(default=2.0, ge=0)
     reload_seconds: float = Field(default=2.0, gt=0)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="larger request bodies are refused (413)")
+    unknown_items: Literal["ignore", "refuse"] = Field(
+        default="ignore",
+        description="history items not in the catalogue: ignore them (named in the answer's warnings) or refuse "
+        "the request (422)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 
 
-class RecommendBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _id_text(value: Any) -> Any:
+    """Integer ids as the catalogue keeps them (text); anything else is left for the str check to judge."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    user_id: str | None = Field(default=None, description="routes the user to an arm; a random id if omitted")
-    source_user_id: str | None = Field(
+
+Id = Annotated[
+    str,
+    BeforeValidator(_id_text),
+    StringConstraints(min_length=1, max_length=MAX_ID_CHARS),
+    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS}, {"type": "integer"}]}),
+]
+
+
+class RecommendBody(BaseModel):
+    """The body of ``POST /recommend``; ids are strings or integers, as the catalogue's ids read.
+
+    Example: ``{"user_id": "u-17", "history": [318, "296", 593], "k": 5}``.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"user_id": "u-17", "history": [318, "296", 593], "k": 5}]}
+    )
+
+    user_id: Id | None = Field(default=None, description="routes the user to an arm; a random id if omitted")
+    source_user_id: Id | None = Field(
         default=None,
-        max_length=200,
         description="a known user whose learned profile scores the history (the real user a simulated one was "
         "drawn from); user_id still picks the arm",
     )
-    history: list[str] = Field(min_length=1, max_length=10_000, description="item ids, oldest first")
+    history: list[Id] = Field(
+        min_length=1, max_length=10_000, description="item ids, oldest first; unknown ones are ignored (see warnings)"
+    )
     k: int = Field(default=10, ge=1, le=MAX_K)
 
 
@@ -85,6 +115,7 @@ class Recommendation(BaseModel):
     arm: str
     model_version: int
     items: list[RecommendedItem]
+    warnings: list[str] = Field(default_factory=list, description="e.g. history items ignored as unknown")
 
 
 @dataclass(frozen=True)
@@ -173,9 +204,13 @@ def create_app(config: ServerConfig, catalog: ServingCatalog, registry: Registry
 
     app = FastAPI(
         title="evorec recommendation server",
-        description="Top-k recommendations from the model in production (and experiment arms).",
+        description="Top-k recommendations from the model in production (and experiment arms). "
+        '`POST /recommend` takes `{"history": [item ids, oldest first], "k": 10, "user_id": optional}`; '
+        "ids are strings or integers; unknown items are ignored and named in `warnings`.",
         lifespan=lifespan,
+        exception_handlers={RequestValidationError: validation_error},
     )
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
 
     @app.middleware("http")
     async def time_requests(request: Request, call_next: Any) -> Response:
@@ -219,16 +254,27 @@ def create_app(config: ServerConfig, catalog: ServingCatalog, registry: Registry
         "/recommend", response_model=Recommendation, responses={422: {"description": "unknown item ids or source user"}}
     )
     async def recommend_history(body: Annotated[RecommendBody, Body()]) -> Recommendation:
-        """Top-k for a history sent in the request (new or anonymous users)."""
-        try:
-            history = catalog.indices(body.history)
-        except UnknownItems as exc:
-            raise HTTPException(422, str(exc)) from exc
+        """Top-k for a history sent in the request (new or anonymous users).
+
+        Item ids are strings or integers. Items the catalogue does not hold are ignored and named in
+        ``warnings`` (with the ``unknown_items: refuse`` setting the request is refused, 422).
+        """
+        history_ids = body.history
+        unknown = [item for item in history_ids if item not in catalog.item_index]
+        warnings = []
+        if unknown:
+            if config.unknown_items == "refuse" or len(unknown) == len(history_ids):
+                none = "none of the history's items is in the catalogue: " if len(unknown) == len(history_ids) else ""
+                raise HTTPException(422, none + str(UnknownItems([shown(item) for item in unknown])))
+            warnings.append(f"ignored {len(unknown)} {UnknownItems([shown(item) for item in unknown])}")
+            history_ids = [item for item in history_ids if item in catalog.item_index]
+        history = catalog.indices(history_ids)
         profile = body.source_user_id or body.user_id
         known = catalog.history(profile) if profile else None
         if body.source_user_id is not None and known is None:
-            raise HTTPException(422, f"unknown source user {body.source_user_id!r}")
-        return await recommend_for(body.user_id, known[0] if known else 0, history, body.k)
+            raise HTTPException(422, f"unknown source user {shown(body.source_user_id)!r}")
+        answer = await recommend_for(body.user_id, known[0] if known else 0, history, body.k)
+        return answer.model_copy(update={"warnings": warnings})
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -240,11 +286,17 @@ def create_app(config: ServerConfig, catalog: ServingCatalog, registry: Registry
 
     @app.get("/models")
     async def models() -> dict[str, Any]:
-        """The deployed versions with their manifests, and the registry's production version."""
+        """The deployed versions with their manifests, and the registry's production version.
+
+        ``content_hash`` is the registry's (what `evorec registry show` prints); ``source_hash`` the
+        sha256 of the exact sources the artifact was trained from.
+        """
         production = registry.production(config.model_name)
+        deployed = pool.deployment.arms.items()
+        hashes = {version: registry.get(version).content_hash for _, (version, _) in deployed}
         return {
             "production_version": production.id if production else None,
-            "arms": {arm: _describe(version, m) for arm, (version, m) in pool.deployment.arms.items()},
+            "arms": {arm: _describe(version, m, hashes[version]) for arm, (version, m) in deployed},
         }
 
     @app.get("/metrics", include_in_schema=False)
@@ -254,10 +306,10 @@ def create_app(config: ServerConfig, catalog: ServingCatalog, registry: Registry
     return app
 
 
-def _describe(version: int, model: LoadedModel) -> dict[str, Any]:
+def _describe(version: int, model: LoadedModel, content_hash: str) -> dict[str, Any]:
     manifest = model.manifest
-    return {"version": version, "candidate": manifest.candidate, "content_hash": manifest.content_hash,
-            "dataset": manifest.dataset, "metrics": manifest.metrics}  # fmt: skip
+    return {"version": version, "candidate": manifest.candidate, "content_hash": content_hash,
+            "source_hash": manifest.content_hash, "dataset": manifest.dataset, "metrics": manifest.metrics}  # fmt: skip
 
 
 def _weights(config: ServerConfig, names: list[str]) -> list[float]:

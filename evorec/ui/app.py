@@ -39,7 +39,7 @@ SECURITY_HEADERS = {
 
 def create_app(config: UIConfig, registry: Registry) -> FastAPI:
     """The console over ``registry`` and the run folders ``config`` names."""
-    run_store = runs.RunStore(config.runs_dir, config.fitness)
+    run_store = runs.RunStore(registry, config.runs_dir, config.fitness)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

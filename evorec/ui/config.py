@@ -11,7 +11,7 @@ from pathlib import Path
 
 import limits
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from recsys.config_files import load_yaml_model
 from recsys.errors import ConfigError
@@ -80,6 +80,11 @@ def load_ui_config(path: Path | None) -> UIConfig:
         return UIConfig()
     except ValidationError as exc:
         raise ConfigError(f"invalid console settings in the environment (EVOREC_UI_*):\n{exc}") from exc
+    except SettingsError as exc:  # e.g. EVOREC_UI_USERS that is not JSON
+        raise ConfigError(
+            f"invalid console settings in the environment (EVOREC_UI_*): {exc}; EVOREC_UI_USERS must be a JSON "
+            'object such as \'{"alice": "a long passphrase"}\''
+        ) from exc
 
 
 def require_reviewers(config: UIConfig) -> None:

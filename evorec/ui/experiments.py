@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
+from evorec.run_index import experiment_runs
 from evorec.ui.rendering import render
 from serving.registry import AuditInfo, Registry, RegistryError, VersionInfo
 
@@ -29,13 +30,10 @@ PLOT_PREFIX = "data:image/png;base64,"
 class ExperimentReport:
     """One treatment arm's report (``report-<arm>.json``) of the experiment in ``folder``."""
 
+    experiment: str  # its name in the run index (or its folder's name)
     folder: Path
     arm: str
     payload: dict[str, Any]
-
-    @property
-    def experiment(self) -> str:
-        return self.folder.name
 
     @property
     def url(self) -> str:
@@ -76,35 +74,33 @@ class QueueEntry:
     reports: list[ExperimentReport]
 
 
-def reports(root: Path) -> list[ExperimentReport]:
-    """Every report under ``root``, newest first."""
-    found = sorted(root.glob("*/report-*.json"), key=lambda path: -path.stat().st_mtime) if root.is_dir() else []
+def reports(registry: Registry, root: Path) -> list[ExperimentReport]:
+    """Every report of the indexed experiments and those under ``root``, newest first."""
     out = []
-    for path in found:
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue  # being written right now; the next look shows it
-        out.append(ExperimentReport(path.parent, path.stem.removeprefix("report-"), payload))
-    return out
+    for name, folder in experiment_runs(registry, root).items():
+        for path in sorted(folder.glob("report-*.json")):
+            try:
+                payload = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue  # being written right now; the next look shows it
+            out.append(ExperimentReport(name, folder, path.stem.removeprefix("report-"), payload))
+    return sorted(out, key=lambda report: -(report.folder / f"report-{report.arm}.json").stat().st_mtime)
 
 
-def unreported(root: Path) -> list[str]:
-    """Experiment folders with a plan but no report yet: running, or stopped before the analysis."""
-    if not root.is_dir():
-        return []
-    return sorted(p.parent.name for p in root.glob("*/plan.json") if not any(p.parent.glob("report-*.json")))
+def unreported(registry: Registry, root: Path) -> list[str]:
+    """Experiments with a plan but no report yet: running, or stopped before the analysis."""
+    return [name for name, folder in experiment_runs(registry, root).items() if not any(folder.glob("report-*.json"))]
 
 
-def reports_of(root: Path, version_id: int) -> list[ExperimentReport]:
+def reports_of(registry: Registry, root: Path, version_id: int) -> list[ExperimentReport]:
     """The reports of experiments in which ``version_id`` was an arm."""
-    return [report for report in reports(root) if version_id in report.versions().values()]
+    return [report for report in reports(registry, root) if version_id in report.versions().values()]
 
 
 def queue(registry: Registry, root: Path) -> list[QueueEntry]:
     """Versions waiting for a person first, then those in or waiting for an experiment."""
     entries = []
-    everything = reports(root)
+    everything = reports(registry, root)
     for state in QUEUE_STATES:
         for version in registry.versions(state=state):
             trail = registry.audit(version.id)
@@ -116,10 +112,11 @@ def queue(registry: Registry, root: Path) -> list[QueueEntry]:
 @router.get("/experiments", response_class=HTMLResponse)
 def experiments_page(request: Request) -> Response:
     root: Path = request.app.state.config.experiments_dir
+    registry: Registry = request.app.state.registry
     context = {
-        "queue": queue(request.app.state.registry, root),
-        "reports": reports(root),
-        "unreported": unreported(root),
+        "queue": queue(registry, root),
+        "reports": reports(registry, root),
+        "unreported": unreported(registry, root),
         "root": root,
     }
     return render(request, "experiments.html", context)
@@ -128,11 +125,11 @@ def experiments_page(request: Request) -> Response:
 @router.get("/experiments/{experiment}/{arm}", response_class=HTMLResponse)
 def report_page(request: Request, experiment: str, arm: str) -> Response:
     root: Path = request.app.state.config.experiments_dir
-    found = [r for r in reports(root) if (r.experiment, r.arm) == (experiment, arm)]
+    registry: Registry = request.app.state.registry
+    found = [r for r in reports(registry, root) if (r.experiment, r.arm) == (experiment, arm)]
     if not found:
         raise HTTPException(404, f"There is no report of arm {arm!r} in experiment {experiment!r}.")
     report = found[0]
-    registry: Registry = request.app.state.registry
     states = {}
     for version in report.versions().values():
         if version is not None:

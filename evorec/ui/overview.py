@@ -27,6 +27,6 @@ def overview_page(request: Request) -> Response:
         "production": [version for version in versions if version.state == "production"],
         "counts": [(state, counts[state]) for state in STATES if counts[state]],
         "runs": summaries(request.app.state.runs)[:LATEST],
-        "reports": reports(root)[:LATEST],
+        "reports": reports(registry, root)[:LATEST],
     }
     return render(request, "overview.html", context)

@@ -34,7 +34,22 @@ def template_environment() -> Environment:
     environment.filters["markdown"] = markdown_html
     environment.filters["number"] = format_number
     environment.filters["percent"] = format_percent
+    environment.globals["metric_table"] = metric_table
     return environment
+
+
+def metric_table(metrics: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[Any]]]]:
+    """Metrics as (columns, rows of name and values): ``{"valid": {"ndcg@10": ..}, "test": {..}}`` gives a
+    column per split; flat metrics one ``value`` column; anything else is shown as text."""
+    groups = {key: value for key, value in metrics.items() if isinstance(value, dict)}
+    flat = {key: value for key, value in metrics.items() if not isinstance(value, dict)}
+    columns = list(groups) if groups else []
+    names = list(dict.fromkeys(name for group in groups.values() for name in group))
+    rows = [(name, [groups[column].get(name) for column in columns]) for name in names]
+    if flat:
+        columns = columns or ["value"]
+        rows += [(name, [value, *[None] * (len(columns) - 1)]) for name, value in flat.items()]
+    return columns, rows
 
 
 def format_number(value: Any, digits: int = 4) -> str:

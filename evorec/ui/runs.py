@@ -18,44 +18,56 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
+from evorec.run_index import EVOLUTION_DATABASE, evolution_runs
 from evorec.ui.diffs import block_diffs
 from evorec.ui.rendering import render
 from offline_agent.program_db import DatabaseConfig, Program, ProgramDatabase
 from offline_agent.report import report_markdown, score_plot
+from serving.registry import Registry
 
 router = APIRouter()
-DATABASE_FILE = "evolution.db"
+DATABASE_FILE = EVOLUTION_DATABASE
 STOPPED = "not recorded (live view of the program database)"
 _PLOT_LOCK = threading.Lock()  # pyplot keeps global state: one figure at a time
 
 
 class RunStore:
-    """The evolution runs under ``root`` (its sub-folders holding ``evolution.db``), each database opened once."""
+    """The evolution runs of the registry's run index and under ``root`` (its sub-folders holding
+    ``evolution.db``), each database opened once."""
 
-    def __init__(self, root: Path, fitness: str) -> None:
+    def __init__(self, registry: Registry, root: Path, fitness: str) -> None:
+        self.registry = registry
         self.root = root
         self.fitness = fitness
-        self._open: dict[str, ProgramDatabase] = {}
+        self._open: dict[Path, ProgramDatabase] = {}
         self._lock = threading.Lock()
 
+    def folders(self) -> dict[str, Path]:
+        """Run name -> folder, newest first."""
+        return evolution_runs(self.registry, self.root)
+
     def names(self) -> list[str]:
-        """Run names (folder names), newest database first."""
-        found = self.root.glob(f"*/{DATABASE_FILE}") if self.root.is_dir() else iter(())
-        return [path.parent.name for path in sorted(found, key=lambda p: -p.stat().st_mtime)]
+        return list(self.folders())
+
+    def folder(self, name: str) -> Path:
+        """The run's folder; 404 for a name that is not a run (never a path the index does not name)."""
+        folder = self.folders().get(name)
+        if folder is None:
+            raise HTTPException(404, f"There is no evolution run {name!r}.")
+        return folder
 
     def database(self, name: str) -> ProgramDatabase:
-        """The run's program database; 404 for a name that is not a run (never a path outside ``root``)."""
-        if name not in self.names():
-            raise HTTPException(404, f"There is no evolution run {name!r} in {self.root}.")
+        """The run's program database."""
+        folder = self.folder(name).resolve()
         with self._lock:
-            if name not in self._open:
-                url = f"sqlite:///{(self.root / name / DATABASE_FILE).resolve()}"
-                self._open[name] = ProgramDatabase(DatabaseConfig(url=url, fitness=self.fitness))
-            return self._open[name]
+            if folder not in self._open:
+                url = f"sqlite:///{folder / DATABASE_FILE}"
+                self._open[folder] = ProgramDatabase(DatabaseConfig(url=url, fitness=self.fitness))
+            return self._open[folder]
 
     def feedback_file(self, name: str, program: Program, file: str) -> str | None:
         """A file the loop wrote beside the database for ``program`` (``candidates/<key12>/diagnosis.md``...)."""
-        path = self.root / name / "candidates" / program.key[:12] / file
+        path = self.folder(name) / "candidates" / program.key[:12] / file
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
     def close(self) -> None:

@@ -49,7 +49,7 @@ def versions_page(request: Request, state: str | None = None) -> Response:
         raise HTTPException(400, str(exc)) from exc
     names = sorted({version.name for version in registry.versions()})
     production = {name: registry.production(name) for name in names}
-    context = {"versions": versions, "production": production, "state": state, "states": list(TRANSITIONS)}
+    context = {"versions": versions, "production": production, "selected": state, "states": list(TRANSITIONS)}
     return render(request, "versions.html", context)
 
 
@@ -63,7 +63,7 @@ def version_page(request: Request, version_id: int) -> Response:
     context = {
         "version": version,
         "trail": registry.audit(version_id),
-        "reports": reports_of(request.app.state.config.experiments_dir, version_id),
+        "reports": reports_of(registry, request.app.state.config.experiments_dir, version_id),
         "can_approve": version.state == "awaiting_approval",
         "can_reject": "rejected" in TRANSITIONS[version.state],
     }

@@ -37,7 +37,16 @@ from recsys import __version__
 from recsys.data.config import PrepareConfig
 from recsys.data.fetch import file_digest
 from recsys.data.metadata import ItemInfo, load_items, load_users
-from recsys.data.rows import ParsePlan, Record, dead_letter, decode_line, make_plan, parse_line
+from recsys.data.rows import (
+    MAX_FIELD_CHARS,
+    ParsePlan,
+    Record,
+    dead_letter,
+    decode_line,
+    field_problem,
+    make_plan,
+    parse_line,
+)
 from recsys.data.schema import (
     anomalies_proto,
     empty_profile,
@@ -108,7 +117,7 @@ def _first_line(path: str, spec: InteractionFiles) -> str:
     raise DataError(f"{path}: the file is empty; expected {'a header and ' if spec.header else ''}interaction rows")
 
 
-def plan_inputs(source: DatasetSource) -> list[InputFile]:
+def plan_inputs(source: DatasetSource, max_field_chars: int = MAX_FIELD_CHARS) -> list[InputFile]:
     """Check each interaction file exists, is non-empty and fits the column mapping."""
     spec = source.interactions
     inputs = []
@@ -123,7 +132,7 @@ def plan_inputs(source: DatasetSource) -> list[InputFile]:
                 raise DataError(f"{path}: Parquet columns are {names}; the mapping names missing {missing}")
             inputs.append(InputFile(src, path, None, spec.encoding))
             continue
-        plan = make_plan(path, _first_line(path, spec), spec)
+        plan = make_plan(path, _first_line(path, spec), spec, max_field_chars)
         if spec.header:
             with FileSystems.open(path) as handle:
                 handle.readline()
@@ -139,8 +148,9 @@ def plan_inputs(source: DatasetSource) -> list[InputFile]:
 class ReadAndParse(beam.DoFn):  # type: ignore[misc]
     """Stream one input file; emit parsed records, and dead letters on the ``dead`` output."""
 
-    def __init__(self, parquet_columns: dict[str, str]) -> None:
+    def __init__(self, parquet_columns: dict[str, str], max_field_chars: int = MAX_FIELD_CHARS) -> None:
         self.parquet_columns = parquet_columns
+        self.max_field_chars = max_field_chars
         self.rows_read = Metrics.counter(NAMESPACE, "rows_read")
         self.dead = Metrics.counter(NAMESPACE, "dead_parse")
 
@@ -148,7 +158,12 @@ class ReadAndParse(beam.DoFn):  # type: ignore[misc]
         if item.plan is None:
             for record in parquet_records(item.path, item.src, self.parquet_columns):
                 self.rows_read.inc()
-                yield record
+                problem = field_problem(record, item.path, record["line"], self.max_field_chars)
+                if problem is not None:
+                    self.dead.inc()
+                    yield beam.pvalue.TaggedOutput("dead", problem)
+                else:
+                    yield record
             return
         with FileSystems.open(item.path) as handle:
             for number, raw in enumerate(handle, start=1):
@@ -497,7 +512,8 @@ def build_pipeline(
     parsed = (
         pipeline
         | "InputFiles" >> beam.Create(inputs)
-        | "ReadAndParse" >> beam.ParDo(ReadAndParse(parquet_columns)).with_outputs("dead", main="rows")
+        | "ReadAndParse"
+        >> beam.ParDo(ReadAndParse(parquet_columns, config.max_field_chars)).with_outputs("dead", main="rows")
     )
     if saved_schema is not None:
         schema = pipeline | "SavedSchema" >> beam.Create([saved_schema.SerializeToString()])
@@ -644,7 +660,7 @@ def run_prepare(
     config = config or PrepareConfig()
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
-    inputs = plan_inputs(source)
+    inputs = plan_inputs(source, config.max_field_chars)
     schema_path = out_dir / SCHEMA_FILE
     saved_schema = load_schema(schema_path) if schema_path.exists() and not infer_new_schema else None
     staging = out_dir / ".staging"

@@ -25,6 +25,7 @@ from recsys.settings import Settings
 SHIPPED = "ml-latest-small"
 FETCHABLE = ("ml-100k", "ml-1m")
 BUILTIN = (SHIPPED, *FETCHABLE)
+YAML_SUFFIXES = (".yaml", ".yml")
 
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -158,8 +159,11 @@ def resolve_source(dataset: str, settings: Settings) -> DatasetSource:
     if dataset in BUILTIN:
         return builtin_source(dataset, settings)
     path = Path(dataset)
-    if path.suffix in (".yaml", ".yml"):
+    if path.suffix in YAML_SUFFIXES:
         from recsys.data.sources import load_source_yaml
 
         return load_source_yaml(path)
-    raise DataError(f"unknown dataset {dataset!r}: use one of {', '.join(BUILTIN)} or a YAML description file")
+    raise DataError(
+        f"unknown dataset {dataset!r}: use one of {', '.join(BUILTIN)}, a YAML description file, or the name of "
+        f"one prepared from a YAML file (`evorec data prepare NAME.yaml` puts it in {settings.prepared_dir})"
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.config_files import load_yaml_model
+from recsys.data.rows import MAX_FIELD_CHARS
 from recsys.data.splits import SplitMethod
 
 
@@ -45,6 +46,9 @@ class PrepareConfig(_Strict):
         default=0.01, ge=0.0, le=1.0, description="the run fails above this share of dead-lettered rows"
     )
     drop_duplicates: bool = Field(default=True, description="exact repeats of a row are dead-lettered")
+    max_field_chars: int = Field(
+        default=MAX_FIELD_CHARS, ge=1, description="a longer field is dead-lettered, with only its first characters"
+    )
     shards: int = Field(default=1, ge=1, description="interaction Parquet files, split by user")
 
 

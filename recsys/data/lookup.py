@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from recsys.data.catalog import resolve_source
+from recsys.data.catalog import BUILTIN, YAML_SUFFIXES, resolve_source
 from recsys.data.config import PrepareConfig
 from recsys.data.prepared import MANIFEST, PreparedDataset, is_up_to_date
 from recsys.settings import Settings
@@ -15,10 +15,17 @@ log = logging.getLogger(__name__)
 
 def prepared_dataset(dataset: str, settings: Settings) -> PreparedDataset:
     """A prepared folder given by path, or a dataset by name, prepared with the protocol's
-    defaults when it has not been prepared yet (or its inputs changed)."""
+    defaults when it has not been prepared yet (or its inputs changed).
+
+    A name that is neither built in nor a YAML file is one that `evorec data prepare NAME.yaml`
+    prepared into the cache: it is used as prepared (the YAML says how to prepare it again).
+    """
     path = Path(dataset)
     if (path / MANIFEST).exists():
         return PreparedDataset.open(path)
+    cached = settings.prepared_dir / dataset
+    if dataset not in BUILTIN and path.suffix not in YAML_SUFFIXES and (cached / MANIFEST).exists():
+        return PreparedDataset.open(cached)
     source = resolve_source(dataset, settings)
     out = settings.prepared_dir / source.name
     config = PrepareConfig()

@@ -11,6 +11,7 @@ Field values stay strings here; :mod:`recsys.data.schema` types and checks them.
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,10 @@ from recsys.data.sources import InteractionFiles
 from recsys.errors import DataError
 
 FIELDS = ("user", "item", "rating", "timestamp")
-MAX_TEXT = 300  # characters of the offending line kept in a dead letter
+MAX_TEXT = 300  # characters of the offending line (and of its reason) kept in a dead letter
+MAX_FIELD_CHARS = 1000  # default limit of one field; longer ones are dead-lettered (prepare.max_field_chars)
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0/C1 controls but tab and newline: never in an id
+BOM = "\ufeff"
 
 Record = dict[str, Any]
 
@@ -33,6 +37,7 @@ class ParsePlan:
     n_fields: int
     has_header: bool
     timestamp_format: str
+    max_field_chars: int = MAX_FIELD_CHARS
 
 
 def dead_letter(
@@ -42,11 +47,33 @@ def dead_letter(
     return {
         "file": path,
         "line": line,
-        "reason": reason,
+        "reason": reason if len(reason) <= MAX_TEXT else f"{reason[:MAX_TEXT]}...",
         "feature": feature,
         "anomaly": anomaly,
         "text": text[:MAX_TEXT],
     }
+
+
+def field_problem(record: Record, path: str, line: int, max_chars: int, text: str = "") -> Record | None:
+    """A dead letter for a field no id or value can be: longer than ``max_chars``, or holding a control
+    character (a NUL inside an id would otherwise make a new id); None when every field is fine."""
+    for name in FIELDS:
+        value = record.get(name)
+        if not isinstance(value, str):
+            continue
+        feature = f"{name}_id" if name in ("user", "item") else name
+        if len(value) > max_chars:
+            return dead_letter(
+                path, line, f"{feature} is {len(value):,} characters long, over the limit of {max_chars:,} "
+                "(prepare.max_field_chars)", text or value, feature, "SEQUENCE_VALUE_TOO_LARGE_FRACTION",
+            )  # fmt: skip
+        control = CONTROL.search(value)
+        if control is not None:
+            return dead_letter(
+                path, line, f"{feature} holds the control character U+{ord(control.group()):04X} at position "
+                f"{control.start() + 1}", text or value, feature, "ENUM_TYPE_UNEXPECTED_STRING_VALUES",
+            )  # fmt: skip
+    return None
 
 
 def split_fields(text: str, delimiter: str) -> list[str]:
@@ -63,7 +90,7 @@ def header_names(text: str, spec: InteractionFiles) -> list[str]:
     return names
 
 
-def make_plan(path: str, first_line: str, spec: InteractionFiles) -> ParsePlan:
+def make_plan(path: str, first_line: str, spec: InteractionFiles, max_field_chars: int = MAX_FIELD_CHARS) -> ParsePlan:
     """Resolve the column mapping against a file's first line (its header, or its first row).
 
     Raises :class:`DataError` naming the file and the missing column when the mapping does not fit.
@@ -92,7 +119,7 @@ def make_plan(path: str, first_line: str, spec: InteractionFiles) -> ParsePlan:
             f"{path}, line 1: {n_fields} fields separated by {spec.delimiter!r}, but the mapping reads "
             f"column {widest}; check the delimiter and the column mapping"
         )
-    return ParsePlan(spec.delimiter, positions, n_fields, spec.header, spec.timestamp_format)
+    return ParsePlan(spec.delimiter, positions, n_fields, spec.header, spec.timestamp_format, max_field_chars)
 
 
 def to_unix_seconds(raw: str, fmt: str) -> str:
@@ -111,7 +138,17 @@ def parse_line(text: str, path: str, src: int, line: int, plan: ParsePlan) -> tu
     """One raw line into ``(record, None)`` or ``(None, dead_letter)``."""
     if not text.strip():
         return None, dead_letter(path, line, "blank line", text, anomaly="FEATURE_TYPE_NOT_PRESENT")
-    fields = split_fields(text, plan.delimiter)
+    longest = plan.n_fields * (plan.max_field_chars + 2 + len(plan.delimiter))  # every field quoted, at the limit
+    if len(text) > longest:
+        return None, dead_letter(
+            path, line, f"the line is {len(text):,} characters long, so a field is over the limit of "
+            f"{plan.max_field_chars:,} characters (prepare.max_field_chars)", text,
+            anomaly="SEQUENCE_VALUE_TOO_LARGE_FRACTION",
+        )  # fmt: skip
+    try:
+        fields = split_fields(text, plan.delimiter)
+    except csv.Error as exc:  # e.g. a field over the csv module's own limit
+        return None, dead_letter(path, line, f"cannot be cut into fields: {exc}", text)
     if len(fields) != plan.n_fields:
         return None, dead_letter(
             path,
@@ -124,6 +161,9 @@ def parse_line(text: str, path: str, src: int, line: int, plan: ParsePlan) -> tu
     record: Record = {name: None for name in FIELDS}
     for name, position in plan.positions.items():
         record[name] = fields[position].strip()
+    problem = field_problem(record, path, line, plan.max_field_chars, text)
+    if problem is not None:
+        return None, problem
     if record["timestamp"] not in (None, "") and plan.timestamp_format != "unix":
         try:
             record["timestamp"] = to_unix_seconds(record["timestamp"], plan.timestamp_format)
@@ -142,9 +182,11 @@ def parse_line(text: str, path: str, src: int, line: int, plan: ParsePlan) -> tu
 
 
 def decode_line(raw: bytes, encoding: str, path: str, line: int) -> tuple[str | None, Record | None]:
-    """Bytes of one line as text, or a dead letter saying where the encoding broke."""
+    """Bytes of one line as text (a file's byte order mark removed), or a dead letter saying where the
+    encoding broke."""
     try:
-        return raw.decode(encoding).rstrip("\r\n"), None
+        text = raw.decode(encoding).rstrip("\r\n")
+        return (text.removeprefix(BOM) if line == 1 else text), None
     except UnicodeDecodeError as exc:
         shown = raw[:MAX_TEXT].decode(encoding, errors="replace").rstrip("\r\n")
         return None, dead_letter(

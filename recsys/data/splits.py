@@ -18,9 +18,16 @@ SplitMethod = Literal["leave_one_out", "random"]
 SPLITS = ("train", "valid", "test")
 
 
-def vocab_sort_key(token: str) -> tuple[int, int, str]:
-    """Numeric ids in numeric order first, then other tokens in text order (deterministic)."""
-    return (0, int(token), "") if token.isdigit() else (1, 0, token)
+def vocab_sort_key(token: str) -> tuple[int, int, str, str]:
+    """Numeric ids in numeric order first, then other tokens in text order (deterministic).
+
+    Numbers compare by length then digits, never through ``int``: an id of any length sorts, and
+    ``007`` and ``7`` (distinct text ids) keep a fixed order.
+    """
+    if token.isascii() and token.isdigit():
+        digits = token.lstrip("0") or "0"
+        return (0, len(digits), digits, token)
+    return (1, 0, "", token)
 
 
 def build_vocab(tokens: Iterable[str], start: int) -> dict[str, int]:

@@ -97,10 +97,11 @@ def test_train_prints_the_metric_set_as_json_and_writes_it(tmp_path, prepared_sm
         "--max-epochs", "2", "--out", str(out), "--json", "--export",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    printed = json.loads(result.stdout)  # stdout holds the JSON and nothing else; logs go to stderr
     assert printed == json.loads((out / "result.json").read_text())
     assert printed["epochs"] == 2 and 0.0 <= printed["test"]["ndcg@10"] <= 1.0
     assert len([line for line in result.stderr.splitlines() if line.startswith('{"epoch"')]) == 2
+    assert result.stderr.count('"epoch": 1,') == 1  # each epoch once, not again through the log
     assert {f["probe"] for f in printed["diagnosis"]["findings"]} >= {"popularity_bias", "sequence_insensitivity"}
     assert (out / "diagnosis.md").exists() and (out / "artifact" / "model.pt2").exists()
 

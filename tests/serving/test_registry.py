@@ -340,11 +340,11 @@ def _alembic_versions(url: str) -> list[str]:
 
 
 def test_a_fresh_database_is_at_the_alembic_head(tmp_path: Path) -> None:
-    url = _url(tmp_path / "deep" / "folder" / "registry.db")
+    url = _url(tmp_path / "registry.db")
     Registry(url).close()
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None and _alembic_versions(url) == [head]
-    assert {"model_versions", "audit_log"} <= set(inspect(create_engine(url)).get_table_names())
+    assert {"model_versions", "audit_log", "runs"} <= set(inspect(create_engine(url)).get_table_names())
 
 
 def test_the_migrations_build_exactly_the_tables_the_models_declare(tmp_path: Path) -> None:
@@ -463,7 +463,7 @@ def test_concurrent_processes_serialise_and_keep_the_invariants(database_url: Ca
         }
     )
     assert [process.exitcode for process in workers] == [0] * WORKERS
-    assert _alembic_versions(fresh_url) == _alembic_versions(url) == ["0001"]
+    assert _alembic_versions(fresh_url) == _alembic_versions(url) == ["0002"]
     with Registry(url) as registry:
         versions = registry.versions()
         assert len(versions) == 2 + 2 * WORKERS + WORKERS * REGISTERS_PER_WORKER
@@ -563,3 +563,30 @@ def test_cli_refusals_exit_non_zero_with_the_message(cli: typer.Typer, tmp_path:
 def test_every_registry_command_has_help(cli: typer.Typer, command: list[str]) -> None:
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output and "--registry" in result.output
+
+
+def test_runs_are_indexed_once_by_folder_under_unique_human_names(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    first, second, other = tmp_path / "a" / "v2-vs-v1", tmp_path / "b" / "v2-vs-v1", tmp_path / "evo"
+    with Registry(url) as registry:
+        one = registry.record_run("experiment", first)
+        two = registry.record_run("experiment", second, pipeline="two-loop-1")
+        again = registry.record_run("experiment", first, report=first / "report-treatment.html", pipeline="p")
+        evolution = registry.record_run("evolution", other, name="two-loop-1-evolution")
+        assert (one.name, two.name, evolution.name) == ("v2-vs-v1", "v2-vs-v1-2", "two-loop-1-evolution")
+        assert again.id == one.id and again.name == "v2-vs-v1" and again.report == first / "report-treatment.html"
+        assert [run.name for run in registry.runs("experiment")] == ["v2-vs-v1-2", "v2-vs-v1"]
+        assert [run.kind for run in registry.runs()] == ["evolution", "experiment", "experiment"]
+        with pytest.raises(RegistryError, match="unknown run kind"):
+            registry.record_run("training", other)
+
+
+def test_a_registry_path_in_a_missing_folder_is_an_error_not_a_new_registry(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="does not exist"):
+        Registry(f"sqlite:///{tmp_path / 'typo' / 'registry.db'}")
+    assert not (tmp_path / "typo").exists()
+    with pytest.raises(RegistryError, match="not a registry URL"):
+        Registry("bogus://x")
+    with pytest.raises(RegistryError, match="not a registry URL") as error:
+        Registry("postgresql+nosuchdriver://alice:secret@host/db")
+    assert "secret" not in str(error.value)

@@ -57,16 +57,61 @@ def test_bad_requests_get_a_4xx_that_says_what_is_wrong(live):
     assert unknown.status_code == 404 and "POST /recommend" in unknown.json()["detail"]
     assert client.get("/recommend", params={"user_id": "1", "k": 0}).status_code == 422
     assert client.get("/recommend").status_code == 422
-    items = client.post("/recommend", json={"history": ["1", "not-an-item"]})
-    assert items.status_code == 422 and "not-an-item" in items.json()["detail"]
+    only_unknown = client.post("/recommend", json={"history": ["not-an-item"]})
+    assert only_unknown.status_code == 422 and "none of the history's items" in only_unknown.json()["detail"]
     assert client.post("/recommend", json={"history": []}).status_code == 422
+    assert client.post("/recommend", json={"history": [True]}).status_code == 422  # a bool is no id
 
 
-def test_health_models_and_prometheus_metrics(live):
+def test_ids_as_the_client_sends_them_and_unknown_items_ignored_with_a_warning(live, catalog):
+    _, client, _ = live
+    _, history = catalog.history("1")
+    ids = [str(catalog.item_ids[i]) for i in history[:3]]
+    as_text = client.post("/recommend", json={"history": ids, "k": 5, "user_id": "u-1"}).json()
+    as_numbers = client.post("/recommend", json={"history": [int(i) for i in ids], "k": 5, "user_id": 7}).json()
+    assert as_numbers["items"] == as_text["items"] and as_numbers["user_id"] == "7"
+    assert as_text["warnings"] == []
+    mixed = client.post("/recommend", json={"history": [*ids, "not-an-item", 99_999_999], "k": 5})
+    assert mixed.status_code == 200, mixed.text
+    assert mixed.json()["items"] == as_text["items"]
+    [warning] = mixed.json()["warnings"]
+    assert "ignored 2" in warning and "not-an-item" in warning and "99999999" in warning
+    body = client.get("/openapi.json").json()["components"]["schemas"]["RecommendBody"]  # what /docs shows
+    assert {"type": "integer"} in body["properties"]["history"]["items"]["anyOf"] and body["examples"]
+
+
+def test_unknown_items_are_refused_when_the_server_says_so(registry, catalog, artifacts):
+    promote(registry, artifacts["sasrec_ce"], "sasrec_ce")
+    app = create_app(ServerConfig(reload_seconds=0.2, unknown_items="refuse"), catalog, registry)
+    with LiveServer(app, free_port()) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        answer = client.post("/recommend", json={"history": ["1", "not-an-item"]})
+        assert answer.status_code == 422 and "not-an-item" in answer.json()["detail"]
+
+
+def test_large_bodies_are_refused_and_errors_never_echo_large_input(live):
+    _, client, _ = live
+    huge = "x" * 5_000_000
+    too_big = client.post("/recommend", json={"history": ["1"], "user_id": huge})
+    assert too_big.status_code == 413 and len(too_big.content) < 200
+
+    def chunks():  # no Content-Length: the cap holds while the body is read
+        for _ in range(50):
+            yield b" " * 100_000
+
+    streamed = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    long_id = client.post("/recommend", json={"history": ["1"], "user_id": "y" * 300_000})
+    assert long_id.status_code == 422 and len(long_id.content) < 1000 and "at most 200" in long_id.text
+    many = client.post("/recommend", json={"history": ["z" * 150] * 5000})
+    assert many.status_code == 422 and len(many.content) < 2000
+
+
+def test_health_models_and_prometheus_metrics(live, registry):
     _, client, version = live
     assert client.get("/health").json() == {"status": "ok", "arms": {"production": version}}
     models = client.get("/models").json()
     assert models["production_version"] == version and models["arms"]["production"]["candidate"] == "sasrec_ce"
+    assert models["arms"]["production"]["content_hash"] == registry.get(version).content_hash
     client.get("/recommend", params={"user_id": "1"})
     metrics = client.get("/metrics").text
     assert f'evorec_requests_total{{arm="production",model_version="{version}",status="ok"}}' in metrics

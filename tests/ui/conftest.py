@@ -3,6 +3,7 @@ report, and a registry whose versions wait for a decision."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,3 +106,49 @@ def sign_in(client: TestClient, name: str = REVIEWER, password: str = PASSWORD) 
     response = client.post("/login", data={"name": name, "password": password, "csrf_token": token, "next": "/"})
     assert response.status_code == 303, response.text
     return csrf_of(client.get("/").text)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not CHROMIUM.exists():
+        if _in_ci():
+            pytest.fail(f"CI needs Debian's chromium at {CHROMIUM}: apt-get install -y chromium")
+        pytest.skip(f"the browser tests need Debian's chromium at {CHROMIUM} (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+RAW_MARKDOWN = re.compile(r"\*\*|(^|\n)#{1,6} |\|\s*:?-{3,}")
+PROSE = """() => {
+  const copy = document.body.cloneNode(true);
+  copy.querySelectorAll("pre, code").forEach(node => node.remove());  // code may hold ** and # legitimately
+  document.body.appendChild(copy); const text = copy.innerText; copy.remove(); return text;
+}"""
+
+
+def assert_rendered(page, where: str, screenshots: Path) -> None:
+    """No Markdown marker is left in the visible text, nothing is wider than the window (wide tables
+    scroll inside their box), and a full-page screenshot is taken for a person to look at."""
+    text = page.evaluate(PROSE)
+    marker = RAW_MARKDOWN.search(text)
+    if marker is not None:
+        around = text[max(marker.start() - 80, 0) : marker.end() + 80]
+        pytest.fail(f"{where}: raw Markdown {marker.group()!r} in: ...{around}...")
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 1, f"{where}: the page is {overflow}px wider than the window"
+    shot = screenshots / (re.sub(r"[^a-z0-9]+", "-", where.lower()).strip("-") + ".png")
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 1000

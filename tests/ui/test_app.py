@@ -215,3 +215,48 @@ def test_the_runs_dir_cannot_be_escaped(client, evolution_runs):
     sign_in(client)
     assert client.get("/runs/..%2Ftiny").status_code == 404
     assert client.get("/runs/%2E%2E").status_code == 404
+
+
+def test_the_console_finds_indexed_runs_wherever_they_are_by_their_names(config, registry, evolution_runs, experiments,
+                                                                         tmp_path):  # fmt: skip
+    from fastapi.testclient import TestClient
+
+    from evorec.ui.app import create_app
+
+    registry.record_run("evolution", evolution_runs / "tiny", name="two-loop-2026-12-04-evolution", pipeline="p")
+    registry.record_run("experiment", experiments / "v2-vs-v1", pipeline="p")
+    elsewhere = config.model_copy(update={"runs_dir": tmp_path / "empty", "experiments_dir": tmp_path / "empty"})
+    with TestClient(create_app(elsewhere, registry), base_url="http://localhost", follow_redirects=False) as client:
+        sign_in(client)
+        overview = client.get("/").text
+        assert 'href="/runs/two-loop-2026-12-04-evolution"' in overview
+        assert 'href="/experiments/v2-vs-v1/treatment"' in overview
+        assert client.get("/runs/two-loop-2026-12-04-evolution").status_code == 200
+        assert client.get("/experiments/v2-vs-v1/treatment").status_code == 200
+        assert client.get("/runs/tiny").status_code == 404  # known by its index name only
+
+
+def test_the_overview_puts_the_evidence_above_an_approve_form_for_each_waiting_version(client, registry):
+    token = sign_in(client)
+    page = client.get("/").text
+    waiting = page.split('id="waiting-heading"')[1].split('id="production-heading"')[0]
+    assert waiting.index("Read the A/B report") < waiting.index('action="/versions/2/approve"')
+    assert waiting.index("Offline metrics of version 2") < waiting.index('action="/versions/2/approve"')
+    answer = client.post("/versions/2/approve", data={"csrf_token": token, "reason": "report read on the overview"})
+    assert answer.status_code == 303 and registry.get(2).state == "production"
+
+
+def test_versions_show_metrics_as_tables_and_the_filter_in_their_caption(client, registry, artifacts):
+    token = sign_in(client)
+    assert token
+    version = registry.register(
+        candidate_id="best-1", content_hash="h", artifact_uri=str(artifacts["mf_bpr"]), actor="pipeline", reason="r",
+        metrics={"valid": {"ndcg@10": 0.0123456789012345, "hr@10": 0.2}, "test": {"ndcg@10": 0.011111111111}},
+    )  # fmt: skip
+    page = client.get(f"/versions/{version.id}").text
+    assert "{" not in page.split('id="metrics-heading"')[1].split("</section>")[0]  # no raw dicts
+    assert re.search(r'<th scope="col">valid</th><th scope="col">test</th>', page)
+    assert "<td>0.01235</td><td>0.01111</td>" in page and "<td>0.2</td><td>—</td>" in page
+    assert page.index('id="metrics-heading"') < page.index('id="decide-heading"')  # evidence above the forms
+    listed = client.get("/versions?state=awaiting_approval").text
+    assert "Model versions in state awaiting_approval, newest first" in listed and "Macro" not in listed

@@ -6,38 +6,15 @@ CI (``$CI`` set), where a missing browser is a failure.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.serving.conftest import LiveServer, free_port
-from tests.ui.conftest import PASSWORD, REVIEWER
+from tests.ui.conftest import PASSWORD, REVIEWER, assert_rendered
 
 pytestmark = pytest.mark.integration
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not CHROMIUM.exists():
-        if _in_ci():
-            pytest.fail(f"CI needs Debian's chromium at {CHROMIUM}: apt-get install -y chromium")
-        pytest.skip(f"the browser tests need Debian's chromium at {CHROMIUM} (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -158,4 +135,29 @@ def test_the_reward_preview_follows_the_weights_live_and_saving_adds_a_version(p
     page.wait_for_url(re.compile(r"/rewards/clicks\?version=2$"))
     expect(page.get_by_role("status")).to_contain_text("Saved clicks@2")
     assert "Reason: novel clicks retain users" in (config.rewards_dir / "clicks" / "v2.yaml").read_text()
+    assert not page.errors
+
+
+def test_every_page_and_report_renders_its_markdown(page, config, tmp_path, evolution_runs, experiments):
+    from offline_agent.program_db import DatabaseConfig, ProgramDatabase
+    from offline_agent.report import write_report
+
+    page.set_viewport_size({"width": 1024, "height": 800})
+    paths = ["/", "/runs", "/runs/tiny", "/experiments", "/experiments/v2-vs-v1/treatment", "/versions",
+             "/versions?state=awaiting_approval", "/versions/2", "/audit", "/rewards", "/rewards/clicks"]  # fmt: skip
+    page.goto("/runs/tiny")
+    paths += sorted(set(page.locator("a[href^='/runs/tiny/candidates/']").evaluate_all("a => a.map(l => l.pathname)")))
+    for path in paths:
+        assert page.goto(path).status == 200, path
+        assert_rendered(page, path, tmp_path)
+    assert "in state awaiting_approval" in page.goto("/versions?state=awaiting_approval").text()
+    (tmp_path / "evolution").mkdir()
+    database = ProgramDatabase(DatabaseConfig(url=f"sqlite:///{evolution_runs / 'tiny' / 'evolution.db'}"))
+    _, evolution_page = write_report(database, tmp_path / "evolution", "ndcg@10", "iterations")
+    database.engine.dispose()
+    for report in [evolution_page, *sorted(experiments.glob("*/report-*.html"))]:
+        page.goto(report.resolve().as_uri())
+        assert_rendered(page, report.name, tmp_path)
+        first = page.locator("main > *").first
+        assert first.get_attribute("class") == "verdict" and first.inner_text().strip(), f"{report}: no verdict first"
     assert not page.errors

@@ -193,3 +193,49 @@ def test_the_runner_is_chosen_by_name_and_gives_the_same_output(tmp_path, small_
     fn_api = run_prepare(source, tmp_path / "fn_api").manifest
     direct = run_prepare(source, tmp_path / "direct", runner="DirectRunner").manifest
     assert direct["outputs"] == fn_api["outputs"]
+
+
+def test_inferred_types_see_through_a_bom_and_dead_letter_control_characters_and_huge_fields(tmp_path):
+    """No header, types inferred: the BOM is not part of user 1, a NUL makes no new item, and a
+    10 MB field is dead-lettered with its first characters only (the limit is a setting)."""
+    folder = tmp_path / "src"
+    folder.mkdir()
+    good = [f"{u},{10 + i},4,{1_000_000 + 100 * u + i}" for u in (1, 2, 3) for i in range(4)]
+    bad = ["2,1\x001,4,1000999", "3," + "7" * 10_000_000 + ",4,1000998", "1,x\x1by,4,1000997"]
+    (folder / "events.csv").write_bytes(b"\xef\xbb\xbf" + ("\n".join(good + bad) + "\n").encode())
+    source = DatasetSource(
+        name="toy",
+        base_dir=str(folder),
+        interactions=InteractionFiles(
+            paths=["events.csv"], header=False, columns=InteractionColumns(user=0, item=1, rating=2, timestamp=3)
+        ),
+    )
+    out = tmp_path / "out"
+    result = run_prepare(source, out, LENIENT.model_copy(update={"max_field_chars": 100}), now=NOW)
+    prepared = PreparedDataset.open(out)
+    assert sorted(prepared.users["user_id"].astype(str)) == ["1", "2", "3"]  # no "\ufeff1"
+    assert sorted(prepared.items["item_id"].astype(str)) == ["10", "11", "12", "13"]
+    letters = {d["line"]: d for d in _dead_letters(out)}
+    assert "control character U+0000" in letters[13]["reason"] and "U+001B" in letters[15]["reason"]
+    assert "10,000,012 characters long, so a field is over the limit of 100" in letters[14]["reason"]
+    assert len(letters[14]["text"]) <= 300
+    assert (out / "dead_letter.jsonl").stat().st_size < 10_000 and (out / "anomalies.pbtxt").stat().st_size < 50_000
+    assert result.manifest["rows"]["out"] == len(good)
+
+
+def test_a_dataset_prepared_from_a_yaml_file_is_found_by_its_name_by_every_command(tmp_path):
+    from recsys.data.catalog import resolve_source
+    from recsys.data.lookup import prepared_dataset
+    from recsys.settings import get_settings
+
+    _write(tmp_path / "src", _clean_rows())
+    (tmp_path / "src" / "my-shop.yaml").write_text(
+        "name: my-shop\ninteractions:\n  paths: [events.csv]\n"
+        "  columns: {user: user, item: item, rating: rating, timestamp: ts}\n"
+    )
+    settings = get_settings(tmp_path / "cache")
+    source = resolve_source(str(tmp_path / "src" / "my-shop.yaml"), settings)  # what `data prepare X.yaml` does
+    run_prepare(source, settings.prepared_dir / source.name, LENIENT, now=NOW)
+    assert prepared_dataset("my-shop", settings).name == "my-shop"  # `train --dataset my-shop`, `serve`, ...
+    with pytest.raises(DataError, match=r"evorec data prepare NAME\.yaml"):
+        prepared_dataset("their-shop", settings)

@@ -89,3 +89,28 @@ def test_date_timestamps_are_converted_to_unix_seconds():
     assert record["timestamp"] == "946771200"
     record, problem = parse_line("1,2,2000-13-02", "x.csv", 0, 3, plan)
     assert record is None and "does not match the format" in problem["reason"]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_field():
+    text, problem = decode_line("\ufeff1::1193::5::978300760\n".encode(), "utf-8", "ratings.dat", 1)
+    assert problem is None and text == "1::1193::5::978300760"
+    later, _ = decode_line("\ufeff1::1::5::1\n".encode(), "utf-8", "ratings.dat", 2)
+    assert later is not None and later.startswith("\ufeff")  # only a file's first bytes are a BOM
+
+
+def test_control_characters_and_over_long_fields_make_a_bad_row():
+    plan = make_plan("ratings.dat", "1::1193::5::978300760", DAT, max_field_chars=50)
+    record, problem = parse_line("1::11\x0093::5::978300760", "ratings.dat", 0, 4, plan)
+    assert record is None and problem is not None and "U+0000" in problem["reason"]
+    assert problem["feature"] == "item_id"
+    record, problem = parse_line("1::" + "9" * 60 + "::5::978300760", "ratings.dat", 0, 5, plan)
+    assert record is None and problem is not None and "60 characters long, over the limit of 50" in problem["reason"]
+    record, problem = parse_line("1::" + "9" * 5000 + "::5::978300760", "ratings.dat", 0, 5, plan)
+    assert (
+        record is None
+        and problem is not None
+        and "5,017 characters long, so a field is over the limit of 50" in (problem["reason"])
+    )
+    assert len(problem["text"]) == 300 and len(problem["reason"]) <= 303
+    record, problem = parse_line("1\t::1193::5::978300760", "ratings.dat", 0, 6, plan)
+    assert problem is None and record is not None and record["user"] == "1"  # a tab is whitespace, not a control

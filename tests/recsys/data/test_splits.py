@@ -35,3 +35,11 @@ def test_random_split_is_deterministic_per_user_and_near_its_ratios(n, seed, use
     assert labels.count("valid") >= 1 and labels.count("test") >= 1
     assert abs(labels.count("test") - 0.1 * n) <= 1
     assert labels.count("train") >= n - 2 - 0.2 * n - 1
+
+
+def test_vocabularies_order_ids_of_any_length_without_converting_them():
+    from recsys.data.splits import build_vocab
+
+    huge = "9" * 10_000  # int() refuses more than 4,300 digits
+    vocab = build_vocab(["10", "9", huge, "007", "7", "abc", "²"], start=1)
+    assert list(vocab) == ["007", "7", "9", "10", huge, "abc", "²"]
