@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving.artifacts import LoadedModel, load_artifact
 from serving.batcher import MicroBatcher
 from serving.catalog import ServingCatalog, UnknownItems
+from serving.diagnostics import PAUSE_BUCKETS, GcPauses, LoopLagMonitor
 from serving.registry import Registry
 from serving.routing import assign_arm
 
@@ -144,13 +145,28 @@ class Metrics:
             "evorec_batch_size", "Requests scored per forward pass", registry=self.registry,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
         )  # fmt: skip
+        self.batch_wait = Histogram(
+            "evorec_batch_wait_seconds", "Oldest request's wait in the queue before its batch was scored",
+            registry=self.registry, buckets=PAUSE_BUCKETS,
+        )  # fmt: skip
+        self.batch_scoring = Histogram(
+            "evorec_batch_scoring_seconds", "Seconds to score one micro-batch (off the event loop)",
+            registry=self.registry, buckets=PAUSE_BUCKETS,
+        )  # fmt: skip
+        self.loop_lag = LoopLagMonitor(self.registry)
+        self.gc_pauses = GcPauses(self.registry)
+
+    def observe_batch(self, size: int, waited: float, scored: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_wait.observe(waited)
+        self.batch_scoring.observe(scored)
 
 
 def create_app(config: ServerConfig, catalog: ServingCatalog, registry: Registry) -> FastAPI:
     """The server app; ``catalog`` gives ids, titles and histories; ``registry`` the models."""
     pool = ModelPool(registry, config)
     metrics = Metrics()
-    batcher = MicroBatcher(config.max_batch, config.max_wait_ms / 1000, metrics.batch_size.observe)
+    batcher = MicroBatcher(config.max_batch, config.max_wait_ms / 1000, metrics.observe_batch)
 
     async def reload_forever() -> None:
         while True:
@@ -164,11 +180,15 @@ def create_app(config: ServerConfig, catalog: ServingCatalog, registry: Registry
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(pool.refresh)
         batcher.start()
+        metrics.loop_lag.start()
+        metrics.gc_pauses.start()
         reloader = asyncio.create_task(reload_forever())
         yield
         reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reloader
+        metrics.gc_pauses.stop()
+        metrics.loop_lag.stop()
         await batcher.stop()
 
     app = FastAPI(

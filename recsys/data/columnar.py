@@ -1,0 +1,367 @@
+"""The prepare transform on batches of rows (pyarrow and pandas), for the Beam pipeline's stages.
+
+Each function takes and returns whole batches, so that the per-row Python work of
+:mod:`recsys.data.rows` and :mod:`recsys.data.schema` runs only where a row needs it. Every step
+has a fast vectorised path for rows that are plainly well formed, and sends every other row
+through the per-row functions, which decide and word its dead letter. The fast paths only accept
+rows the per-row functions would accept with the same values, so the output is the same either
+way: the fast path is an optimisation, never a second definition.
+"""
+
+from __future__ import annotations
+
+import codecs
+import heapq
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys.data.config import SplitConfig
+from recsys.data.rows import FIELDS, ParsePlan, Record, dead_letter, decode_line, parse_line
+from recsys.data.schema import FieldRule, profile_value, validate_record
+from recsys.data.splits import assign_splits
+from recsys.data.statistics import IdSummary, NumericSummary
+
+# Characters str.strip() removes (str.isspace); a field starting or ending with one takes the per-row path.
+PY_WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
+_PADDED = f"^[{PY_WHITESPACE}]|[{PY_WHITESPACE}]$"
+_INT = r"^-?[0-9]{1,15}$"  # exact in float64, so range checks agree with Python's int/float comparisons
+_FLOAT = r"^-?[0-9]{1,15}(\.[0-9]{1,15})?$"
+# Codecs in which a newline byte is always a line end, so a block decodes like its lines one by one.
+_LINE_SAFE_CODECS = {"utf-8", "iso8859-1", "ascii", "cp1252"}
+
+RAW_SCHEMA = pa.schema([(name, pa.string()) for name in FIELDS] + [("src", pa.int32()), ("line", pa.int64())])
+TYPED_COLUMNS = ("user", "item", "rating", "timestamp", "src", "line")
+
+
+# --- reading and parsing ----------------------------------------------------------------------------
+
+
+def decode_block(data: bytes, first_line: int, path: str, encoding: str) -> tuple[list[str], list[int], list[Record]]:
+    """Lines of a block of whole lines as text with their numbers, and dead letters for undecodable ones."""
+    raws = data.split(b"\n")
+    if raws and raws[-1] == b"":
+        raws.pop()
+    if codecs.lookup(encoding).name in _LINE_SAFE_CODECS:
+        try:
+            texts = data.decode(encoding).split("\n")[: len(raws)]
+            return [t.rstrip("\r") for t in texts], list(range(first_line, first_line + len(raws))), []
+        except UnicodeDecodeError:
+            pass  # some line is bad: decode them one by one
+    kept: list[str] = []
+    numbers: list[int] = []
+    dead: list[Record] = []
+    for number, raw in enumerate(raws, start=first_line):
+        text, problem = decode_line(raw, encoding, path, number)
+        if problem is not None:
+            dead.append(problem)
+        else:
+            assert text is not None
+            kept.append(text)
+            numbers.append(number)
+    return kept, numbers, dead
+
+
+def records_table(records: list[Record]) -> pa.Table:
+    """Raw string-valued records (the per-row path's output) as a table of :data:`RAW_SCHEMA`."""
+    return pa.table({name: [r[name] for r in records] for name in RAW_SCHEMA.names}, schema=RAW_SCHEMA)
+
+
+def parse_lines(
+    texts: list[str], numbers: list[int], path: str, src: int, plan: ParsePlan
+) -> tuple[pa.Table, list[Record]]:
+    """Lines into a raw table (fields as stripped strings) and dead letters, like :func:`parse_line`."""
+    lines = pa.array(texts, pa.string())
+    split = pc.split_pattern(lines, plan.delimiter)
+    fast = _fast_line_mask(lines, split, plan)
+    slow = list(np.flatnonzero(~fast))
+    table = RAW_SCHEMA.empty_table()
+    if fast.any():
+        fields = split.filter(pa.array(fast))
+        columns: dict[str, Any] = {name: pa.nulls(len(fields), pa.string()) for name in FIELDS}
+        for name, position in plan.positions.items():
+            columns[name] = pc.list_element(fields, position)
+        columns["src"] = pa.array(np.full(len(fields), src, np.int32))
+        columns["line"] = pa.array(np.asarray(numbers, np.int64)[fast])
+        table = pa.table(columns, schema=RAW_SCHEMA)
+        clean = _unpadded(table, tuple(plan.positions))
+        slow.extend(np.flatnonzero(fast)[~clean])
+        table = table.filter(pa.array(clean))
+    records: list[Record] = []
+    dead: list[Record] = []
+    for index in sorted(slow):
+        record, problem = parse_line(texts[index], path, src, numbers[index], plan)
+        if record is not None:
+            records.append(record)
+        elif problem is not None:
+            dead.append(problem)
+    if records:
+        table = pa.concat_tables([table, records_table(records)])
+    return table, dead
+
+
+def _fast_line_mask(lines: pa.Array, split: pa.Array, plan: ParsePlan) -> np.ndarray:
+    """Lines that :func:`split_fields` would cut like a plain split, into the expected field count."""
+    if plan.timestamp_format != "unix" or plan.delimiter in ('"', "\r", "\n"):
+        return np.zeros(len(lines), bool)
+    fast = pc.equal(pc.list_value_length(split), plan.n_fields)
+    if len(plan.delimiter) == 1:  # csv quoting: lines with a quote (or a stray CR or NUL) take the per-row path
+        fast = pc.and_(fast, pc.invert(pc.match_substring_regex(lines, r'["\r\x00]')))
+    return pc.fill_null(fast, False).to_numpy(zero_copy_only=False)
+
+
+def _unpadded(table: pa.Table, names: tuple[str, ...]) -> np.ndarray:
+    """Rows whose mapped fields need no stripping."""
+    clean = np.ones(table.num_rows, bool)
+    for name in names:
+        clean &= ~pc.match_substring_regex(table.column(name), _PADDED).to_numpy(zero_copy_only=False)
+    return clean
+
+
+def parquet_table(table: pa.Table, src: int, columns: dict[str, str]) -> pa.Table:
+    """A Parquet file's rows as a raw table: values as ``str()`` gives them, the row number as the line."""
+    values: dict[str, Any] = {name: [None] * table.num_rows for name in FIELDS}
+    for name, column in columns.items():
+        values[name] = [None if v is None else str(v) for v in table.column(column).to_pylist()]
+    values["src"] = [src] * table.num_rows
+    values["line"] = list(range(1, table.num_rows + 1))
+    return pa.table(values, schema=RAW_SCHEMA)
+
+
+# --- schema: profile and validation -------------------------------------------------------------------
+
+
+def profile_table(profile: dict[str, list[float]], table: pa.Table, fields: tuple[str, ...]) -> dict[str, list[float]]:
+    """:func:`recsys.data.schema.profile_add` over a raw table, once per distinct value."""
+    for name in fields:
+        counts = pc.value_counts(table.column(name).drop_null()).to_pylist()
+        for entry in counts:
+            profile_value(profile[name], entry["values"], entry["counts"])
+    return profile
+
+
+def validate_table(
+    table: pa.Table, rules: tuple[FieldRule, ...], paths: dict[int, str], latest_timestamp: int
+) -> tuple[pd.DataFrame, list[Record]]:
+    """Typed rows (:data:`TYPED_COLUMNS`) and dead letters, as :func:`validate_record` decides them."""
+    n = table.num_rows
+    fast = np.ones(n, bool)
+    typed: dict[str, Any] = {"rating": np.full(n, np.nan), "timestamp": np.zeros(n, np.int64)}
+    for rule in rules:
+        raw = table.column(rule.field)
+        ok, values = _fast_values(raw, rule, latest_timestamp)
+        fast &= ok
+        typed[rule.field] = values
+    for name in ("user", "item"):
+        if name not in typed:  # no rule (a schema without the field cannot validate, so never here)
+            typed[name] = np.asarray(table.column(name).to_pylist(), dtype=object)
+    typed["src"] = table.column("src").to_numpy()
+    typed["line"] = table.column("line").to_numpy()
+    frame = pd.DataFrame({name: typed[name] for name in TYPED_COLUMNS})
+    good = frame[fast]
+    dead: list[Record] = []
+    slow_rows: list[Record] = []
+    if not fast.all():
+        for record in table.filter(pa.array(~fast)).to_pylist():
+            row, problem = validate_record(record, rules, paths[record["src"]], latest_timestamp)
+            if row is not None:
+                slow_rows.append(row)
+            elif problem is not None:
+                dead.append(problem)
+    if slow_rows:
+        good = pd.concat([good, typed_frame(slow_rows)], ignore_index=True)
+    return good.reset_index(drop=True), dead
+
+
+def typed_frame(rows: list[Record]) -> pd.DataFrame:
+    """Typed records (dicts) as a frame of :data:`TYPED_COLUMNS`; a missing rating is NaN."""
+    frame = pd.DataFrame(rows, columns=list(TYPED_COLUMNS))
+    return frame.astype({"rating": "float64", "timestamp": "int64", "src": "int32", "line": "int64"})
+
+
+def _fast_values(raw: pa.ChunkedArray, rule: FieldRule, latest_timestamp: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows the fast path accepts, their typed values); other rows' values are placeholders."""
+    n = len(raw)
+    if rule.kind == "BYTES":
+        ok = pc.fill_null(pc.greater(pc.utf8_length(raw), 0), False).to_numpy(zero_copy_only=False)
+        return ok, np.asarray(raw.to_pylist(), dtype=object)
+    pattern = _INT if rule.kind == "INT" else _FLOAT
+    ok = pc.fill_null(pc.match_substring_regex(raw, pattern), False).to_numpy(zero_copy_only=False)
+    cleaned = pc.if_else(pa.array(ok), raw, pa.scalar("0"))
+    numbers = pc.cast(cleaned, pa.int64() if rule.kind == "INT" else pa.float64()).to_numpy()
+    if rule.low is not None:
+        ok &= numbers >= rule.low
+    if rule.high is not None:
+        ok &= numbers <= rule.high
+    if rule.field == "timestamp":
+        ok &= numbers <= latest_timestamp
+    if rule.field in ("user", "item"):  # canonical ids: '007' and '7' are one id
+        return ok, np.asarray(pc.cast(pa.array(numbers), pa.string()).to_pylist(), dtype=object)
+    if rule.kind == "INT" and rule.field == "rating":
+        numbers = numbers.astype(np.float64)
+    assert len(numbers) == n
+    return ok, numbers
+
+
+# --- per-user partitions: duplicates, k-core, sequences -------------------------------------------------
+
+
+def user_partitions(frame: pd.DataFrame, count: int) -> Iterator[tuple[int, pd.DataFrame]]:
+    """Split rows into ``count`` partitions by a stable hash of the user id (same on every worker)."""
+    if frame.empty:
+        return
+    codes, uniques = pd.factorize(frame["user"])
+    slots = (pd.util.hash_array(np.asarray(uniques, dtype=object)) % np.uint64(count)).astype(np.int64)[codes]
+    for slot, rows in frame.groupby(slots, sort=True):
+        yield int(slot), rows
+
+
+def concat_rows(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """One partition's rows in file order (file, then line), whatever order its pieces came in."""
+    frame = pd.concat(list(frames), ignore_index=True)
+    return frame.sort_values(["src", "line"], kind="stable", ignore_index=True)
+
+
+def drop_duplicates(frame: pd.DataFrame, paths: dict[int, str]) -> tuple[pd.DataFrame, list[Record]]:
+    """Keep the first (in file order) of a user's exact repeats of (item, time, rating); dead-letter the rest."""
+    keys = frame[["user", "item", "timestamp"]].assign(rating=frame["rating"] + 0.0)  # -0.0 == 0.0, as in Python
+    repeated = keys.duplicated(keep="first").to_numpy()
+    if not repeated.any():
+        return frame, []
+    first = keys.assign(position=np.arange(len(frame))).groupby(list(keys.columns), dropna=False, sort=False)
+    first_position = first["position"].transform("first").to_numpy()
+    dead = []
+    for row in np.flatnonzero(repeated):
+        original = frame.iloc[first_position[row]]
+        current = frame.iloc[row]
+        dead.append(
+            dead_letter(
+                paths[int(current["src"])],
+                int(current["line"]),
+                f"duplicate of {paths[int(original['src'])]}, line {int(original['line'])}",
+                f"user_id={current['user']!r} item_id={current['item']!r} timestamp={int(current['timestamp'])}",
+                anomaly="SCHEMA_TRAINING_SERVING_SKEW",
+            )
+        )
+    return frame[~repeated].reset_index(drop=True), dead
+
+
+def value_counts(column: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in column.value_counts(sort=False).items()}
+
+
+def keep_frequent(
+    frame: pd.DataFrame, item_counts: dict[str, int], min_items: int, min_users: int
+) -> tuple[pd.DataFrame, int, int]:
+    """One k-core round on a partition: drop rare items (counted over all partitions), then rare users.
+
+    Returns the kept rows and how many rows each side dropped.
+    """
+    frequent = frame["item"].map(item_counts).to_numpy() >= min_items
+    kept = frame[frequent]
+    sizes = kept.groupby("user", sort=False)["user"].transform("size").to_numpy()
+    users_kept = kept[sizes >= min_users]
+    return users_kept, int((~frequent).sum()), int((sizes < min_users).sum())
+
+
+def numeric_summary(values: pd.Series) -> NumericSummary:
+    """Sufficient statistics of one numeric column, its missing values left out."""
+    present = values.dropna().to_numpy(np.float64)
+    if not len(present):
+        return NumericSummary()
+    return NumericSummary(
+        len(present),
+        float(present.sum()),
+        float(np.dot(present, present)),
+        int((present == 0).sum()),
+        float(present.min()),
+        float(present.max()),
+    )
+
+
+def merge_numeric(parts: Iterable[NumericSummary]) -> NumericSummary:
+    merged = NumericSummary()
+    for part in parts:
+        merged = NumericSummary(
+            merged.count + part.count,
+            merged.total + part.total,
+            merged.total_sq + part.total_sq,
+            merged.zeros + part.zeros,
+            min(merged.low, part.low),
+            max(merged.high, part.high),
+        )
+    return merged
+
+
+def id_summary(counts: dict[str, int]) -> IdSummary:
+    """Unique ids, the ten most frequent (ties: the larger id first kept, shown in id order), mean length."""
+    top = heapq.nlargest(10, ((count, token) for token, count in counts.items()))
+    ranked = sorted(top, key=lambda pair: (-pair[0], pair[1]))
+    unique = len(counts)
+    length = sum(len(token) for token in counts)
+    return IdSummary(unique, tuple((token, count) for count, token in ranked), length / max(unique, 1))
+
+
+def sequences(frame: pd.DataFrame, users: dict[str, int], items: dict[str, int], split: SplitConfig) -> pd.DataFrame:
+    """A partition's rows as interaction rows: dense ids, time order per user, positions and split labels."""
+    out = pd.DataFrame(
+        {
+            "user_idx": frame["user"].map(users).to_numpy(np.int64),
+            "item_idx": frame["item"].map(items).to_numpy(np.int64),
+            "timestamp": frame["timestamp"].to_numpy(np.int64),
+            "rating": frame["rating"].to_numpy(np.float64),
+            "src": frame["src"].to_numpy(),
+            "line": frame["line"].to_numpy(),
+            "user": frame["user"].to_numpy(),
+        }
+    )
+    out = out.sort_values(["user_idx", "timestamp", "src", "line"], kind="stable", ignore_index=True)
+    position = out.groupby("user_idx", sort=False).cumcount().to_numpy()
+    length = out.groupby("user_idx", sort=False)["user_idx"].transform("size").to_numpy()
+    if split.method == "leave_one_out":
+        labels = np.where(position == length - 1, "test", np.where(position == length - 2, "valid", "train"))
+    else:
+        starts = np.flatnonzero(position == 0)
+        labels = np.concatenate(
+            [
+                assign_splits(int(length[start]), "random", str(out["user"].iat[start]), split.ratios, split.seed)
+                for start in starts
+            ]
+        )
+    out["position"] = position
+    out["split"] = labels
+    return out.drop(columns=["src", "line", "user"])
+
+
+INTERACTION_SCHEMA = pa.schema(
+    [
+        ("user_idx", pa.int32()),
+        ("item_idx", pa.int32()),
+        ("timestamp", pa.int64()),
+        ("rating", pa.float32()),
+        ("position", pa.int32()),
+        ("split", pa.dictionary(pa.int8(), pa.string())),
+    ]
+)
+
+
+def interactions_table(frames: Iterable[pd.DataFrame]) -> pa.Table:
+    """The rows of one output shard by user, then position (so the file's bytes are deterministic)."""
+    frame = pd.concat(list(frames), ignore_index=True).sort_values(["user_idx", "position"], ignore_index=True)
+    rating = frame["rating"].to_numpy(np.float64)
+    columns = {
+        "user_idx": pa.array(frame["user_idx"].to_numpy(np.int32)),
+        "item_idx": pa.array(frame["item_idx"].to_numpy(np.int32)),
+        "timestamp": pa.array(frame["timestamp"].to_numpy(np.int64)),
+        "rating": pa.array(rating.astype(np.float32), mask=np.isnan(rating)),
+        "position": pa.array(frame["position"].to_numpy(np.int32)),
+        "split": pa.array(frame["split"].tolist(), pa.string()).dictionary_encode(),
+    }
+    columns["split"] = pa.DictionaryArray.from_arrays(
+        pc.cast(columns["split"].indices, pa.int8()), columns["split"].dictionary
+    )
+    return pa.table(columns, schema=INTERACTION_SCHEMA)
