@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
+import torch
 from fastapi import Body, FastAPI, HTTPException, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving.artifacts import LoadedModel, load_artifact
 from serving.batcher import MicroBatcher
 from serving.catalog import ServingCatalog, UnknownItems
-from serving.diagnostics import PAUSE_BUCKETS, GcPauses, LoopLagMonitor
+from serving.diagnostics import PAUSE_BUCKETS, GcPauses, LoopLagMonitor, freeze_long_lived
 from serving.registry import Registry
 from serving.routing import assign_arm
 
@@ -56,6 +58,9 @@ class ServerConfig(BaseModel):
     arms: tuple[ExperimentArm, ...] = ()
     max_batch: int = Field(default=32, ge=1, le=4096)
     max_wait_ms: float = Field(default=2.0, ge=0)
+    scoring_threads: int = Field(
+        default=1, ge=1, le=64, description="torch threads of a forward pass; the event loop needs a core too"
+    )
     reload_seconds: float = Field(default=2.0, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -172,13 +177,17 @@ def create_app(config: ServerConfig, catalog: ServingCatalog, registry: Registry
         while True:
             await asyncio.sleep(config.reload_seconds)
             try:
-                await asyncio.to_thread(pool.refresh)
+                if await asyncio.to_thread(pool.refresh):
+                    freeze_long_lived()
             except Exception:  # a broken artifact must not take the serving model down
                 log.exception("reloading models failed; the current deployment keeps serving")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(config.scoring_threads)
         await asyncio.to_thread(pool.refresh)
+        freeze_long_lived()
         batcher.start()
         metrics.loop_lag.start()
         metrics.gc_pauses.start()
@@ -190,6 +199,8 @@ def create_app(config: ServerConfig, catalog: ServingCatalog, registry: Registry
         metrics.gc_pauses.stop()
         metrics.loop_lag.stop()
         await batcher.stop()
+        gc.unfreeze()
+        torch.set_num_threads(torch_threads)
 
     app = FastAPI(
         title="evorec recommendation server",

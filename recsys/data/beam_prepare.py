@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,7 +49,7 @@ from recsys.data.schema import (
     save_schema,
 )
 from recsys.data.sources import DatasetSource, InteractionFiles
-from recsys.data.splits import build_vocab
+from recsys.data.splits import SPLITS, build_vocab
 from recsys.data.statistics import NumericSummary, save_statistics, statistics_proto
 from recsys.errors import DataError, TooManyBadRowsError
 
@@ -130,62 +131,84 @@ def plan_inputs(source: DatasetSource) -> list[InputFile]:
 
 
 # --- transforms -----------------------------------------------------------------------------------
-# Elements are batches (pyarrow tables, pandas frames) and counts travel as data (``counts`` outputs
-# summed per name), so the pipeline needs no runner metrics and runs the same on any Beam runner.
+# Elements are batches (pyarrow tables, pandas frames). Every stage has one output of tagged pairs
+# (ROWS, DEAD or COUNT, value), split by ``_route``: runners without multi-output ParDos (Beam's
+# DaskRunner merges them) then run it unchanged, and counts travel as data, so no runner metrics
+# are needed either.
 
-BLOCK_BYTES = 4 << 20  # text read and parsed per element
+BLOCK_BYTES = 4 << 20  # text parsed per element
 PARTITIONS = 8  # per-user partitions: the unit of parallel work after the one shuffle of rows
+ROWS, DEAD, COUNT = "rows", "dead", "count"
 
 
 @dataclass(frozen=True)
 class Block:
-    """Whole lines of one input file (Parquet files: the whole file, ``data`` None)."""
+    """A byte range of whole lines of one input file (a Parquet file is one block: ``size`` -1)."""
 
     item: InputFile
+    start: int
+    size: int
     first_line: int
-    data: bytes | None
 
 
-def read_blocks(item: InputFile) -> Iterator[Block]:
-    """Cut a text file into blocks of whole lines (the header left out); a Parquet file is one block."""
-    if item.plan is None:
-        yield Block(item, 1, None)
-        return
-    number = 1
-    with FileSystems.open(item.path) as handle:
-        if item.plan.has_header:
-            handle.readline()
-            number = 2
-        while data := handle.read(BLOCK_BYTES):
-            if not data.endswith(b"\n"):
-                data += handle.readline()
-            yield Block(item, number, data)
-            number += data.count(b"\n")
+def plan_blocks(inputs: list[InputFile]) -> list[Block]:
+    """Cut each text file into blocks of whole lines (the header left out), numbering their first lines.
+
+    The driver scans each file once for line ends, so that workers can parse blocks independently
+    and still name every bad row's line.
+    """
+    blocks = []
+    for item in inputs:
+        if item.plan is None:
+            blocks.append(Block(item, 0, -1, 1))
+            continue
+        with FileSystems.open(item.path) as handle:
+            start, number = 0, 1
+            if item.plan.has_header:
+                start, number = len(handle.readline()), 2
+            while data := handle.read(BLOCK_BYTES):
+                if not data.endswith(b"\n"):
+                    data += handle.readline()
+                blocks.append(Block(item, start, len(data), number))
+                start += len(data)
+                number += data.count(b"\n")
+    return blocks
+
+
+def _route(tagged: beam.PCollection, label: str, tags: tuple[str, ...] = (ROWS, DEAD, COUNT)) -> dict[str, Any]:
+    """The values of each tag in a stage's tagged output, as one collection per tag."""
+    return {
+        tag: tagged | f"{label}{tag.title()}" >> beam.FlatMap(lambda pair, t=tag: [pair[1]] if pair[0] == t else [])
+        for tag in tags
+    }
 
 
 class ParseBlock(beam.DoFn):  # type: ignore[misc]
-    """A block of lines as a raw table; undecodable and malformed lines on the ``dead`` output."""
+    """A block of lines as a raw table; undecodable and malformed lines as dead letters."""
 
     def __init__(self, parquet_columns: dict[str, str]) -> None:
         self.parquet_columns = parquet_columns
 
-    def process(self, block: Block) -> Iterator[Any]:
+    def process(self, block: Block) -> Iterator[tuple[str, Any]]:
         item = block.item
         dead: list[Record] = []
-        if block.data is None:
-            parquet = pq.read_table(FileSystems.open(item.path), columns=sorted(set(self.parquet_columns.values())))
-            table = columnar.parquet_table(parquet, item.src, self.parquet_columns)
-        else:
-            assert item.plan is not None
-            texts, numbers, dead = columnar.decode_block(block.data, block.first_line, item.path, item.encoding)
-            table, bad_lines = columnar.parse_lines(texts, numbers, item.path, item.src, item.plan)
-            dead = dead + bad_lines
-        yield beam.pvalue.TaggedOutput("counts", ("rows_read", table.num_rows + len(dead)))
-        yield beam.pvalue.TaggedOutput("counts", ("dead_parse", len(dead)))
+        with FileSystems.open(item.path) as handle:
+            if block.size < 0:
+                parquet = pq.read_table(handle, columns=sorted(set(self.parquet_columns.values())))
+                table = columnar.parquet_table(parquet, item.src, self.parquet_columns)
+            else:
+                assert item.plan is not None
+                handle.seek(block.start)
+                data = handle.read(block.size)
+                texts, numbers, dead = columnar.decode_block(data, block.first_line, item.path, item.encoding)
+                table, bad_lines = columnar.parse_lines(texts, numbers, item.path, item.src, item.plan)
+                dead = dead + bad_lines
+        yield COUNT, ("rows_read", table.num_rows + len(dead))
+        yield COUNT, ("dead_parse", len(dead))
         for letter in dead:
-            yield beam.pvalue.TaggedOutput("dead", letter)
+            yield DEAD, letter
         if table.num_rows:
-            yield table
+            yield ROWS, table
 
 
 class ProfileFn(beam.CombineFn):  # type: ignore[misc]
@@ -222,10 +245,11 @@ class Validate(beam.DoFn):  # type: ignore[misc]
             self._schema_bytes = schema_bytes
         assert self._rules is not None
         typed, dead = columnar.validate_table(table, self._rules, self.paths, self.latest_timestamp)
-        yield beam.pvalue.TaggedOutput("counts", ("dead_schema", len(dead)))
+        yield COUNT, ("dead_schema", len(dead))
         for letter in dead:
-            yield beam.pvalue.TaggedOutput("dead", letter)
-        yield from columnar.user_partitions(typed, PARTITIONS)
+            yield DEAD, letter
+        for part in columnar.user_partitions(typed, PARTITIONS):
+            yield ROWS, part
 
 
 class Deduplicate(beam.DoFn):  # type: ignore[misc]
@@ -239,10 +263,10 @@ class Deduplicate(beam.DoFn):  # type: ignore[misc]
         rows = columnar.concat_rows(keyed[1])
         if self.drop:
             rows, dead = columnar.drop_duplicates(rows, self.paths)
-            yield beam.pvalue.TaggedOutput("counts", ("dead_duplicate", len(dead)))
+            yield COUNT, ("dead_duplicate", len(dead))
             for letter in dead:
-                yield beam.pvalue.TaggedOutput("dead", letter)
-        yield keyed[0], rows
+                yield DEAD, letter
+        yield ROWS, (keyed[0], rows)
 
 
 class KeepFrequent(beam.DoFn):  # type: ignore[misc]
@@ -256,10 +280,10 @@ class KeepFrequent(beam.DoFn):  # type: ignore[misc]
         rows, dropped_items, dropped_users = columnar.keep_frequent(
             part[1], item_counts, self.min_items, self.min_users
         )
-        yield beam.pvalue.TaggedOutput("counts", ("filtered_item", dropped_items))
-        yield beam.pvalue.TaggedOutput("counts", ("filtered_user", dropped_users))
+        yield COUNT, ("filtered_item", dropped_items)
+        yield COUNT, ("filtered_user", dropped_users)
         if len(rows):
-            yield part[0], rows
+            yield ROWS, (part[0], rows)
 
 
 class CountIds(beam.CombineFn):  # type: ignore[misc]
@@ -320,13 +344,13 @@ class BuildSequences(beam.DoFn):  # type: ignore[misc]
 
     def process(self, part: tuple[int, pd.DataFrame], users: dict[str, int], items: dict[str, int]) -> Iterator[Any]:
         rows = columnar.sequences(part[1], users, items, self.config.split)
-        yield beam.pvalue.TaggedOutput("counts", ("rows_out", len(rows)))
-        labels = rows["split"].value_counts()
-        for label in ("train", "valid", "test"):
-            yield beam.pvalue.TaggedOutput("counts", (f"split_{label}", int(labels.get(label, 0))))
+        yield COUNT, ("rows_out", len(rows))
+        per_split = np.bincount(rows["split"].to_numpy(), minlength=len(SPLITS))
+        for label, count in zip(SPLITS, per_split, strict=True):
+            yield COUNT, (f"split_{label}", int(count))
         shards = self.config.shards
         for shard, piece in rows.groupby(rows["user_idx"].to_numpy() % shards, sort=True):
-            yield int(shard), piece
+            yield ROWS, (int(shard), piece)
 
 
 def _write_parquet(table: pa.Table, path: str) -> None:
@@ -445,13 +469,8 @@ def build_pipeline(
     spec = source.interactions
     paths = {i.src: i.path for i in inputs}
     parquet_columns = {k: str(v) for k, v in spec.columns.model_dump().items() if v is not None}
-    parsed = (
-        pipeline
-        | "InputFiles" >> beam.Create(inputs)
-        | "ReadBlocks" >> beam.FlatMap(read_blocks)
-        | "SpreadBlocks" >> beam.Reshuffle()
-        | "ParseBlocks" >> beam.ParDo(ParseBlock(parquet_columns)).with_outputs("dead", "counts", main="rows")
-    )
+    blocks = pipeline | "Blocks" >> beam.Create(plan_blocks(inputs))
+    parsed = _route(blocks | "ParseBlocks" >> beam.ParDo(ParseBlock(parquet_columns)), "Parsed")
     if saved_schema is not None:
         schema = pipeline | "SavedSchema" >> beam.Create([saved_schema.SerializeToString()])
     elif not fields_to_profile(spec):
@@ -459,24 +478,20 @@ def build_pipeline(
         schema = pipeline | "DeclaredSchema" >> beam.Create([declared])
     else:
         schema = (
-            parsed.rows
+            parsed[ROWS]
             | "Profile" >> beam.CombineGlobally(ProfileFn(fields_to_profile(spec)))
             | "InferSchema" >> beam.Map(lambda profile: infer_schema(spec, profile).SerializeToString())
         )
-    validated = parsed.rows | "Validate" >> beam.ParDo(
-        Validate(paths, latest_timestamp), beam.pvalue.AsSingleton(schema)
-    ).with_outputs("dead", "counts", main="rows")
-    parts = (
-        validated.rows
-        | "GroupPartitions" >> beam.GroupByKey()
-        | "Deduplicate"
-        >> beam.ParDo(Deduplicate(paths, config.drop_duplicates)).with_outputs("dead", "counts", main="rows")
-    )
-    counts = [parsed.counts, validated.counts, parts.counts]
-    dead_sets = (parsed.dead, validated.dead, parts.dead)
+    validate = Validate(paths, latest_timestamp)
+    validated = _route(parsed[ROWS] | "Validate" >> beam.ParDo(validate, beam.pvalue.AsSingleton(schema)), "Valid")
+    grouped = validated[ROWS] | "GroupPartitions" >> beam.GroupByKey()
+    parts = _route(grouped | "Deduplicate" >> beam.ParDo(Deduplicate(paths, config.drop_duplicates)), "Unique")
+    counts = [parsed[COUNT], validated[COUNT], parts[COUNT]]
+    dead_sets = (parsed[DEAD], validated[DEAD], parts[DEAD])
     dead = dead_sets | "AllDead" >> beam.Flatten() | "CollectDead" >> beam.combiners.ToList()
-    valid_users = parts.rows | "CountValidUsers" >> beam.CombineGlobally(CountIds("user"))
-    item_counts = parts.rows | "CountValidItems" >> beam.CombineGlobally(CountIds("item"))
+    valid_users = parts[ROWS] | "CountValidUsers" >> beam.CombineGlobally(CountIds("user"))
+    item_counts = parts[ROWS] | "CountValidItems" >> beam.CombineGlobally(CountIds("item"))
+    numeric = parts[ROWS] | "NumericStats" >> beam.CombineGlobally(NumericStatsFn(("rating", "timestamp")))
     reports = (
         pipeline
         | "ReportTrigger" >> beam.Create([None])
@@ -486,9 +501,7 @@ def build_pipeline(
             staging=staging,
             dataset=source.name,
             schema_bytes=beam.pvalue.AsSingleton(schema),
-            numeric=beam.pvalue.AsSingleton(
-                parts.rows | "NumericStats" >> beam.CombineGlobally(NumericStatsFn(("rating", "timestamp")))
-            ),
+            numeric=beam.pvalue.AsSingleton(numeric),
             user_counts=beam.pvalue.AsSingleton(valid_users),
             item_counts=beam.pvalue.AsSingleton(item_counts),
             dead=beam.pvalue.AsSingleton(dead),
@@ -496,26 +509,28 @@ def build_pipeline(
     )
 
     flt = config.filter
-    rows = parts.rows
+    rows = parts[ROWS]
     for round_ in range(flt.rounds):
         if round_:
             item_counts = rows | f"CountItems{round_}" >> beam.CombineGlobally(CountIds("item"))
-        kept = rows | f"KeepFrequent{round_}" >> beam.ParDo(
-            KeepFrequent(flt.min_item_interactions, flt.min_user_interactions), beam.pvalue.AsSingleton(item_counts)
-        ).with_outputs("counts", main="rows")
-        counts.append(kept.counts)
-        rows = kept.rows
+        keep = KeepFrequent(flt.min_item_interactions, flt.min_user_interactions)
+        kept = _route(
+            rows | f"KeepFrequent{round_}" >> beam.ParDo(keep, beam.pvalue.AsSingleton(item_counts)),
+            f"Kept{round_}",
+            (ROWS, COUNT),
+        )
+        counts.append(kept[COUNT])
+        rows = kept[ROWS]
 
     user_counts = rows | "CountUsers" >> beam.CombineGlobally(CountIds("user"))
     item_counts = rows | "CountItems" >> beam.CombineGlobally(CountIds("item"))
     user_vocab = user_counts | "UserVocab" >> beam.Map(build_vocab, start=0)
     item_vocab = item_counts | "ItemVocab" >> beam.Map(build_vocab, start=1)
-    built = rows | "BuildSequences" >> beam.ParDo(
-        BuildSequences(config), beam.pvalue.AsSingleton(user_vocab), beam.pvalue.AsSingleton(item_vocab)
-    ).with_outputs("counts", main="rows")
-    counts.append(built.counts)
+    vocabs = (beam.pvalue.AsSingleton(user_vocab), beam.pvalue.AsSingleton(item_vocab))
+    built = _route(rows | "BuildSequences" >> beam.ParDo(BuildSequences(config), *vocabs), "Built", (ROWS, COUNT))
+    counts.append(built[COUNT])
     shards = (
-        built.rows
+        built[ROWS]
         | "GroupShards" >> beam.GroupByKey()
         | "WriteShards" >> beam.Map(write_shard, staging=staging, shards=config.shards)
     )

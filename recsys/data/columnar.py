@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from recsys.data.config import SplitConfig
 from recsys.data.rows import FIELDS, ParsePlan, Record, dead_letter, decode_line, parse_line
 from recsys.data.schema import FieldRule, profile_value, validate_record
-from recsys.data.splits import assign_splits
+from recsys.data.splits import SPLITS, assign_splits
 from recsys.data.statistics import IdSummary, NumericSummary
 
 # Characters str.strip() removes (str.isspace); a field starting or ending with one takes the per-row path.
@@ -34,6 +34,7 @@ _FLOAT = r"^-?[0-9]{1,15}(\.[0-9]{1,15})?$"
 # Codecs in which a newline byte is always a line end, so a block decodes like its lines one by one.
 _LINE_SAFE_CODECS = {"utf-8", "iso8859-1", "ascii", "cp1252"}
 
+ID_DTYPE = pd.ArrowDtype(pa.string())  # ids stay Arrow strings: cheap to pickle between stages, no Python objects
 RAW_SCHEMA = pa.schema([(name, pa.string()) for name in FIELDS] + [("src", pa.int32()), ("line", pa.int64())])
 TYPED_COLUMNS = ("user", "item", "rating", "timestamp", "src", "line")
 
@@ -158,7 +159,7 @@ def validate_table(
         typed[rule.field] = values
     for name in ("user", "item"):
         if name not in typed:  # no rule (a schema without the field cannot validate, so never here)
-            typed[name] = np.asarray(table.column(name).to_pylist(), dtype=object)
+            typed[name] = pd.array(table.column(name), dtype=ID_DTYPE)
     typed["src"] = table.column("src").to_numpy()
     typed["line"] = table.column("line").to_numpy()
     frame = pd.DataFrame({name: typed[name] for name in TYPED_COLUMNS})
@@ -180,15 +181,16 @@ def validate_table(
 def typed_frame(rows: list[Record]) -> pd.DataFrame:
     """Typed records (dicts) as a frame of :data:`TYPED_COLUMNS`; a missing rating is NaN."""
     frame = pd.DataFrame(rows, columns=list(TYPED_COLUMNS))
-    return frame.astype({"rating": "float64", "timestamp": "int64", "src": "int32", "line": "int64"})
+    types = {"user": ID_DTYPE, "item": ID_DTYPE, "rating": "float64", "timestamp": "int64", "src": "int32"}
+    return frame.astype({**types, "line": "int64"})
 
 
-def _fast_values(raw: pa.ChunkedArray, rule: FieldRule, latest_timestamp: int) -> tuple[np.ndarray, np.ndarray]:
+def _fast_values(raw: pa.ChunkedArray, rule: FieldRule, latest_timestamp: int) -> tuple[np.ndarray, Any]:
     """(rows the fast path accepts, their typed values); other rows' values are placeholders."""
     n = len(raw)
     if rule.kind == "BYTES":
         ok = pc.fill_null(pc.greater(pc.utf8_length(raw), 0), False).to_numpy(zero_copy_only=False)
-        return ok, np.asarray(raw.to_pylist(), dtype=object)
+        return ok, pd.array(raw, dtype=ID_DTYPE)
     pattern = _INT if rule.kind == "INT" else _FLOAT
     ok = pc.fill_null(pc.match_substring_regex(raw, pattern), False).to_numpy(zero_copy_only=False)
     cleaned = pc.if_else(pa.array(ok), raw, pa.scalar("0"))
@@ -200,7 +202,7 @@ def _fast_values(raw: pa.ChunkedArray, rule: FieldRule, latest_timestamp: int) -
     if rule.field == "timestamp":
         ok &= numbers <= latest_timestamp
     if rule.field in ("user", "item"):  # canonical ids: '007' and '7' are one id
-        return ok, np.asarray(pc.cast(pa.array(numbers), pa.string()).to_pylist(), dtype=object)
+        return ok, pd.array(pc.cast(pa.array(numbers), pa.string()), dtype=ID_DTYPE)
     if rule.kind == "INT" and rule.field == "rating":
         numbers = numbers.astype(np.float64)
     assert len(numbers) == n
@@ -323,17 +325,19 @@ def sequences(frame: pd.DataFrame, users: dict[str, int], items: dict[str, int],
     position = out.groupby("user_idx", sort=False).cumcount().to_numpy()
     length = out.groupby("user_idx", sort=False)["user_idx"].transform("size").to_numpy()
     if split.method == "leave_one_out":
-        labels = np.where(position == length - 1, "test", np.where(position == length - 2, "valid", "train"))
+        codes = np.where(position == length - 1, 2, np.where(position == length - 2, 1, 0))
     else:
         starts = np.flatnonzero(position == 0)
-        labels = np.concatenate(
-            [
-                assign_splits(int(length[start]), "random", str(out["user"].iat[start]), split.ratios, split.seed)
-                for start in starts
-            ]
-        )
+        labels = [
+            label
+            for start in starts
+            for label in assign_splits(
+                int(length[start]), "random", str(out["user"].iat[start]), split.ratios, split.seed
+            )
+        ]
+        codes = np.fromiter((SPLITS.index(label) for label in labels), np.int8, len(labels))
     out["position"] = position
-    out["split"] = labels
+    out["split"] = codes.astype(np.int8)  # index into SPLITS
     return out.drop(columns=["src", "line", "user"])
 
 
@@ -349,6 +353,15 @@ INTERACTION_SCHEMA = pa.schema(
 )
 
 
+def _labels(codes: np.ndarray) -> pa.DictionaryArray:
+    """Split codes as a dictionary array whose dictionary lists the labels in order of first appearance."""
+    present, first = np.unique(codes, return_index=True)
+    order = present[np.argsort(first)]
+    remap = np.zeros(len(SPLITS), np.int8)
+    remap[order] = np.arange(len(order), dtype=np.int8)
+    return pa.DictionaryArray.from_arrays(pa.array(remap[codes]), pa.array([SPLITS[c] for c in order], pa.string()))
+
+
 def interactions_table(frames: Iterable[pd.DataFrame]) -> pa.Table:
     """The rows of one output shard by user, then position (so the file's bytes are deterministic)."""
     frame = pd.concat(list(frames), ignore_index=True).sort_values(["user_idx", "position"], ignore_index=True)
@@ -359,9 +372,6 @@ def interactions_table(frames: Iterable[pd.DataFrame]) -> pa.Table:
         "timestamp": pa.array(frame["timestamp"].to_numpy(np.int64)),
         "rating": pa.array(rating.astype(np.float32), mask=np.isnan(rating)),
         "position": pa.array(frame["position"].to_numpy(np.int32)),
-        "split": pa.array(frame["split"].tolist(), pa.string()).dictionary_encode(),
+        "split": _labels(frame["split"].to_numpy(np.int8)),
     }
-    columns["split"] = pa.DictionaryArray.from_arrays(
-        pc.cast(columns["split"].indices, pa.int8()), columns["split"].dictionary
-    )
     return pa.table(columns, schema=INTERACTION_SCHEMA)
