@@ -33,6 +33,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from recsys import __version__
 from recsys.data import columnar
+from recsys.data.beam_options import runner_flag
 from recsys.data.config import PrepareConfig
 from recsys.data.fetch import file_digest
 from recsys.data.metadata import ItemInfo, load_items, load_users
@@ -368,8 +369,9 @@ def write_shard(shard: tuple[int, Iterable[pd.DataFrame]], staging: str, shards:
     return path
 
 
-def write_items(vocab: dict[str, int], counts: dict[str, int], metadata: dict[str, ItemInfo], staging: str) -> str:
+def write_items(counts: dict[str, int], metadata: dict[str, ItemInfo], staging: str) -> str:
     """The item vocabulary with interaction counts and metadata; index 0 is reserved for padding."""
+    vocab = build_vocab(counts, start=1)
     tokens = sorted(vocab, key=vocab.__getitem__)
     missing = ItemInfo(None, None, ())
     info = [metadata.get(t, missing) for t in tokens]
@@ -388,13 +390,9 @@ def write_items(vocab: dict[str, int], counts: dict[str, int], metadata: dict[st
     return path
 
 
-def write_users(
-    vocab: dict[str, int],
-    counts: dict[str, int],
-    attributes: tuple[list[str], dict[str, dict[str, str]]],
-    staging: str,
-) -> str:
+def write_users(counts: dict[str, int], attributes: tuple[list[str], dict[str, dict[str, str]]], staging: str) -> str:
     """The user vocabulary with interaction counts and the user file's attributes."""
+    vocab = build_vocab(counts, start=0)
     tokens = sorted(vocab, key=vocab.__getitem__)
     names, by_user = attributes
     columns: dict[str, Any] = {
@@ -534,12 +532,10 @@ def build_pipeline(
         | "GroupShards" >> beam.GroupByKey()
         | "WriteShards" >> beam.Map(write_shard, staging=staging, shards=config.shards)
     )
-    items = item_vocab | "WriteItems" >> beam.Map(
-        write_items, counts=beam.pvalue.AsSingleton(item_counts), metadata=load_items(source), staging=staging
-    )
-    users = user_vocab | "WriteUsers" >> beam.Map(
-        write_users, counts=beam.pvalue.AsSingleton(user_counts), attributes=load_users(source), staging=staging
-    )
+    # the vocabularies are built again from the counts: a collection read both as a side input and
+    # as the main input of its own descendant gets its elements twice on the DaskRunner (2.77)
+    items = item_counts | "WriteItems" >> beam.Map(write_items, metadata=load_items(source), staging=staging)
+    users = user_counts | "WriteUsers" >> beam.Map(write_users, attributes=load_users(source), staging=staging)
     totals = counts | "AllCounts" >> beam.Flatten() | "SumCounts" >> beam.CombinePerKey(sum)
     _ = (
         (shards, items, users, reports)
@@ -593,7 +589,7 @@ def run_prepare(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     latest = int((now if now is not None else time.time()) + 86_400)
-    options = PipelineOptions([f"--runner={runner}", *(beam_args or [])])
+    options = PipelineOptions([f"--runner={runner_flag(runner)}", *(beam_args or [])])
     log.info("preparing %s with %s (%s schema)", source.name, runner, "saved" if saved_schema else "inferring a")
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, source, inputs, config, str(staging), saved_schema, latest)
