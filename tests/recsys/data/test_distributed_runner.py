@@ -16,8 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.mark.xfail(
     strict=True,
     reason="apache-beam 2.77's DaskRunner gives wrong k-core counts for this pipeline (549 rows out on "
-    "FnApiRunner, 1309 on Dask): it recomputes side inputs inside tasks, and a collection read both as a side "
-    "input and as the main input of its descendant yields its elements twice (reproduced on a 3-transform pipeline)",
+    "FnApiRunner, 1309 on Dask); cause not found yet (see infra/README.md, Beam on Dask)",
 )
 def test_dask_workers_prepare_the_same_dataset_as_the_fn_api_runner(tmp_path, small_latest):
     source = layout_source("ml-latest-small", "grouplens", small_latest)
