@@ -28,7 +28,6 @@ from recsys.data.statistics import IdSummary, NumericSummary
 
 # Characters str.strip() removes (str.isspace); a field starting or ending with one takes the per-row path.
 PY_WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
-_PADDED = f"^[{PY_WHITESPACE}]|[{PY_WHITESPACE}]$"
 _INT = r"^-?[0-9]{1,15}$"  # exact in float64, so range checks agree with Python's int/float comparisons
 _FLOAT = r"^-?[0-9]{1,15}(\.[0-9]{1,15})?$"
 # Codecs in which a newline byte is always a line end, so a block decodes like its lines one by one.
@@ -42,29 +41,30 @@ TYPED_COLUMNS = ("user", "item", "rating", "timestamp", "src", "line")
 # --- reading and parsing ----------------------------------------------------------------------------
 
 
-def decode_block(data: bytes, first_line: int, path: str, encoding: str) -> tuple[list[str], list[int], list[Record]]:
+def decode_block(data: bytes, first_line: int, path: str, encoding: str) -> tuple[pa.Array, np.ndarray, list[Record]]:
     """Lines of a block of whole lines as text with their numbers, and dead letters for undecodable ones."""
-    raws = data.split(b"\n")
-    if raws and raws[-1] == b"":
-        raws.pop()
+    count = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
     if codecs.lookup(encoding).name in _LINE_SAFE_CODECS:
         try:
-            texts = data.decode(encoding).split("\n")[: len(raws)]
-            return [t.rstrip("\r") for t in texts], list(range(first_line, first_line + len(raws))), []
+            text = data.decode(encoding)
         except UnicodeDecodeError:
             pass  # some line is bad: decode them one by one
+        else:
+            lines = pc.split_pattern(pa.array([text.removesuffix("\n")], pa.string()), "\n").values
+            if "\r" in text:
+                lines = pc.utf8_rtrim(lines, characters="\r")
+            return lines[:count], np.arange(first_line, first_line + count, dtype=np.int64), []
     kept: list[str] = []
     numbers: list[int] = []
     dead: list[Record] = []
-    for number, raw in enumerate(raws, start=first_line):
-        text, problem = decode_line(raw, encoding, path, number)
-        if problem is not None:
-            dead.append(problem)
-        else:
-            assert text is not None
-            kept.append(text)
+    for number, raw in enumerate(data.split(b"\n")[:count], start=first_line):
+        decoded, problem = decode_line(raw, encoding, path, number)
+        if decoded is not None:
+            kept.append(decoded)
             numbers.append(number)
-    return kept, numbers, dead
+        elif problem is not None:
+            dead.append(problem)
+    return pa.array(kept, pa.string()), np.asarray(numbers, np.int64), dead
 
 
 def records_table(records: list[Record]) -> pa.Table:
@@ -73,10 +73,9 @@ def records_table(records: list[Record]) -> pa.Table:
 
 
 def parse_lines(
-    texts: list[str], numbers: list[int], path: str, src: int, plan: ParsePlan
+    lines: pa.Array, numbers: np.ndarray, path: str, src: int, plan: ParsePlan
 ) -> tuple[pa.Table, list[Record]]:
     """Lines into a raw table (fields as stripped strings) and dead letters, like :func:`parse_line`."""
-    lines = pa.array(texts, pa.string())
     split = pc.split_pattern(lines, plan.delimiter)
     fast = _fast_line_mask(lines, split, plan)
     slow = list(np.flatnonzero(~fast))
@@ -87,15 +86,15 @@ def parse_lines(
         for name, position in plan.positions.items():
             columns[name] = pc.list_element(fields, position)
         columns["src"] = pa.array(np.full(len(fields), src, np.int32))
-        columns["line"] = pa.array(np.asarray(numbers, np.int64)[fast])
+        columns["line"] = pa.array(numbers[fast])
         table = pa.table(columns, schema=RAW_SCHEMA)
-        clean = _unpadded(table, tuple(plan.positions))
+        clean = _unpadded(lines.filter(pa.array(fast)), plan.delimiter)
         slow.extend(np.flatnonzero(fast)[~clean])
         table = table.filter(pa.array(clean))
     records: list[Record] = []
     dead: list[Record] = []
     for index in sorted(slow):
-        record, problem = parse_line(texts[index], path, src, numbers[index], plan)
+        record, problem = parse_line(lines[index].as_py(), path, src, int(numbers[index]), plan)
         if record is not None:
             records.append(record)
         elif problem is not None:
@@ -115,12 +114,11 @@ def _fast_line_mask(lines: pa.Array, split: pa.Array, plan: ParsePlan) -> np.nda
     return pc.fill_null(fast, False).to_numpy(zero_copy_only=False)
 
 
-def _unpadded(table: pa.Table, names: tuple[str, ...]) -> np.ndarray:
-    """Rows whose mapped fields need no stripping."""
-    clean = np.ones(table.num_rows, bool)
-    for name in names:
-        clean &= ~pc.match_substring_regex(table.column(name), _PADDED).to_numpy(zero_copy_only=False)
-    return clean
+def _unpadded(lines: pa.Array, delimiter: str) -> np.ndarray:
+    """Lines none of whose fields needs stripping: no whitespace at either end or beside a delimiter."""
+    sep = "".join(f"\\x{{{ord(c):x}}}" for c in delimiter)
+    padded = f"^[{PY_WHITESPACE}]|[{PY_WHITESPACE}]$|[{PY_WHITESPACE}]{sep}|{sep}[{PY_WHITESPACE}]"
+    return ~pc.match_substring_regex(lines, padded).to_numpy(zero_copy_only=False)
 
 
 def parquet_table(table: pa.Table, src: int, columns: dict[str, str]) -> pa.Table:
@@ -253,7 +251,16 @@ def drop_duplicates(frame: pd.DataFrame, paths: dict[int, str]) -> tuple[pd.Data
 
 
 def value_counts(column: pd.Series) -> dict[str, int]:
-    return {str(k): int(v) for k, v in column.value_counts(sort=False).items()}
+    """Rows per id of an id column."""
+    counts = pc.value_counts(pa.array(column))
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+
+
+def lookup(column: pd.Series, mapping: dict[str, int], missing: int = 0) -> np.ndarray:
+    """``mapping[id]`` for each id of an id column (``missing`` for ids it lacks), without Python objects."""
+    index = pc.fill_null(pc.index_in(pa.array(column), value_set=pa.array(list(mapping), pa.string())), -1)
+    values = np.append(np.fromiter(mapping.values(), np.int64, len(mapping)), missing)
+    return values[index.to_numpy(zero_copy_only=False)]
 
 
 def keep_frequent(
@@ -263,7 +270,7 @@ def keep_frequent(
 
     Returns the kept rows and how many rows each side dropped.
     """
-    frequent = frame["item"].map(item_counts).to_numpy() >= min_items
+    frequent = lookup(frame["item"], item_counts) >= min_items
     kept = frame[frequent]
     sizes = kept.groupby("user", sort=False)["user"].transform("size").to_numpy()
     users_kept = kept[sizes >= min_users]
@@ -312,8 +319,8 @@ def sequences(frame: pd.DataFrame, users: dict[str, int], items: dict[str, int],
     """A partition's rows as interaction rows: dense ids, time order per user, positions and split labels."""
     out = pd.DataFrame(
         {
-            "user_idx": frame["user"].map(users).to_numpy(np.int64),
-            "item_idx": frame["item"].map(items).to_numpy(np.int64),
+            "user_idx": lookup(frame["user"], users, -1),
+            "item_idx": lookup(frame["item"], items, -1),
             "timestamp": frame["timestamp"].to_numpy(np.int64),
             "rating": frame["rating"].to_numpy(np.float64),
             "src": frame["src"].to_numpy(),

@@ -83,10 +83,17 @@ def test_batches_give_the_rows_and_dead_letters_of_the_per_row_path(delimiter):
     assert _batched(lines, delimiter) == _per_row(lines, delimiter)
 
 
+def test_blocks_are_cut_into_the_lines_a_file_iterator_gives():
+    data = b"a\r\nb\n\nc"  # CRLF, an empty line, no newline at the end
+    texts, numbers, dead = decode_block(data, 3, "e.csv", "latin-1")
+    expected = [decode_line(raw, "latin-1", "e.csv", 1)[0] for raw in data.splitlines(keepends=True)]
+    assert (texts.to_pylist(), numbers.tolist(), dead) == (expected, [3, 4, 5, 6], [])
+
+
 def test_a_block_with_a_bad_byte_is_decoded_line_by_line():
     data = b"1,10,4.0,1000\n2,1\xe9,4.0,1000\n3,10,4.0,1000"
     texts, numbers, dead = decode_block(data, 5, "e.csv", "utf-8")
-    assert (texts, numbers) == (["1,10,4.0,1000", "3,10,4.0,1000"], [5, 7])
+    assert (texts.to_pylist(), numbers.tolist()) == (["1,10,4.0,1000", "3,10,4.0,1000"], [5, 7])
     assert dead == [decode_line(b"2,1\xe9,4.0,1000\n", "utf-8", "e.csv", 6)[1]]
 
 
