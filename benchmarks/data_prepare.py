@@ -1,61 +1,91 @@
 """Beam prepare pipeline against a plain pandas implementation of the same transform, on ML-1M.
 
-Each implementation runs in its own process (so that peak memory is its own), on the protocol's
-filter and leave-one-out split; the parent checks both produce the same split.
+Each implementation runs in its own process, on the protocol's filter and leave-one-out split; the
+parent samples the resident memory of each child's whole process tree (Beam's SDK workers and the
+Dask workers are processes of their own), and checks that they produce the same split. The Beam
+pipeline runs on FnApiRunner (both cores) and on a distributed runner: Beam's DaskRunner on a
+``dask.distributed`` cluster of worker processes started here.
 
-    python benchmarks/data_prepare.py [--dataset ml-1m] [--runner FnApiRunner]
+    python benchmarks/data_prepare.py [--dataset ml-1m] [--runner FnApiRunner] [--distributed-timeout 1200]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import peak_rss_mb, write_result
+from benchmarks.common import write_result
 
 
-def _child(kind: str, dataset: str, out: Path, runner: str) -> None:
+def _child(kind: str, dataset: str, out: Path, runner: str, beam_args: list[str]) -> None:
     from recsys.data.catalog import builtin_source
     from recsys.settings import get_settings
 
     source = builtin_source(dataset, get_settings())
-    started = time.perf_counter()
-    if kind == "beam":
-        from recsys.data.beam_prepare import run_prepare
-
-        run_prepare(source, out, runner=runner)
-    else:
+    if kind == "pandas":
         from recsys.data.reference import prepare_with_pandas
 
+        started = time.perf_counter()
         out.mkdir(parents=True, exist_ok=True)
         prepare_with_pandas(source).interactions.to_parquet(out / "reference.parquet")
-    print(json.dumps({"seconds": time.perf_counter() - started, "peak_mb": peak_rss_mb()}))
+    elif kind == "beam":
+        from recsys.data.beam_prepare import run_prepare
+
+        started = time.perf_counter()
+        run_prepare(source, out, runner=runner, beam_args=beam_args)
+    else:
+        from distributed import LocalCluster
+
+        from recsys.data.beam_prepare import run_prepare
+
+        cluster_options = {"n_workers": 2, "threads_per_worker": 2, "processes": True, "dashboard_address": None}
+        with LocalCluster(**cluster_options) as cluster:  # type: ignore[no-untyped-call]
+            started = time.perf_counter()  # the cluster's start is not the pipeline's time
+            address = [f"--dask_client_address={cluster.scheduler_address}", "--dask_npartitions=4"]
+            run_prepare(source, out, runner="DaskRunner", beam_args=address)
+    print(json.dumps({"seconds": time.perf_counter() - started}))
 
 
-def _run_child(kind: str, dataset: str, out: Path, runner: str) -> dict[str, float]:
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        kind,
-        "--dataset",
-        dataset,
-        "--out",
-        str(out),
-        "--runner",
-        runner,
-    ]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def _run_child(kind: str, dataset: str, out: Path, runner: str, beam_args: str, timeout: float) -> dict[str, Any]:
+    """Run one child; its seconds, and the peak resident memory of its process tree (sampled every 50 ms)."""
+    command = [sys.executable, __file__, "--child", kind, "--dataset", dataset, "--out", str(out), "--runner", runner,
+               f"--beam-args={beam_args}"]  # fmt: skip
+    with tempfile.TemporaryFile("w+") as log:
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+        tree, peak, deadline = psutil.Process(child.pid), 0, time.monotonic() + timeout
+        while child.poll() is None:
+            if time.monotonic() > deadline:
+                for process in [*tree.children(recursive=True), tree]:
+                    process.kill()
+                return {"timed_out_after_seconds": timeout, "peak_mb": round(peak / 2**20, 1)}
+            peak = max(peak, _tree_rss(tree))
+            time.sleep(0.05)
+        stdout = child.stdout.read() if child.stdout else ""
+        if child.returncode:
+            log.seek(0)
+            raise RuntimeError(f"{kind} failed: {log.read()[-3000:]}")
+    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_mb": round(peak / 2**20, 1)}
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += member.memory_info().rss
+    return total
 
 
 def _same_rows(beam: pd.DataFrame, reference: pd.DataFrame) -> bool:
@@ -72,11 +102,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--runner", default="FnApiRunner")
-    parser.add_argument("--child", choices=("beam", "pandas"))
+    parser.add_argument("--beam-args", default="", help="extra Beam flags of the FnApiRunner run, space-separated")
+    parser.add_argument("--distributed-timeout", type=float, default=1200.0)
+    parser.add_argument("--child", choices=("beam", "pandas", "distributed"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    beam_args = args.beam_args.split()
     if args.child:
-        _child(args.child, args.dataset, args.out, args.runner)
+        _child(args.child, args.dataset, args.out, args.runner, beam_args)
         return
 
     from recsys.data.catalog import FETCHABLE
@@ -86,29 +119,51 @@ def main() -> None:
 
     if args.dataset in FETCHABLE:
         fetch_dataset(args.dataset, get_settings())
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        beam_out, pandas_out = Path(tmp) / "beam", Path(tmp) / "pandas"
-        beam = _run_child("beam", args.dataset, beam_out, args.runner)
-        reference = _run_child("pandas", args.dataset, pandas_out, args.runner)
-        prepared = PreparedDataset.open(beam_out)
-        same_split = _same_rows(prepared.interactions, pd.read_parquet(pandas_out / "reference.parquet"))
+        outs = {kind: Path(tmp) / kind for kind in ("beam", "pandas", "distributed")}
+        beam = _run_child("beam", args.dataset, outs["beam"], args.runner, args.beam_args, 3600)
+        reference = _run_child("pandas", args.dataset, outs["pandas"], args.runner, "", 3600)
+        load_mid = os.getloadavg()[0]
+        distributed = _run_child("distributed", args.dataset, outs["distributed"], "", "", args.distributed_timeout)
+        prepared = PreparedDataset.open(outs["beam"])
+        same_split = _same_rows(prepared.interactions, pd.read_parquet(outs["pandas"] / "reference.parquet"))
         figures = {
             "users": prepared.num_users,
             "items": prepared.num_items,
             "interactions": int(prepared.manifest["interactions"]),
             "rows": prepared.manifest["rows"],
             "runner": args.runner,
+            "runner_options": beam_args,
             "beam_seconds": round(beam["seconds"], 2),
-            "beam_peak_mb": round(beam["peak_mb"], 1),
+            "beam_peak_mb": beam["peak_mb"],
             "pandas_seconds": round(reference["seconds"], 2),
-            "pandas_peak_mb": round(reference["peak_mb"], 1),
+            "pandas_peak_mb": reference["peak_mb"],
             "beam_over_pandas_seconds": round(beam["seconds"] / reference["seconds"], 2),
             "beam_over_pandas_peak_mb": round(beam["peak_mb"] / reference["peak_mb"], 2),
             "same_split": same_split,
+            "distributed_runner": "DaskRunner (apache-beam 2.77), dask.distributed LocalCluster of 2 worker processes",
+            "distributed_seconds": round(distributed["seconds"], 2) if "seconds" in distributed else None,
+            "distributed_timed_out_after_seconds": distributed.get("timed_out_after_seconds"),
+            "distributed_peak_mb": distributed["peak_mb"],
+            "distributed_same_outputs": _same_outputs(outs["beam"], outs["distributed"])
+            if "seconds" in distributed
+            else None,
+            "peak_mb_is": "sampled resident memory of the child's whole process tree",
+            "load_average_1m_start_mid_end": [round(load_start, 2), round(load_mid, 2), round(os.getloadavg()[0], 2)],
             "sessions": 1,
         }
     path = write_result("data_prepare", figures, args.dataset)
     print(path.read_text())
+
+
+def _same_outputs(first: Path, second: Path) -> bool:
+    """The same Parquet outputs, schema and dead letters, byte for byte (manifest checksums)."""
+    from recsys.data.prepared import PreparedDataset
+
+    compared = ("interactions", "items.parquet", "users.parquet", "schema.pbtxt", "dead_letter.jsonl")
+    one, two = (PreparedDataset.open(p).manifest["outputs"] for p in (first, second))
+    return all(one[name] == two.get(name) for name in one if name.startswith(compared))
 
 
 if __name__ == "__main__":

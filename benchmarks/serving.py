@@ -12,6 +12,7 @@ process (the exported program, masking and ``torch.topk``, no HTTP), measured in
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -36,7 +37,22 @@ local users = {{{users}}}
 request = function()
   return wrk.format("GET", "/recommend?user_id=" .. users[math.random(#users)] .. "&k=10")
 end
+done = function(summary, latency, requests)
+  local parts = {{}}
+  for _, p in ipairs({{50, 75, 90, 95, 99, 99.5, 99.9, 99.99, 100}}) do
+    parts[#parts + 1] = string.format("%g=%d", p, latency:percentile(p))
+  end
+  io.write("latency_us " .. table.concat(parts, " ") .. "\\n")
+end
 """
+SERVER_HISTOGRAMS = (
+    "evorec_request_seconds",
+    "evorec_batch_wait_seconds",
+    "evorec_batch_scoring_seconds",
+    "evorec_batch_size",
+    "evorec_event_loop_lag_seconds",
+    "evorec_gc_pause_seconds",
+)
 
 
 def export_checkpoint(name: str, prepared: Any, out: Path) -> Path:
@@ -103,6 +119,46 @@ def parse_wrk(output: str) -> dict[str, float]:
     return figures
 
 
+def wrk_distribution(output: str) -> dict[str, float]:
+    """The latency percentiles (ms) the script's ``done`` hook prints, 50 to 100 (the maximum)."""
+    line = re.search(r"latency_us (.*)", output)[1]  # type: ignore[index]
+    return {f"p{name}_ms": round(int(value) / 1000, 2) for name, value in (pair.split("=") for pair in line.split())}
+
+
+def scrape_histograms(url: str) -> dict[str, dict[str, float]]:
+    """Cumulative bucket counts, count and sum of the server's histograms, one entry per label set."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        if family.name not in SERVER_HISTOGRAMS:
+            continue
+        for sample in family.samples:
+            labels = {k: v for k, v in sample.labels.items() if k != "le"}
+            key = family.name + "".join(f"{{{k}={v}}}" for k, v in sorted(labels.items()))
+            suffix = sample.name.removeprefix(family.name)
+            entry = found.setdefault(key, {})
+            entry[f"le_{sample.labels['le']}" if suffix == "_bucket" else suffix.lstrip("_")] = sample.value
+    return found
+
+
+def histogram_delta(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """What the server observed between two scrapes, with the share of observations above each bucket."""
+    delta: dict[str, Any] = {}
+    for key, values in after.items():
+        counts = {name: value - before.get(key, {}).get(name, 0.0) for name, value in values.items()}
+        total = counts.get("count", 0.0)
+        if not total:
+            continue
+        delta[key] = {
+            "count": int(total),
+            "sum_seconds": round(counts["sum"], 4),
+            "cumulative": {name.removeprefix("le_"): int(v) for name, v in counts.items() if name.startswith("le_")},
+        }
+    return delta
+
+
 def run_wrk(url: str, script: Path, concurrency: int, seconds: int) -> tuple[subprocess.Popen[str], list[str]]:
     command = ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script), url]
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True), command
@@ -146,6 +202,7 @@ def main() -> None:
     from recsys.settings import get_settings
     from serving.registry import Registry
 
+    load_start = os.getloadavg()[0]
     prepared = prepared_dataset("ml-1m", get_settings())
     work = Path(tempfile.mkdtemp(prefix="evorec-serving-bench-"))
     served, swapped = export_checkpoint("sasrec_ce", prepared, work), export_checkpoint("sasrec_bce", prepared, work)
@@ -164,8 +221,11 @@ def main() -> None:
     try:
         wait_healthy(url, first)
         run_wrk(url, script, args.concurrency, 3)[0].communicate()  # warm-up
+        before = scrape_histograms(url)
         process, command = run_wrk(url, script, args.concurrency, args.seconds)
-        load = parse_wrk(process.communicate()[0])
+        load_output = process.communicate()[0]
+        load = parse_wrk(load_output)
+        server_side = histogram_delta(before, scrape_histograms(url))
         process, _ = run_wrk(url, script, args.concurrency, args.seconds)
         time.sleep(args.seconds / 3)
         second = promote(registry, swapped, "sasrec_bce")
@@ -194,7 +254,16 @@ def main() -> None:
         "hot_swap_qps": swap["qps"],
         "model": "sasrec_ce (ML-1M, reproduce_ml1m best checkpoint), swapped for sasrec_bce",
         "load_generator": " ".join(command[:-3]) + " -s recommend.lua URL (random users, k=10)",
+        "load_average_1m_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
     }
+    tail = {
+        "client_latency_percentiles": wrk_distribution(load_output),
+        "server_histograms": server_side,
+        "load_generator": figures["load_generator"],
+        "note": "cumulative counts per upper bucket bound (seconds; batch size in requests), from the server's "
+        "/metrics, scraped before and after the measured wrk run",
+    }
+    write_result("serving_tail", tail, "ml-1m")
     print(write_result("serving", figures, "ml-1m").read_text())
     shutil.rmtree(work, ignore_errors=True)
 

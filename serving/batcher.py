@@ -33,6 +33,7 @@ class _Request:
     history: np.ndarray
     k: int
     future: asyncio.Future[Ranking] = field(repr=False)
+    enqueued: float = field(default_factory=time.perf_counter)
 
 
 def rank(model: LoadedModel, users: np.ndarray, histories: list[np.ndarray], ks: list[int]) -> list[Ranking]:
@@ -45,9 +46,12 @@ def rank(model: LoadedModel, users: np.ndarray, histories: list[np.ndarray], ks:
     return [Ranking(top.indices[row, :k].tolist(), top.values[row, :k].tolist()) for row, k in enumerate(ks)]
 
 
+BatchObserver = Callable[[int, float, float], None]  # (requests, oldest request's wait, scoring seconds)
+
+
 class MicroBatcher:
     def __init__(
-        self, max_batch: int = 32, max_wait_seconds: float = 0.002, on_batch: Callable[[int], None] | None = None
+        self, max_batch: int = 32, max_wait_seconds: float = 0.002, on_batch: BatchObserver | None = None
     ) -> None:
         self.max_batch = max_batch
         self.max_wait = max_wait_seconds
@@ -85,13 +89,15 @@ class MicroBatcher:
     async def _run(self) -> None:
         while True:
             batch = await self._collect()
-            if self.on_batch is not None:
-                self.on_batch(len(batch))
+            began = time.perf_counter()
             groups: dict[int, list[_Request]] = defaultdict(list)
             for request in batch:
                 groups[id(request.model)].append(request)
             for requests in groups.values():
                 await self._score(requests)
+            if self.on_batch is not None:
+                waited = began - min(request.enqueued for request in batch)
+                self.on_batch(len(batch), waited, time.perf_counter() - began)
 
     @staticmethod
     async def _score(requests: list[_Request]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
+import torch
 from fastapi import Body, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -28,6 +30,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from serving.artifacts import LoadedModel, load_artifact
 from serving.batcher import MicroBatcher
 from serving.catalog import ServingCatalog, UnknownItems
+from serving.diagnostics import PAUSE_BUCKETS, GcPauses, LoopLagMonitor, freeze_long_lived
 from serving.limits import BodyLimit, shown, validation_error
 from serving.registry import Registry
 from serving.routing import assign_arm
@@ -58,6 +61,9 @@ class ServerConfig(BaseModel):
     arms: tuple[ExperimentArm, ...] = ()
     max_batch: int = Field(default=32, ge=1, le=4096)
     max_wait_ms: float = Field(default=2.0, ge=0)
+    scoring_threads: int = Field(
+        default=1, ge=1, le=64, description="torch threads of a forward pass; the event loop needs a core too"
+    )
     reload_seconds: float = Field(default=2.0, gt=0)
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="larger request bodies are refused (413)")
     unknown_items: Literal["ignore", "refuse"] = Field(
@@ -175,32 +181,57 @@ class Metrics:
             "evorec_batch_size", "Requests scored per forward pass", registry=self.registry,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
         )  # fmt: skip
+        self.batch_wait = Histogram(
+            "evorec_batch_wait_seconds", "Oldest request's wait in the queue before its batch was scored",
+            registry=self.registry, buckets=PAUSE_BUCKETS,
+        )  # fmt: skip
+        self.batch_scoring = Histogram(
+            "evorec_batch_scoring_seconds", "Seconds to score one micro-batch (off the event loop)",
+            registry=self.registry, buckets=PAUSE_BUCKETS,
+        )  # fmt: skip
+        self.loop_lag = LoopLagMonitor(self.registry)
+        self.gc_pauses = GcPauses(self.registry)
+
+    def observe_batch(self, size: int, waited: float, scored: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_wait.observe(waited)
+        self.batch_scoring.observe(scored)
 
 
 def create_app(config: ServerConfig, catalog: ServingCatalog, registry: Registry) -> FastAPI:
     """The server app; ``catalog`` gives ids, titles and histories; ``registry`` the models."""
     pool = ModelPool(registry, config)
     metrics = Metrics()
-    batcher = MicroBatcher(config.max_batch, config.max_wait_ms / 1000, metrics.batch_size.observe)
+    batcher = MicroBatcher(config.max_batch, config.max_wait_ms / 1000, metrics.observe_batch)
 
     async def reload_forever() -> None:
         while True:
             await asyncio.sleep(config.reload_seconds)
             try:
-                await asyncio.to_thread(pool.refresh)
+                if await asyncio.to_thread(pool.refresh):
+                    freeze_long_lived()
             except Exception:  # a broken artifact must not take the serving model down
                 log.exception("reloading models failed; the current deployment keeps serving")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(config.scoring_threads)
         await asyncio.to_thread(pool.refresh)
+        freeze_long_lived()
         batcher.start()
+        metrics.loop_lag.start()
+        metrics.gc_pauses.start()
         reloader = asyncio.create_task(reload_forever())
         yield
         reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reloader
+        metrics.gc_pauses.stop()
+        metrics.loop_lag.stop()
         await batcher.stop()
+        gc.unfreeze()
+        torch.set_num_threads(torch_threads)
 
     app = FastAPI(
         title="evorec recommendation server",

@@ -6,7 +6,8 @@ passed as ``evorec data prepare --beam-config FILE``. Every option name and valu
 against Beam's own parser when the file is loaded: Beam itself drops an unknown option with a
 warning, and a typo in a cluster address would otherwise surface only as a job on the wrong runner.
 
-Example::
+Runners: FnApiRunner (here), DaskRunner (a ``dask.distributed`` cluster), FlinkRunner,
+DataflowRunner. Example::
 
     runner: FlinkRunner
     options:
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +32,8 @@ from recsys.config_files import load_yaml_model
 from recsys.errors import ConfigError
 
 DEFAULT_RUNNER = "FnApiRunner"
+# Runners Beam does not know by a short name: the class to pass as --runner.
+RUNNER_CLASSES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
 OPTION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -89,8 +93,24 @@ def beam_invocation(config: BeamRunnerConfig | None, runner: str | None, extra: 
     return config.runner, [*config.to_args(), *extra]
 
 
+def runner_flag(runner: str) -> str:
+    """The ``--runner`` value of a runner name (a class path for runners Beam has no short name for).
+
+    Importing a runner's module registers its options (e.g. ``--dask_client_address``) with Beam.
+    """
+    path = RUNNER_CLASSES.get(runner, runner)
+    if "." in path:
+        importlib.import_module(path.rsplit(".", 1)[0])
+    return path
+
+
 def _check_with_beam(config: BeamRunnerConfig, path: Path) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
+
+    try:
+        runner_flag(config.runner)
+    except ImportError as exc:
+        raise ConfigError(f"{path}: runner {config.runner}: {exc}") from exc
 
     parsers: list[Any] = []
     known = PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)  # captures Beam's parser

@@ -12,11 +12,9 @@ publishes only its dead letters and anomalies, so the previous prepared dataset 
 
 from __future__ import annotations
 
-import heapq
 import io
 import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -25,49 +23,39 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from recsys import __version__
+from recsys.data import columnar
+from recsys.data.beam_options import runner_flag
 from recsys.data.config import PrepareConfig
 from recsys.data.fetch import file_digest
 from recsys.data.metadata import ItemInfo, load_items, load_users
-from recsys.data.rows import (
-    MAX_FIELD_CHARS,
-    ParsePlan,
-    Record,
-    dead_letter,
-    decode_line,
-    field_problem,
-    make_plan,
-    parse_line,
-)
+from recsys.data.rows import MAX_FIELD_CHARS, ParsePlan, Record, decode_line, make_plan
 from recsys.data.schema import (
     anomalies_proto,
     empty_profile,
     fields_to_profile,
     infer_schema,
     load_schema,
-    profile_add,
     profile_merge,
     rules_from_schema,
     save_anomalies,
     save_schema,
-    validate_record,
 )
 from recsys.data.sources import DatasetSource, InteractionFiles
-from recsys.data.splits import assign_splits, build_vocab, time_order
-from recsys.data.statistics import IdSummary, NumericSummary, save_statistics, statistics_proto
+from recsys.data.splits import SPLITS, build_vocab
+from recsys.data.statistics import NumericSummary, save_statistics, statistics_proto
 from recsys.errors import DataError, TooManyBadRowsError
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "evorec.prepare"
 COUNTERS = (
     "rows_read",
     "dead_parse",
@@ -84,6 +72,7 @@ SCHEMA_FILE = "schema.pbtxt"
 DEAD_LETTER_FILE = "dead_letter.jsonl"
 ANOMALIES_FILE = "anomalies.pbtxt"
 MANIFEST_FILE = "manifest.json"
+COUNTS_FILE = ".counts.json"  # the run's row accounting, read by the driver and not published
 REJECTED_DIR = "rejected"  # dead letters of a run that failed the bad-row threshold
 
 
@@ -143,55 +132,87 @@ def plan_inputs(source: DatasetSource, max_field_chars: int = MAX_FIELD_CHARS) -
 
 
 # --- transforms -----------------------------------------------------------------------------------
+# Elements are batches (pyarrow tables, pandas frames). Every stage has one output of tagged pairs
+# (ROWS, DEAD or COUNT, value), split by ``_route``: runners without multi-output ParDos (Beam's
+# DaskRunner merges them) then run it unchanged, and counts travel as data, so no runner metrics
+# are needed either.
+
+BLOCK_BYTES = 4 << 20  # text parsed per element
+PARTITIONS = 8  # per-user partitions: the unit of parallel work after the one shuffle of rows
+ROWS, DEAD, COUNT = "rows", "dead", "count"
 
 
-class ReadAndParse(beam.DoFn):  # type: ignore[misc]
-    """Stream one input file; emit parsed records, and dead letters on the ``dead`` output."""
+@dataclass(frozen=True)
+class Block:
+    """A byte range of whole lines of one input file (a Parquet file is one block: ``size`` -1)."""
+
+    item: InputFile
+    start: int
+    size: int
+    first_line: int
+
+
+def plan_blocks(inputs: list[InputFile]) -> list[Block]:
+    """Cut each text file into blocks of whole lines (the header left out), numbering their first lines.
+
+    The driver scans each file once for line ends, so that workers can parse blocks independently
+    and still name every bad row's line.
+    """
+    blocks = []
+    for item in inputs:
+        if item.plan is None:
+            blocks.append(Block(item, 0, -1, 1))
+            continue
+        with FileSystems.open(item.path) as handle:
+            start, number = 0, 1
+            if item.plan.has_header:
+                start, number = len(handle.readline()), 2
+            while data := handle.read(BLOCK_BYTES):
+                if not data.endswith(b"\n"):
+                    data += handle.readline()
+                blocks.append(Block(item, start, len(data), number))
+                start += len(data)
+                number += data.count(b"\n")
+    return blocks
+
+
+def _route(tagged: beam.PCollection, label: str, tags: tuple[str, ...] = (ROWS, DEAD, COUNT)) -> dict[str, Any]:
+    """The values of each tag in a stage's tagged output, as one collection per tag."""
+    return {
+        tag: tagged | f"{label}{tag.title()}" >> beam.FlatMap(lambda pair, t=tag: [pair[1]] if pair[0] == t else [])
+        for tag in tags
+    }
+
+
+class ParseBlock(beam.DoFn):  # type: ignore[misc]
+    """A block of lines as a raw table; undecodable and malformed lines as dead letters."""
 
     def __init__(self, parquet_columns: dict[str, str], max_field_chars: int = MAX_FIELD_CHARS) -> None:
         self.parquet_columns = parquet_columns
         self.max_field_chars = max_field_chars
-        self.rows_read = Metrics.counter(NAMESPACE, "rows_read")
-        self.dead = Metrics.counter(NAMESPACE, "dead_parse")
 
-    def process(self, item: InputFile) -> Iterator[Any]:
-        if item.plan is None:
-            for record in parquet_records(item.path, item.src, self.parquet_columns):
-                self.rows_read.inc()
-                problem = field_problem(record, item.path, record["line"], self.max_field_chars)
-                if problem is not None:
-                    self.dead.inc()
-                    yield beam.pvalue.TaggedOutput("dead", problem)
-                else:
-                    yield record
-            return
+    def process(self, block: Block) -> Iterator[tuple[str, Any]]:
+        item = block.item
+        dead: list[Record] = []
         with FileSystems.open(item.path) as handle:
-            for number, raw in enumerate(handle, start=1):
-                if number == 1 and item.plan.has_header:
-                    continue
-                self.rows_read.inc()
-                text, problem = decode_line(raw, item.encoding, item.path, number)
-                parsed: Record | None = None
-                if text is not None:
-                    parsed, problem = parse_line(text, item.path, item.src, number, item.plan)
-                if problem is not None:
-                    self.dead.inc()
-                    yield beam.pvalue.TaggedOutput("dead", problem)
-                else:
-                    yield parsed
-
-
-def parquet_records(path: str, src: int, columns: dict[str, str]) -> Iterator[Record]:
-    """Rows of a Parquet file as string-valued records; the row number stands for the line."""
-    table = pq.read_table(FileSystems.open(path), columns=sorted(set(columns.values())))
-    values = {name: table.column(column).to_pylist() for name, column in columns.items()}
-    for row in range(table.num_rows):
-        record: Record = {name: None for name in ("user", "item", "rating", "timestamp")}
-        for name, column_values in values.items():
-            value = column_values[row]
-            record[name] = None if value is None else str(value)
-        record["src"], record["line"] = src, row + 1
-        yield record
+            if block.size < 0:
+                parquet = pq.read_table(handle, columns=sorted(set(self.parquet_columns.values())))
+                table, dead = columnar.parquet_table(
+                    parquet, item.path, item.src, self.parquet_columns, self.max_field_chars
+                )
+            else:
+                assert item.plan is not None
+                handle.seek(block.start)
+                data = handle.read(block.size)
+                texts, numbers, dead = columnar.decode_block(data, block.first_line, item.path, item.encoding)
+                table, bad_lines = columnar.parse_lines(texts, numbers, item.path, item.src, item.plan)
+                dead = dead + bad_lines
+        yield COUNT, ("rows_read", table.num_rows + len(dead))
+        yield COUNT, ("dead_parse", len(dead))
+        for letter in dead:
+            yield DEAD, letter
+        if table.num_rows:
+            yield ROWS, table
 
 
 class ProfileFn(beam.CombineFn):  # type: ignore[misc]
@@ -203,8 +224,8 @@ class ProfileFn(beam.CombineFn):  # type: ignore[misc]
     def create_accumulator(self) -> dict[str, list[float]]:
         return empty_profile()
 
-    def add_input(self, accumulator: dict[str, list[float]], record: Record) -> dict[str, list[float]]:
-        return profile_add(accumulator, record, self.fields)
+    def add_input(self, accumulator: dict[str, list[float]], table: pa.Table) -> dict[str, list[float]]:
+        return columnar.profile_table(accumulator, table, self.fields)
 
     def merge_accumulators(self, accumulators: Iterable[dict[str, list[float]]]) -> dict[str, list[float]]:
         return profile_merge(accumulators)
@@ -214,120 +235,126 @@ class ProfileFn(beam.CombineFn):  # type: ignore[misc]
 
 
 class Validate(beam.DoFn):  # type: ignore[misc]
-    """Type and range-check each record against the schema (a side input)."""
+    """Type and range-check a raw table against the schema (a side input); typed rows by user partition."""
 
     def __init__(self, paths: dict[int, str], latest_timestamp: int) -> None:
         self.paths = paths
         self.latest_timestamp = latest_timestamp
-        self.dead = Metrics.counter(NAMESPACE, "dead_schema")
         self._rules: tuple[Any, ...] | None = None
         self._schema_bytes: bytes | None = None
 
-    def process(self, record: Record, schema_bytes: bytes) -> Iterator[Any]:
+    def process(self, table: pa.Table, schema_bytes: bytes) -> Iterator[Any]:
         if schema_bytes != self._schema_bytes:
             self._rules = rules_from_schema(schema_pb2.Schema.FromString(schema_bytes))
             self._schema_bytes = schema_bytes
         assert self._rules is not None
-        typed, problem = validate_record(record, self._rules, self.paths[record["src"]], self.latest_timestamp)
-        if problem is not None:
-            self.dead.inc()
-            yield beam.pvalue.TaggedOutput("dead", problem)
-        else:
-            yield typed
+        typed, dead = columnar.validate_table(table, self._rules, self.paths, self.latest_timestamp)
+        yield COUNT, ("dead_schema", len(dead))
+        for letter in dead:
+            yield DEAD, letter
+        for part in columnar.user_partitions(typed, PARTITIONS):
+            yield ROWS, part
 
 
-class DropDuplicates(beam.DoFn):  # type: ignore[misc]
-    """Within one user's rows, keep the first occurrence of an exact repeat (item, time, rating).
+class Deduplicate(beam.DoFn):  # type: ignore[misc]
+    """A partition's rows in file order, exact repeats within a user dead-lettered when configured."""
 
-    Repeats can only occur within a user, so grouping by user (thousands of keys) replaces a
-    shuffle over every distinct row.
-    """
-
-    def __init__(self, paths: dict[int, str]) -> None:
+    def __init__(self, paths: dict[int, str], drop: bool) -> None:
         self.paths = paths
-        self.dead = Metrics.counter(NAMESPACE, "dead_duplicate")
+        self.drop = drop
 
-    def process(self, keyed: tuple[str, Iterable[Record]]) -> Iterator[Any]:
-        first_seen: dict[tuple[Any, ...], Record] = {}
-        for row in sorted(keyed[1], key=lambda r: (r["src"], r["line"])):
-            key = (row["item"], row["timestamp"], row["rating"])
-            first = first_seen.setdefault(key, row)
-            if first is row:
-                yield row
-                continue
-            self.dead.inc()
-            yield beam.pvalue.TaggedOutput(
-                "dead",
-                dead_letter(
-                    self.paths[row["src"]],
-                    row["line"],
-                    f"duplicate of {self.paths[first['src']]}, line {first['line']}",
-                    f"user_id={row['user']!r} item_id={row['item']!r} timestamp={row['timestamp']}",
-                    anomaly="SCHEMA_TRAINING_SERVING_SKEW",
-                ),
-            )
+    def process(self, keyed: tuple[int, Iterable[pd.DataFrame]]) -> Iterator[Any]:
+        rows = columnar.concat_rows(keyed[1])
+        if self.drop:
+            rows, dead = columnar.drop_duplicates(rows, self.paths)
+            yield COUNT, ("dead_duplicate", len(dead))
+            for letter in dead:
+                yield DEAD, letter
+        yield ROWS, (keyed[0], rows)
 
 
 class KeepFrequent(beam.DoFn):  # type: ignore[misc]
-    """One side of a k-core round: keep the rows of keys with at least ``minimum`` rows."""
+    """One k-core round on a partition, with the item counts of all partitions as a side input."""
 
-    def __init__(self, minimum: int, counter: str, emit_groups: bool) -> None:
-        self.minimum = minimum
-        self.emit_groups = emit_groups
-        self.filtered = Metrics.counter(NAMESPACE, counter)
+    def __init__(self, min_items: int, min_users: int) -> None:
+        self.min_items = min_items
+        self.min_users = min_users
 
-    def process(self, keyed: tuple[str, Iterable[Record]]) -> Iterator[Any]:
-        rows = list(keyed[1])
-        if len(rows) < self.minimum:
-            self.filtered.inc(len(rows))
-            return
-        if self.emit_groups:
-            yield keyed[0], rows
-        else:
-            yield from rows
+    def process(self, part: tuple[int, pd.DataFrame], item_counts: dict[str, int]) -> Iterator[Any]:
+        rows, dropped_items, dropped_users = columnar.keep_frequent(
+            part[1], item_counts, self.min_items, self.min_users
+        )
+        yield COUNT, ("filtered_item", dropped_items)
+        yield COUNT, ("filtered_user", dropped_users)
+        if len(rows):
+            yield ROWS, (part[0], rows)
 
 
-class BuildSequence(beam.DoFn):  # type: ignore[misc]
-    """A user's events in time order with dense ids, positions and split labels, as columns."""
+class CountIds(beam.CombineFn):  # type: ignore[misc]
+    """Rows per id of one column over all partitions (exact, so merge order does not matter)."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+
+    def create_accumulator(self) -> dict[str, int]:
+        return {}
+
+    def add_input(self, acc: dict[str, int], part: tuple[int, pd.DataFrame]) -> dict[str, int]:
+        for token, count in columnar.value_counts(part[1][self.column]).items():
+            acc[token] = acc.get(token, 0) + count
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[dict[str, int]]) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for acc in accs:
+            for token, count in acc.items():
+                merged[token] = merged.get(token, 0) + count
+        return merged
+
+    def extract_output(self, acc: dict[str, int]) -> dict[str, int]:
+        return acc
+
+
+class NumericStatsFn(beam.CombineFn):  # type: ignore[misc]
+    """Per numeric field, the sufficient statistics of the rows; partial sums are kept per partition and
+    added in partition order, so the floating-point result does not depend on how work was bundled."""
+
+    def __init__(self, fields: tuple[str, ...]) -> None:
+        self.fields = fields
+
+    def create_accumulator(self) -> dict[int, dict[str, NumericSummary]]:
+        return {}
+
+    def add_input(
+        self, acc: dict[int, dict[str, NumericSummary]], part: tuple[int, pd.DataFrame]
+    ) -> dict[int, dict[str, NumericSummary]]:
+        acc[part[0]] = {name: columnar.numeric_summary(part[1][name]) for name in self.fields}
+        return acc
+
+    def merge_accumulators(
+        self, accs: Iterable[dict[int, dict[str, NumericSummary]]]
+    ) -> dict[int, dict[str, NumericSummary]]:
+        return {slot: stats for acc in accs for slot, stats in acc.items()}
+
+    def extract_output(self, acc: dict[int, dict[str, NumericSummary]]) -> dict[str, NumericSummary]:
+        return {name: columnar.merge_numeric(acc[slot][name] for slot in sorted(acc)) for name in self.fields}
+
+
+class BuildSequences(beam.DoFn):  # type: ignore[misc]
+    """A partition's users as interaction rows (dense ids, time order, positions, split labels), by shard."""
 
     def __init__(self, config: PrepareConfig) -> None:
         self.config = config
-        self.rows_out = Metrics.counter(NAMESPACE, "rows_out")
-        self.split_counters = {s: Metrics.counter(NAMESPACE, f"split_{s}") for s in ("train", "valid", "test")}
 
-    def process(
-        self, keyed: tuple[str, list[Record]], users: dict[str, int], items: dict[str, int]
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
-        user, events = keyed
-        ordered = time_order(events)
-        split = self.config.split
-        labels = assign_splits(len(ordered), split.method, user, split.ratios, split.seed)
-        self.rows_out.inc(len(ordered))
-        for label in ("train", "valid", "test"):
-            self.split_counters[label].inc(labels.count(label))
-        user_idx = users[user]
-        yield (
-            user_idx % self.config.shards,
-            {
-                "user_idx": user_idx,
-                "item_idx": [items[e["item"]] for e in ordered],
-                "timestamp": [e["timestamp"] for e in ordered],
-                "rating": [e["rating"] for e in ordered],
-                "split": labels,
-            },
-        )
-
-
-INTERACTION_SCHEMA = pa.schema(
-    [
-        ("user_idx", pa.int32()),
-        ("item_idx", pa.int32()),
-        ("timestamp", pa.int64()),
-        ("rating", pa.float32()),
-        ("position", pa.int32()),
-        ("split", pa.dictionary(pa.int8(), pa.string())),
-    ]
-)
+    def process(self, part: tuple[int, pd.DataFrame], users: dict[str, int], items: dict[str, int]) -> Iterator[Any]:
+        rows = columnar.sequences(part[1], users, items, self.config.split)
+        yield COUNT, ("rows_out", len(rows))
+        per_split = np.bincount(rows["split"].to_numpy(), minlength=len(SPLITS))
+        for label, count in zip(SPLITS, per_split, strict=True):
+            yield COUNT, (f"split_{label}", int(count))
+        shards = self.config.shards
+        for shard, piece in rows.groupby(rows["user_idx"].to_numpy() % shards, sort=True):
+            yield ROWS, (int(shard), piece)
 
 
 def _write_parquet(table: pa.Table, path: str) -> None:
@@ -337,93 +364,17 @@ def _write_parquet(table: pa.Table, path: str) -> None:
         handle.write(buffer.getvalue())
 
 
-def write_shard(shard: tuple[int, Iterable[dict[str, Any]]], staging: str, shards: int) -> str:
+def write_shard(shard: tuple[int, Iterable[pd.DataFrame]], staging: str, shards: int) -> str:
     """All users of one shard, by user then position, in one Parquet file (deterministic bytes)."""
-    index, users = shard
-    columns: dict[str, list[Any]] = {name: [] for name in INTERACTION_SCHEMA.names}
-    for user in sorted(users, key=lambda u: u["user_idx"]):
-        n = len(user["item_idx"])
-        columns["user_idx"].extend([user["user_idx"]] * n)
-        columns["item_idx"].extend(user["item_idx"])
-        columns["timestamp"].extend(user["timestamp"])
-        columns["rating"].extend(user["rating"])
-        columns["position"].extend(range(n))
-        columns["split"].extend(user["split"])
+    index, pieces = shard
     path = f"{staging}/interactions-{index:05d}-of-{shards:05d}.parquet"
-    _write_parquet(pa.table(columns, schema=INTERACTION_SCHEMA), path)
+    _write_parquet(columnar.interactions_table(pieces), path)
     return path
 
 
-class NumericStatsFn(beam.CombineFn):  # type: ignore[misc]
-    """Per numeric field, running (count, sum, sum of squares, zeros, min, max) of the rows."""
-
-    def __init__(self, fields: tuple[str, ...]) -> None:
-        self.fields = fields
-
-    def create_accumulator(self) -> dict[str, list[float]]:
-        return {f: [0, 0.0, 0.0, 0, math.inf, -math.inf] for f in self.fields}
-
-    def add_input(self, acc: dict[str, list[float]], record: Record) -> dict[str, list[float]]:
-        for name in self.fields:
-            value = record[name]
-            if value is None:
-                continue
-            stats = acc[name]
-            stats[0] += 1
-            stats[1] += value
-            stats[2] += value * value
-            stats[3] += value == 0
-            stats[4] = min(stats[4], value)
-            stats[5] = max(stats[5], value)
-        return acc
-
-    def merge_accumulators(self, accs: Iterable[dict[str, list[float]]]) -> dict[str, list[float]]:
-        merged = self.create_accumulator()
-        for acc in accs:
-            for name, stats in acc.items():
-                target = merged[name]
-                for i in range(4):
-                    target[i] += stats[i]
-                target[4], target[5] = min(target[4], stats[4]), max(target[5], stats[5])
-        return merged
-
-    def extract_output(self, acc: dict[str, list[float]]) -> dict[str, NumericSummary]:
-        return {name: NumericSummary(int(s[0]), s[1], s[2], int(s[3]), s[4], s[5]) for name, s in acc.items()}
-
-
-class IdSummaryFn(beam.CombineFn):  # type: ignore[misc]
-    """(id, count) pairs → unique ids, the ten most frequent, mean id length."""
-
-    def create_accumulator(self) -> tuple[int, list[tuple[int, str]], int]:
-        return 0, [], 0
-
-    def add_input(
-        self, acc: tuple[int, list[tuple[int, str]], int], pair: tuple[str, int]
-    ) -> tuple[int, list[tuple[int, str]], int]:
-        unique, top, length = acc
-        heapq.heappush(top, (pair[1], pair[0]))
-        if len(top) > 10:
-            heapq.heappop(top)
-        return unique + 1, top, length + len(pair[0])
-
-    def merge_accumulators(
-        self, accs: Iterable[tuple[int, list[tuple[int, str]], int]]
-    ) -> tuple[int, list[tuple[int, str]], int]:
-        unique, merged, length = 0, [], 0
-        for acc in accs:
-            unique += acc[0]
-            length += acc[2]
-            merged.extend(acc[1])
-        return unique, heapq.nlargest(10, merged), length
-
-    def extract_output(self, acc: tuple[int, list[tuple[int, str]], int]) -> IdSummary:
-        unique, top, length = acc
-        ranked = sorted(top, key=lambda pair: (-pair[0], pair[1]))
-        return IdSummary(unique, tuple((token, count) for count, token in ranked), length / max(unique, 1))
-
-
-def write_items(vocab: dict[str, int], counts: dict[str, int], metadata: dict[str, ItemInfo], staging: str) -> str:
+def write_items(counts: dict[str, int], metadata: dict[str, ItemInfo], staging: str) -> str:
     """The item vocabulary with interaction counts and metadata; index 0 is reserved for padding."""
+    vocab = build_vocab(counts, start=1)
     tokens = sorted(vocab, key=vocab.__getitem__)
     missing = ItemInfo(None, None, ())
     info = [metadata.get(t, missing) for t in tokens]
@@ -442,13 +393,9 @@ def write_items(vocab: dict[str, int], counts: dict[str, int], metadata: dict[st
     return path
 
 
-def write_users(
-    vocab: dict[str, int],
-    counts: dict[str, int],
-    attributes: tuple[list[str], dict[str, dict[str, str]]],
-    staging: str,
-) -> str:
+def write_users(counts: dict[str, int], attributes: tuple[list[str], dict[str, dict[str, str]]], staging: str) -> str:
     """The user vocabulary with interaction counts and the user file's attributes."""
+    vocab = build_vocab(counts, start=0)
     tokens = sorted(vocab, key=vocab.__getitem__)
     names, by_user = attributes
     columns: dict[str, Any] = {
@@ -469,16 +416,16 @@ def write_reports(
     dataset: str,
     schema_bytes: bytes,
     numeric: dict[str, NumericSummary],
-    users: IdSummary,
-    items: IdSummary,
-    valid_rows: int,
+    user_counts: dict[str, int],
+    item_counts: dict[str, int],
     dead: list[Record],
-) -> None:
+) -> str:
     """Schema, statistics of the validated rows, anomalies and the sorted dead letters."""
     schema = schema_pb2.Schema.FromString(schema_bytes)
     save_schema(schema, Path(staging) / SCHEMA_FILE)
-    stats = statistics_proto(dataset, valid_rows, numeric, {"user_id": users, "item_id": items})
-    save_statistics(stats, Path(staging) / "statistics.pbtxt")
+    valid_rows = sum(user_counts.values())
+    ids = {"user_id": columnar.id_summary(user_counts), "item_id": columnar.id_summary(item_counts)}
+    save_statistics(statistics_proto(dataset, valid_rows, numeric, ids), Path(staging) / "statistics.pbtxt")
     ordered = sorted(dead, key=lambda d: (d["file"], d["line"], d["reason"]))
     counts: dict[tuple[str, str], int] = {}
     examples: dict[tuple[str, str], str] = {}
@@ -488,9 +435,18 @@ def write_reports(
         examples.setdefault(key, f"{letter['file']}, line {letter['line']}: {letter['reason']}")
     rows_read = valid_rows + len(ordered)
     save_anomalies(anomalies_proto(schema, counts, examples, rows_read), Path(staging) / ANOMALIES_FILE)
-    with open(Path(staging) / DEAD_LETTER_FILE, "w", encoding="utf-8") as handle:
+    path = Path(staging) / DEAD_LETTER_FILE
+    with open(path, "w", encoding="utf-8") as handle:
         for letter in ordered:
             handle.write(json.dumps(letter, ensure_ascii=False) + "\n")
+    return str(path)
+
+
+def write_counts(written: list[str], staging: str, counts: dict[str, int]) -> str:
+    """The run's row accounting, for the driver; written last, once every output is written."""
+    path = Path(staging) / COUNTS_FILE
+    path.write_text(json.dumps({"counts": counts, "written": sorted(written)}))
+    return str(path)
 
 
 # --- the pipeline ---------------------------------------------------------------------------------
@@ -505,16 +461,18 @@ def build_pipeline(
     saved_schema: schema_pb2.Schema | None,
     latest_timestamp: int,
 ) -> None:
-    """Wire the prepare transforms onto ``pipeline``; outputs land in ``staging``."""
+    """Wire the prepare transforms onto ``pipeline``; outputs land in ``staging``.
+
+    One shuffle moves the validated rows into per-user partitions; everything after works on whole
+    partitions with combiners (item and user counts, statistics) as side inputs. The last transform
+    depends on every output, as runners that compute only the final node (Beam's DaskRunner) need.
+    """
     spec = source.interactions
     paths = {i.src: i.path for i in inputs}
     parquet_columns = {k: str(v) for k, v in spec.columns.model_dump().items() if v is not None}
-    parsed = (
-        pipeline
-        | "InputFiles" >> beam.Create(inputs)
-        | "ReadAndParse"
-        >> beam.ParDo(ReadAndParse(parquet_columns, config.max_field_chars)).with_outputs("dead", main="rows")
-    )
+    blocks = pipeline | "Blocks" >> beam.Create(plan_blocks(inputs))
+    parse = ParseBlock(parquet_columns, config.max_field_chars)
+    parsed = _route(blocks | "ParseBlocks" >> beam.ParDo(parse), "Parsed")
     if saved_schema is not None:
         schema = pipeline | "SavedSchema" >> beam.Create([saved_schema.SerializeToString()])
     elif not fields_to_profile(spec):
@@ -522,38 +480,21 @@ def build_pipeline(
         schema = pipeline | "DeclaredSchema" >> beam.Create([declared])
     else:
         schema = (
-            parsed.rows
+            parsed[ROWS]
             | "Profile" >> beam.CombineGlobally(ProfileFn(fields_to_profile(spec)))
             | "InferSchema" >> beam.Map(lambda profile: infer_schema(spec, profile).SerializeToString())
         )
-    validated = parsed.rows | "Validate" >> beam.ParDo(
-        Validate(paths, latest_timestamp), beam.pvalue.AsSingleton(schema)
-    ).with_outputs("dead", main="rows")
-    dead_sets = [parsed.dead, validated.dead]
-    rows = validated.rows
-    if config.drop_duplicates:
-        deduped = (
-            rows
-            | "KeyByUserForRepeats" >> beam.Map(lambda r: (r["user"], r))
-            | "GroupRepeats" >> beam.GroupByKey()
-            | "DropDuplicates" >> beam.ParDo(DropDuplicates(paths)).with_outputs("dead", main="rows")
-        )
-        dead_sets.append(deduped.dead)
-        rows = deduped.rows
-
-    numeric = rows | "NumericStats" >> beam.CombineGlobally(NumericStatsFn(("rating", "timestamp")))
-    id_summaries = {
-        field: (
-            rows
-            | f"{field}Ids" >> beam.Map(lambda r, f=field: r[f])
-            | f"Count{field}" >> beam.combiners.Count.PerElement()
-            | f"Summarise{field}" >> beam.CombineGlobally(IdSummaryFn())
-        )
-        for field in ("user", "item")
-    }
-    valid_count = rows | "CountValid" >> beam.combiners.Count.Globally()
+    validate = Validate(paths, latest_timestamp)
+    validated = _route(parsed[ROWS] | "Validate" >> beam.ParDo(validate, beam.pvalue.AsSingleton(schema)), "Valid")
+    grouped = validated[ROWS] | "GroupPartitions" >> beam.GroupByKey()
+    parts = _route(grouped | "Deduplicate" >> beam.ParDo(Deduplicate(paths, config.drop_duplicates)), "Unique")
+    counts = [parsed[COUNT], validated[COUNT], parts[COUNT]]
+    dead_sets = (parsed[DEAD], validated[DEAD], parts[DEAD])
     dead = dead_sets | "AllDead" >> beam.Flatten() | "CollectDead" >> beam.combiners.ToList()
-    _ = (
+    valid_users = parts[ROWS] | "CountValidUsers" >> beam.CombineGlobally(CountIds("user"))
+    item_counts = parts[ROWS] | "CountValidItems" >> beam.CombineGlobally(CountIds("item"))
+    numeric = parts[ROWS] | "NumericStats" >> beam.CombineGlobally(NumericStatsFn(("rating", "timestamp")))
+    reports = (
         pipeline
         | "ReportTrigger" >> beam.Create([None])
         | "WriteReports"
@@ -563,74 +504,59 @@ def build_pipeline(
             dataset=source.name,
             schema_bytes=beam.pvalue.AsSingleton(schema),
             numeric=beam.pvalue.AsSingleton(numeric),
-            users=beam.pvalue.AsSingleton(id_summaries["user"]),
-            items=beam.pvalue.AsSingleton(id_summaries["item"]),
-            valid_rows=beam.pvalue.AsSingleton(valid_count),
+            user_counts=beam.pvalue.AsSingleton(valid_users),
+            item_counts=beam.pvalue.AsSingleton(item_counts),
             dead=beam.pvalue.AsSingleton(dead),
         )
     )
 
     flt = config.filter
-    user_groups = None
+    rows = parts[ROWS]
     for round_ in range(flt.rounds):
-        last = round_ == flt.rounds - 1
-        rows = (
-            rows
-            | f"KeyByItem{round_}" >> beam.Map(lambda r: (r["item"], r))
-            | f"GroupByItem{round_}" >> beam.GroupByKey()
-            | f"KeepItems{round_}" >> beam.ParDo(KeepFrequent(flt.min_item_interactions, "filtered_item", False))
+        if round_:
+            item_counts = rows | f"CountItems{round_}" >> beam.CombineGlobally(CountIds("item"))
+        keep = KeepFrequent(flt.min_item_interactions, flt.min_user_interactions)
+        kept = _route(
+            rows | f"KeepFrequent{round_}" >> beam.ParDo(keep, beam.pvalue.AsSingleton(item_counts)),
+            f"Kept{round_}",
+            (ROWS, COUNT),
         )
-        grouped = (
-            rows
-            | f"KeyByUser{round_}" >> beam.Map(lambda r: (r["user"], r))
-            | f"GroupByUser{round_}" >> beam.GroupByKey()
-            | f"KeepUsers{round_}" >> beam.ParDo(KeepFrequent(flt.min_user_interactions, "filtered_user", last))
-        )
-        if last:
-            user_groups = grouped
-        else:
-            rows = grouped
-    assert user_groups is not None
+        counts.append(kept[COUNT])
+        rows = kept[ROWS]
 
-    user_counts = user_groups | "UserCounts" >> beam.Map(lambda kv: (kv[0], len(kv[1])))
-    item_counts = (
-        user_groups
-        | "ItemsOfUsers" >> beam.FlatMap(lambda kv: [r["item"] for r in kv[1]])
-        | "CountItems" >> beam.combiners.Count.PerElement()
-    )
-    user_vocab = (
-        user_counts
-        | "UserTokens" >> beam.Keys()
-        | "AllUsers" >> beam.combiners.ToList()
-        | "UserVocab" >> beam.Map(build_vocab, start=0)
-    )
-    item_vocab = (
-        item_counts
-        | "ItemTokens" >> beam.Keys()
-        | "AllItems" >> beam.combiners.ToList()
-        | "ItemVocab" >> beam.Map(build_vocab, start=1)
-    )
-    _ = (
-        user_groups
-        | "BuildSequences"
-        >> beam.ParDo(BuildSequence(config), beam.pvalue.AsSingleton(user_vocab), beam.pvalue.AsSingleton(item_vocab))
+    user_counts = rows | "CountUsers" >> beam.CombineGlobally(CountIds("user"))
+    item_counts = rows | "CountItems" >> beam.CombineGlobally(CountIds("item"))
+    user_vocab = user_counts | "UserVocab" >> beam.Map(build_vocab, start=0)
+    item_vocab = item_counts | "ItemVocab" >> beam.Map(build_vocab, start=1)
+    vocabs = (beam.pvalue.AsSingleton(user_vocab), beam.pvalue.AsSingleton(item_vocab))
+    built = _route(rows | "BuildSequences" >> beam.ParDo(BuildSequences(config), *vocabs), "Built", (ROWS, COUNT))
+    counts.append(built[COUNT])
+    shards = (
+        built[ROWS]
         | "GroupShards" >> beam.GroupByKey()
         | "WriteShards" >> beam.Map(write_shard, staging=staging, shards=config.shards)
     )
-    _ = item_vocab | "WriteItems" >> beam.Map(
-        write_items, counts=beam.pvalue.AsDict(item_counts), metadata=load_items(source), staging=staging
-    )
-    _ = user_vocab | "WriteUsers" >> beam.Map(
-        write_users, counts=beam.pvalue.AsDict(user_counts), attributes=load_users(source), staging=staging
+    # the vocabularies are built again from the counts: a collection read both as a side input and
+    # as the main input of its own descendant gets its elements twice on the DaskRunner (2.77)
+    items = item_counts | "WriteItems" >> beam.Map(write_items, metadata=load_items(source), staging=staging)
+    users = user_counts | "WriteUsers" >> beam.Map(write_users, attributes=load_users(source), staging=staging)
+    totals = counts | "AllCounts" >> beam.Flatten() | "SumCounts" >> beam.CombinePerKey(sum)
+    _ = (
+        (shards, items, users, reports)
+        | "AllWritten" >> beam.Flatten()
+        | "CollectWritten" >> beam.combiners.ToList()
+        | "WriteCounts" >> beam.Map(write_counts, staging=staging, counts=beam.pvalue.AsDict(totals))
     )
 
 
-def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
+def _counts(staging: Path) -> dict[str, int]:
+    """The accounting the pipeline wrote last; its absence means the runner did not run every transform."""
+    path = staging / COUNTS_FILE
+    if not path.exists():
+        raise DataError(f"the Beam run finished without writing {path}: the runner skipped transforms (a bug)")
     totals = dict.fromkeys(COUNTERS, 0)
-    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        name = counter.key.metric.name
-        if name in totals:
-            totals[name] += counter.committed or 0
+    totals.update(json.loads(path.read_text())["counts"])
+    path.unlink()
     return totals
 
 
@@ -667,13 +593,12 @@ def run_prepare(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     latest = int((now if now is not None else time.time()) + 86_400)
-    options = PipelineOptions([f"--runner={runner}", *(beam_args or [])])
+    options = PipelineOptions([f"--runner={runner_flag(runner)}", *(beam_args or [])])
     log.info("preparing %s with %s (%s schema)", source.name, runner, "saved" if saved_schema else "inferring a")
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, source, inputs, config, str(staging), saved_schema, latest)
-    result = pipeline.run()
-    result.wait_until_finish()
-    counts = _counters(result)
+    pipeline.run().wait_until_finish()
+    counts = _counts(staging)
 
     dead = counts["dead_parse"] + counts["dead_schema"] + counts["dead_duplicate"]
     filtered = counts["filtered_item"] + counts["filtered_user"]

@@ -67,17 +67,22 @@ def profile_add(
 ) -> dict[str, list[float]]:
     for name in fields:
         raw = record.get(name)
-        if raw in (None, ""):
-            continue
-        stats = profile[name]
-        stats[0] += 1
-        stats[1] += _as_int(raw) is not None
-        number = _as_float(raw)
-        if number is not None and math.isfinite(number):
-            stats[2] += 1
-            stats[3] = min(stats[3], number)
-            stats[4] = max(stats[4], number)
+        if raw is not None:
+            profile_value(profile[name], raw)
     return profile
+
+
+def profile_value(stats: list[float], raw: str, count: int = 1) -> None:
+    """Add ``count`` occurrences of the raw value ``raw`` to one field's profile (empty values are absent)."""
+    if raw == "":
+        return
+    stats[0] += count
+    stats[1] += count * (_as_int(raw) is not None)
+    number = _as_float(raw)
+    if number is not None and math.isfinite(number):
+        stats[2] += count
+        stats[3] = min(stats[3], number)
+        stats[4] = max(stats[4], number)
 
 
 def profile_merge(profiles: Iterable[dict[str, list[float]]]) -> dict[str, list[float]]:
