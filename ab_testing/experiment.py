@@ -37,7 +37,7 @@ from serving.artifacts import LoadedModel
 from serving.batcher import rank
 from serving.routing import assign_arm
 
-SCORING_CHUNK = 256
+SCORING_CHUNK = 1024  # users scored in one batch
 SEGMENTS = ("light", "medium", "heavy")  # users by activity tercile
 RUN_FILES = ("plan.json", "users.parquet", "visits.npy", "guardrails.json", "run.json")
 
@@ -208,27 +208,35 @@ class ServedPolicy(InstrumentedPolicy):
     """An arm's model scored in process by the serving layer's ranking.
 
     The model sees the real user the simulated one was drawn from (``source_user``: user-id based
-    models need a known id) and the simulated history. Latency is recorded per request, each
-    request being one user's slate scored in a micro-batch of ``SCORING_CHUNK``.
+    models need a known id) and the simulated history. A deterministic model gives the same slate
+    to the same history, so a user is scored again only when their history has grown since their
+    last slate (histories only grow); the others get that slate again. Users to score go in
+    batches of ``SCORING_CHUNK``, and latency is recorded per scored request (its share of the batch).
     """
 
     def __init__(self, model: LoadedModel, source_user: np.ndarray, catalog: ItemCatalog, slate_size: int) -> None:
         super().__init__(catalog, slate_size)
         self.model = model
         self.source_user = source_user
+        self._scored_length = np.full(len(source_user), -1, dtype=np.int64)  # history length of the cached slate
+        self._cached = np.zeros((len(source_user), slate_size), dtype=np.int64)
 
     def _slates(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
-        slates = np.zeros((len(users), self.slate_size), dtype=np.int64)
-        for start in range(0, len(users), SCORING_CHUNK):
-            chunk = slice(start, start + SCORING_CHUNK)
+        lengths = np.array([len(history) for history in histories], dtype=np.int64)
+        stale = np.flatnonzero(self._scored_length[users] != lengths)
+        for start in range(0, len(stale), SCORING_CHUNK):
+            rows = stale[start : start + SCORING_CHUNK]
             began = time.perf_counter()
-            sources, batch = self.source_user[users[chunk]], histories[chunk]
-            rankings = rank(self.model, sources, batch, [self.slate_size] * len(batch))
+            batch = [histories[row] for row in rows.tolist()]
+            rankings = rank(self.model, self.source_user[users[rows]], batch, [self.slate_size] * len(batch))
             elapsed = (time.perf_counter() - began) * 1000
             self.latencies_ms.extend([elapsed / len(rankings)] * len(rankings))
-            for row, ranking in enumerate(rankings, start):
-                slates[row, : len(ranking.items)] = ranking.items
-        return slates
+            fresh = np.zeros((len(rows), self.slate_size), dtype=np.int64)
+            for row, ranking in enumerate(rankings):
+                fresh[row, : len(ranking.items)] = ranking.items
+            self._cached[users[rows]] = fresh
+            self._scored_length[users[rows]] = lengths[rows]
+        return self._cached[users].copy()
 
 
 @dataclass(frozen=True)
