@@ -26,6 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from ab_testing.decision import MetricSpec
+from ab_testing.fidelity import SimulatorFidelity, simulator_fidelity
 from ab_testing.ground_truth import GroundTruth
 from ab_testing.population import Population, PopulationConfig, simulate
 from recsys.data.prepared import PreparedDataset
@@ -249,6 +250,7 @@ class ExperimentRun:
     guardrails: dict[str, dict[str, float]]
     folder: Path
     seconds: float
+    fidelity: SimulatorFidelity | None = None  # how far the simulator that produced the run ranks models as users do
 
     @classmethod
     def load(cls, folder: Path) -> ExperimentRun:
@@ -257,6 +259,7 @@ class ExperimentRun:
         if missing:
             raise ExperimentError(f"{folder}: not a finished experiment run ({', '.join(missing)} missing)")
         meta = json.loads((folder / "run.json").read_text())
+        fidelity = meta.get("fidelity")
         return cls(
             ExperimentPlan.model_validate_json((folder / "plan.json").read_text()),
             pd.read_parquet(folder / "users.parquet"),
@@ -264,6 +267,7 @@ class ExperimentRun:
             json.loads((folder / "guardrails.json").read_text()),
             folder,
             float(meta["seconds"]),
+            None if fidelity is None else SimulatorFidelity.model_validate(fidelity),
         )
 
 
@@ -274,13 +278,15 @@ def run_experiment(
     folder: Path,
     ground_truth: GroundTruth | None = None,
     versions: Mapping[str, int] | None = None,
+    fidelity: SimulatorFidelity | None = None,
 ) -> ExperimentRun:
     """Simulate the plan and write the run to ``folder``.
 
     ``models`` maps arm names to served models. With ``plan.server_url`` the arms come from that
     server and only the control's model is needed: the pre-period puts everyone on the control,
     which the server's hashed split cannot do, so it is served in process. ``versions`` (arm name
-    -> registry version id) are what the server's answers must say served them.
+    -> registry version id) are what the server's answers must say served them. ``fidelity`` is the
+    simulator's on the dataset (none: the latest measured, or a quick check run and cached).
     """
     started = time.monotonic()
     folder.mkdir(parents=True, exist_ok=True)
@@ -321,9 +327,11 @@ def run_experiment(
     np.save(folder / "visits.npy", summary.experiment.visits)
     guardrails = {name: policy.guardrails() for name, policy in policies.items()}
     (folder / "guardrails.json").write_text(json.dumps(guardrails, indent=2) + "\n")
+    fidelity = fidelity or simulator_fidelity(prepared)
     seconds = round(time.monotonic() - started, 1)
-    (folder / "run.json").write_text(json.dumps({"seconds": seconds, "users": population.num_users}) + "\n")
-    return ExperimentRun(plan, frame, summary.experiment.visits, guardrails, folder, seconds)
+    meta = {"seconds": seconds, "users": population.num_users, "fidelity": fidelity.model_dump(mode="json")}
+    (folder / "run.json").write_text(json.dumps(meta) + "\n")
+    return ExperimentRun(plan, frame, summary.experiment.visits, guardrails, folder, seconds, fidelity)
 
 
 def _model(models: Mapping[str, LoadedModel], arm: str) -> LoadedModel:
