@@ -177,3 +177,23 @@ def test_the_report_states_the_simulator_fidelity_with_its_verdict(prepared_smal
     assert "Spearman ρ of active_days 0.40 < 0.8" in verdict
     paths = write_report(run, analysis)
     assert json.loads(paths["json"].read_text())["simulator_fidelity"]["passed"] is False
+
+
+def test_a_served_arm_scores_a_user_again_only_when_their_history_grew(prepared_small, models):
+    from ab_testing.experiment import ServedPolicy
+    from recsys.evaluation import ItemCatalog
+    from recsys.sequences import UserSequences
+
+    sequences = UserSequences.from_prepared(prepared_small)
+    users = np.arange(20)
+    policy = ServedPolicy(models["treatment"], users, ItemCatalog.build(prepared_small, sequences), 10)
+    histories = [sequences.history(int(user), "test") for user in users]
+    first = policy(users, histories)
+    assert len(policy.latencies_ms) == 20
+    again = policy(users[:10], histories[:10])  # nothing new consumed: the same slates, no scoring
+    np.testing.assert_array_equal(again, first[:10])
+    assert len(policy.latencies_ms) == 20
+    grown = [np.append(histories[0], first[0, 0]), *histories[1:10]]
+    after = policy(users[:10], grown)
+    assert len(policy.latencies_ms) == 21 and first[0, 0] not in after[0]
+    np.testing.assert_array_equal(after[1:], first[1:10])
