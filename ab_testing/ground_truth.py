@@ -37,7 +37,10 @@ RATING_SHRINKAGE = 10.0  # pseudo-ratings at the global mean in an item's shrunk
 MIN_SPREAD = 1e-8  # guards the standardisation of degenerate (all-zero) users
 CHOICE_FEATURES = ("transition", "log_transition", "taste", "log_popularity")
 TRANSITION_FLOOR = 1e-3  # transition scores below this count as this in log_transition
-DEFAULT_CHOICE_WEIGHTS = (1.0, 1.0, 0.5, 0.2)  # without validation events to fit them on
+# Without enough validation events to fit them on: about what ml-latest-small (7.5, 1.64, 0.28, -0.37) and ML-1M
+# (20.5, 1.63, 0.33, -0.35) calibrate to; a few dozen users' events overfit the blend (popularity's sign flips).
+DEFAULT_CHOICE_WEIGHTS = (10.0, 1.6, 0.3, -0.35)
+MIN_CALIBRATION_USERS = 200
 CALIBRATION_CELLS = 20_000_000  # users X items of features held at once while fitting the blend
 CHUNK = 1024  # users scored together over the catalogue
 LIST_SIZE = 10  # the slate length whose ranking the blend is calibrated for (NDCG@10)
@@ -321,12 +324,12 @@ def fit_choice_weights(parts: GroundTruth, sequences: UserSequences) -> np.ndarr
     log-transition weight held at 1) maximises the validation NDCG@10 of the blend, by Powell's
     derivative-free search from equal weights, so the users rank next items as well as possible;
     then their scale (the inverse choice temperature) maximises the likelihood of the validation
-    choices, so the users are as sure of their choices as real ones are. Without validation
-    events the default weights stay.
+    choices, so the users are as sure of their choices as real ones are. With fewer than
+    ``MIN_CALIBRATION_USERS`` validation events the default weights stay.
     """
     limit = max(CALIBRATION_CELLS // (parts.num_items + 1), 1)
     users, targets, histories = next_item_problem(sequences, "valid", parts.window, limit)
-    if len(users) == 0:
+    if len(users) < MIN_CALIBRATION_USERS:
         return parts.choice_weights
     features = parts.features(parts.user_factors[users], _recent_of(histories, parts.window))
     features[:, 0] = np.nan

@@ -55,7 +55,7 @@ def test_the_interleaving_prescreen_rejects_a_worse_version_without_an_ab_test_a
     prepared_small, trained, untrained, tmp_path
 ):
     runs = tmp_path / "runs"
-    config = OnlineAgentConfig(runs_dir=str(runs), prescreen="interleaving", prescreen_users=300, **CONFIG)
+    config = OnlineAgentConfig(runs_dir=str(runs), prescreen="interleaving", prescreen_users=1000, **CONFIG)
     with Registry(f"sqlite:///{tmp_path / 'worse.db'}") as registry:
         register(registry, trained, "most_popular", production=True)
         worse = register(registry, untrained, "untrained")
