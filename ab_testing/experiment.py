@@ -26,6 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from ab_testing.decision import MetricSpec
+from ab_testing.fidelity import SimulatorFidelity, simulator_fidelity
 from ab_testing.ground_truth import GroundTruth
 from ab_testing.population import Population, PopulationConfig, simulate
 from recsys.data.prepared import PreparedDataset
@@ -37,7 +38,7 @@ from serving.artifacts import LoadedModel
 from serving.batcher import rank
 from serving.routing import assign_arm
 
-SCORING_CHUNK = 256
+SCORING_CHUNK = 1024  # users scored in one batch
 SEGMENTS = ("light", "medium", "heavy")  # users by activity tercile
 RUN_FILES = ("plan.json", "users.parquet", "visits.npy", "guardrails.json", "run.json")
 
@@ -208,27 +209,35 @@ class ServedPolicy(InstrumentedPolicy):
     """An arm's model scored in process by the serving layer's ranking.
 
     The model sees the real user the simulated one was drawn from (``source_user``: user-id based
-    models need a known id) and the simulated history. Latency is recorded per request, each
-    request being one user's slate scored in a micro-batch of ``SCORING_CHUNK``.
+    models need a known id) and the simulated history. A deterministic model gives the same slate
+    to the same history, so a user is scored again only when their history has grown since their
+    last slate (histories only grow); the others get that slate again. Users to score go in
+    batches of ``SCORING_CHUNK``, and latency is recorded per scored request (its share of the batch).
     """
 
     def __init__(self, model: LoadedModel, source_user: np.ndarray, catalog: ItemCatalog, slate_size: int) -> None:
         super().__init__(catalog, slate_size)
         self.model = model
         self.source_user = source_user
+        self._scored_length = np.full(len(source_user), -1, dtype=np.int64)  # history length of the cached slate
+        self._cached = np.zeros((len(source_user), slate_size), dtype=np.int64)
 
     def _slates(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
-        slates = np.zeros((len(users), self.slate_size), dtype=np.int64)
-        for start in range(0, len(users), SCORING_CHUNK):
-            chunk = slice(start, start + SCORING_CHUNK)
+        lengths = np.array([len(history) for history in histories], dtype=np.int64)
+        stale = np.flatnonzero(self._scored_length[users] != lengths)
+        for start in range(0, len(stale), SCORING_CHUNK):
+            rows = stale[start : start + SCORING_CHUNK]
             began = time.perf_counter()
-            sources, batch = self.source_user[users[chunk]], histories[chunk]
-            rankings = rank(self.model, sources, batch, [self.slate_size] * len(batch))
+            batch = [histories[row] for row in rows.tolist()]
+            rankings = rank(self.model, self.source_user[users[rows]], batch, [self.slate_size] * len(batch))
             elapsed = (time.perf_counter() - began) * 1000
             self.latencies_ms.extend([elapsed / len(rankings)] * len(rankings))
-            for row, ranking in enumerate(rankings, start):
-                slates[row, : len(ranking.items)] = ranking.items
-        return slates
+            fresh = np.zeros((len(rows), self.slate_size), dtype=np.int64)
+            for row, ranking in enumerate(rankings):
+                fresh[row, : len(ranking.items)] = ranking.items
+            self._cached[users[rows]] = fresh
+            self._scored_length[users[rows]] = lengths[rows]
+        return self._cached[users].copy()
 
 
 @dataclass(frozen=True)
@@ -241,6 +250,7 @@ class ExperimentRun:
     guardrails: dict[str, dict[str, float]]
     folder: Path
     seconds: float
+    fidelity: SimulatorFidelity | None = None  # how far the simulator that produced the run ranks models as users do
 
     @classmethod
     def load(cls, folder: Path) -> ExperimentRun:
@@ -249,6 +259,7 @@ class ExperimentRun:
         if missing:
             raise ExperimentError(f"{folder}: not a finished experiment run ({', '.join(missing)} missing)")
         meta = json.loads((folder / "run.json").read_text())
+        fidelity = meta.get("fidelity")
         return cls(
             ExperimentPlan.model_validate_json((folder / "plan.json").read_text()),
             pd.read_parquet(folder / "users.parquet"),
@@ -256,6 +267,7 @@ class ExperimentRun:
             json.loads((folder / "guardrails.json").read_text()),
             folder,
             float(meta["seconds"]),
+            None if fidelity is None else SimulatorFidelity.model_validate(fidelity),
         )
 
 
@@ -266,13 +278,15 @@ def run_experiment(
     folder: Path,
     ground_truth: GroundTruth | None = None,
     versions: Mapping[str, int] | None = None,
+    fidelity: SimulatorFidelity | None = None,
 ) -> ExperimentRun:
     """Simulate the plan and write the run to ``folder``.
 
     ``models`` maps arm names to served models. With ``plan.server_url`` the arms come from that
     server and only the control's model is needed: the pre-period puts everyone on the control,
     which the server's hashed split cannot do, so it is served in process. ``versions`` (arm name
-    -> registry version id) are what the server's answers must say served them.
+    -> registry version id) are what the server's answers must say served them. ``fidelity`` is the
+    simulator's on the dataset (none: the latest measured, or a quick check run and cached).
     """
     started = time.monotonic()
     folder.mkdir(parents=True, exist_ok=True)
@@ -313,9 +327,11 @@ def run_experiment(
     np.save(folder / "visits.npy", summary.experiment.visits)
     guardrails = {name: policy.guardrails() for name, policy in policies.items()}
     (folder / "guardrails.json").write_text(json.dumps(guardrails, indent=2) + "\n")
+    fidelity = fidelity or simulator_fidelity(prepared)
     seconds = round(time.monotonic() - started, 1)
-    (folder / "run.json").write_text(json.dumps({"seconds": seconds, "users": population.num_users}) + "\n")
-    return ExperimentRun(plan, frame, summary.experiment.visits, guardrails, folder, seconds)
+    meta = {"seconds": seconds, "users": population.num_users, "fidelity": fidelity.model_dump(mode="json")}
+    (folder / "run.json").write_text(json.dumps(meta) + "\n")
+    return ExperimentRun(plan, frame, summary.experiment.visits, guardrails, folder, seconds, fidelity)
 
 
 def _model(models: Mapping[str, LoadedModel], arm: str) -> LoadedModel:

@@ -9,7 +9,9 @@ history starts as the real user's items, so any candidate can score them. A day 
     outcome = population.step(day, users, slates)
 
 Returning follows KuaiSim's retention idea: the chance to come back grows with recent satisfaction.
-Choice is a multinomial logit over the slate and the option of taking nothing. Everything is
+Choice is a multinomial logit over the slate and the option of taking nothing, on the world model's
+log-odds of each item being the user's next choice (``GroundTruth``: taste and recent items), less
+fatigue. Everything is
 vectorised over users (only days loop in Python), and every random draw comes from a generator
 seeded by (seed, purpose, day) over the whole population, so two policies run on the same seed face
 the same dice: their differences are the policies', not the noise's.
@@ -42,9 +44,9 @@ RETENTION_DAYS = (7, 14)  # "retained on day d": came back on day d of the exper
 class PopulationConfig(BaseModel):
     """How the simulated users behave. Utilities are in logits (see ``GroundTruth``).
 
-    The defaults were set on ML-1M so that the reference policies spread apart over 30 days:
-    random slates lose about 60% of users, popularity about 10%, the oracle about 1%; about half
-    of popularity's users visit on a given day.
+    The return and leaving defaults were set on ML-1M for a static taste model; with the world
+    model they still spread the reference policies apart: over 14 days on ML-1M random slates lose
+    52% of users, popularity 15%, SASRec (full CE) 1% (``benchmarks/results/simulator_fidelity.json``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -165,6 +167,7 @@ class Population:
         self._consumed = np.zeros((size, config.pre_period_days + config.days), dtype=np.int64)
         self._consumed_count = np.zeros(size, dtype=np.int64)
         self._recent = real.recent[source_user]
+        self._log_normaliser = ground_truth.user_log_normalisers[source_user]
         self._last_day: int | None = None
 
     @classmethod
@@ -182,7 +185,7 @@ class Population:
         log_counts = np.log1p(np.diff(sequences.offsets))
         activity = (log_counts - log_counts.mean()) / max(float(log_counts.std()), 1e-8)
         patience = 1 + rng.poisson(config.patience - 1.0, config.users)
-        real = _RealHistories.build(sequences, config.fatigue_window)
+        real = _RealHistories.build(sequences, max(config.fatigue_window, ground_truth.window))
         latent = (taste + noise).astype(np.float32)
         return cls(ground_truth, config, source, latent, config.activity_weight * activity[source], patience, real)
 
@@ -200,6 +203,10 @@ class Population:
         """Ids of the users who come back on ``day`` (ascending; seeded by the day)."""
         draw = self._rng(day, RETURN_STREAM).random(self.num_users)
         return np.flatnonzero(draw < self.return_probability())
+
+    def recent(self, users: np.ndarray) -> np.ndarray:
+        """``A X W`` each user's last consumed items, newest last (0 pads): what their next choice depends on."""
+        return self._recent[users]
 
     def histories(self, users: np.ndarray) -> list[np.ndarray]:
         """Each user's time-ordered items: the real user's, then what the simulated user consumed."""
@@ -223,7 +230,8 @@ class Population:
         """Let ``users`` (distinct, still present) choose from ``slates`` (``A X slate_size``, 0 = empty slot).
 
         The choice is a multinomial logit over the shown items and taking nothing, with item utility
-        = true affinity - position bias - fatigue. A chosen item is consumed with satisfaction =
+        = the world model's log-odds of choosing it next given the user's taste and recent items
+        (``GroundTruth.utility``) - position bias - fatigue. A chosen item is consumed with satisfaction =
         affinity - fatigue (position bias sways attention, not enjoyment) and a consumed share of
         ``sigmoid(satisfaction)``; taking nothing gives ``no_choice_satisfaction``. The mood (EMA)
         moves, and a user whose mood stayed below ``leave_threshold`` for ``patience`` visits in a
@@ -232,7 +240,9 @@ class Population:
         self._check_step(day, users, slates)
         cfg = self.config
         present = ~self.left
-        value = self.ground_truth.affinity(self.latent[users], slates) - self._fatigue(users, slates)
+        recent = self._recent[users]
+        utility = self.ground_truth.utility(self.latent[users], recent, slates, self._log_normaliser[users])
+        value = utility - self._fatigue(users, slates)
         logits = np.where(slates > 0, value - cfg.position_bias * np.arange(slates.shape[1]), -np.inf)
         logits = np.column_stack([logits, np.full(len(users), cfg.no_choice_utility)])
         noise = self._rng(day, CHOICE_STREAM).gumbel(size=(self.num_users, logits.shape[1]))[users]
@@ -285,7 +295,7 @@ class Population:
     def _recent_similarity(self, users: np.ndarray, slates: np.ndarray) -> np.ndarray:
         """``A X K`` mean genre cosine similarity of each item with the user's last consumed items."""
         genres = self.ground_truth.item_genres
-        recent = self._recent[users]
+        recent = self._recent[users, -self.config.fatigue_window :]
         total = np.einsum("akg,awg->ak", genres[slates], genres[recent])
         return total / np.maximum((recent > 0).sum(axis=1, keepdims=True), 1)
 
@@ -383,15 +393,14 @@ def popularity_policy(ground_truth: GroundTruth, slate_size: int) -> Policy:
 
 
 def oracle_policy(ground_truth: GroundTruth, population: Population) -> Policy:
-    """The items of highest true utility the user has not consumed: a ceiling no model can see."""
-    catalogue = np.arange(ground_truth.num_items + 1)
+    """The items the user is likeliest to choose next that they have not consumed: a ceiling no model can see."""
 
     def policy(users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
         return top_unseen(
             users,
             histories,
             population.config.slate_size,
-            lambda chunk: ground_truth.affinity(population.latent[chunk], catalogue),
+            lambda chunk: ground_truth.choice_logits(population.latent[chunk], population.recent(chunk)),
         )
 
     return policy

@@ -98,6 +98,14 @@ def _metric_plot(analysis: Analysis) -> str:
     return figure_png(figure)
 
 
+def fidelity_statement(run: ExperimentRun) -> str:
+    """How far the simulator behind the verdict ranks models as real users do, or that nobody measured it."""
+    if run.fidelity is None:
+        warning = "**Warning: the simulator's fidelity was not measured for this run**"
+        return f"{warning}: the verdict may not hold for real users."
+    return run.fidelity.sentence()
+
+
 def report_markdown(run: ExperimentRun, analysis: Analysis) -> str:
     plan = run.plan
     lines = [
@@ -106,6 +114,8 @@ def report_markdown(run: ExperimentRun, analysis: Analysis) -> str:
         f"**{'SHIP (awaiting approval)' if analysis.ship else 'DO NOT SHIP'}**",
         "",
         *[f"- {reason}" for reason in analysis.reasons()],
+        "",
+        fidelity_statement(run),
         "",
         f"{len(run.users)} simulated users, {plan.days} days after a {plan.pre_period_days}-day pre-period; "
         f"alpha {plan.alpha}, salt `{plan.assignment_salt}`; {run.seconds:.0f} s.",
@@ -150,6 +160,13 @@ def write_report(run: ExperimentRun, analysis: Analysis) -> dict[str, Path]:
         "segments": segment_lifts(run, analysis),
         "guardrails": run.guardrails,
         "seconds": run.seconds,
+        "simulator_fidelity": None
+        if run.fidelity is None
+        else {
+            **run.fidelity.model_dump(mode="json"),
+            "passed": run.fidelity.passed,
+            "shortfalls": run.fidelity.shortfalls,
+        },
     }
     json_path = stem.with_suffix(".json")
     json_path.write_text(json.dumps(payload, indent=2, default=float) + "\n")

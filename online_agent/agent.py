@@ -7,6 +7,11 @@ agent itself only when the config names an auto-approval policy, and then the au
 A version the rule would not ship is rejected with the reasons; an experiment that breaks marks
 the version ``failed`` with the error, and the agent goes on with the next one.
 
+With ``require_calibrated_simulator`` the agent first looks up the simulator's fidelity on the
+dataset (:mod:`ab_testing.fidelity`) and, when it is below the bar, runs no experiment and leaves
+every version queued, with the reason: no verdict of an uncalibrated simulator reaches the queue
+of versions awaiting approval. Every report states the fidelity in any case.
+
 With ``prescreen: interleaving`` each version is first interleaved with production for a sample of
 simulated users (:mod:`ab_testing.interleaving`): one they significantly prefer less is rejected
 with the interleaving result as the reason, without spending an A/B test on it.
@@ -25,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ab_testing.analysis import analyse
 from ab_testing.decision import MetricSpec
 from ab_testing.experiment import ArmPlan, ExperimentPlan, ServedPolicy, run_experiment
+from ab_testing.fidelity import SimulatorFidelity, simulator_fidelity
 from ab_testing.ground_truth import GroundTruth
 from ab_testing.interleaving import InterleavingResult, interleave
 from ab_testing.population import Population, PopulationConfig
@@ -70,12 +76,17 @@ class OnlineAgentConfig(BaseModel):
         "simulated users significantly prefer less (sign test at alpha) without an A/B test",
     )
     prescreen_users: int = Field(default=2000, ge=100, description="simulated users shown one interleaved slate each")
+    require_calibrated_simulator: bool = Field(
+        default=False,
+        description="run no experiment, and leave versions queued, while the simulator's fidelity on the dataset is "
+        "below the bar (Spearman ρ of the simulated north stars against real held-out accuracy)",
+    )
 
 
 @dataclass(frozen=True)
 class QueueOutcome:
     version: int
-    state: Literal["awaiting_approval", "production", "rejected", "failed"]
+    state: Literal["awaiting_approval", "production", "rejected", "failed", "queued"]
     reason: str
     report: Path | None
 
@@ -107,14 +118,24 @@ def experiment_versions(
     production = registry.production(config.model_name)
     if production is None:
         raise EvorecError(f"no {config.model_name} model is in production to experiment against")
+    fidelity = simulator_fidelity(prepared)
+    if config.require_calibrated_simulator and not fidelity.passed:
+        reason = (
+            f"left queued: the online agent requires a calibrated simulator and the simulator on {prepared.name} is "
+            f"below the fidelity bar ({'; '.join(fidelity.shortfalls)}; {fidelity.source})"
+        )
+        log.warning(reason)
+        return [QueueOutcome(version.id, "queued", reason, None) for version in versions]
     control = load_artifact(production.artifact_uri)
     truth = GroundTruth.fit(prepared, seed=config.seed)
-    return [_experiment(config, registry, prepared, production, control, truth, version) for version in versions]
+    return [
+        _experiment(config, registry, prepared, production, control, truth, fidelity, version) for version in versions
+    ]
 
 
 def _experiment(
     config: OnlineAgentConfig, registry: Registry, prepared: PreparedDataset, production: VersionInfo,
-    control: LoadedModel, truth: GroundTruth, version: VersionInfo,
+    control: LoadedModel, truth: GroundTruth, fidelity: SimulatorFidelity, version: VersionInfo,
 ) -> QueueOutcome:  # fmt: skip
     plan = _plan(config, prepared.name, production, version)
     screening = config.prescreen == "interleaving"
@@ -133,7 +154,7 @@ def _experiment(
         return QueueOutcome(version.id, "rejected", reason, None)
     try:
         models = {"control": control, "treatment": candidate}
-        run = run_experiment(plan, prepared, models, Path(config.runs_dir) / plan.name, truth)
+        run = run_experiment(plan, prepared, models, Path(config.runs_dir) / plan.name, truth, fidelity=fidelity)
         [analysis] = analyse(run)
         report = write_report(run, analysis)["html"]
         registry.record_run("experiment", run.folder, report=report)  # where the console and CLI find it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -158,3 +160,40 @@ def test_experiment_run_list_and_report_from_the_command_line(prepared_small, ar
     assert write_report(run, analysis)["md"].read_text() == markdown
     with pytest.raises(ExperimentError, match="not a finished experiment run"):
         ExperimentRun.load(tmp_path)
+
+
+def test_the_report_states_the_simulator_fidelity_with_its_verdict(prepared_small, models, tmp_path):
+    from ab_testing.fidelity import SimulatorFidelity
+    from ab_testing.report import report_markdown
+    from recsys.reports import split_verdict
+
+    below = SimulatorFidelity(dataset=prepared_small.name, source="quick check", policies=4,
+                              spearman={"active_days": 0.4, "satisfaction": 0.8})  # fmt: skip
+    run = run_experiment(PLAN, prepared_small, models, tmp_path / "exp-gate", fidelity=below)
+    assert ExperimentRun.load(tmp_path / "exp-gate").fidelity == below
+    [analysis] = analyse(run)
+    verdict, _ = split_verdict(report_markdown(run, analysis))
+    assert "Warning: this verdict rests on a simulator below the fidelity bar" in verdict
+    assert "Spearman ρ of active_days 0.40 < 0.8" in verdict
+    paths = write_report(run, analysis)
+    assert json.loads(paths["json"].read_text())["simulator_fidelity"]["passed"] is False
+
+
+def test_a_served_arm_scores_a_user_again_only_when_their_history_grew(prepared_small, models):
+    from ab_testing.experiment import ServedPolicy
+    from recsys.evaluation import ItemCatalog
+    from recsys.sequences import UserSequences
+
+    sequences = UserSequences.from_prepared(prepared_small)
+    users = np.arange(20)
+    policy = ServedPolicy(models["treatment"], users, ItemCatalog.build(prepared_small, sequences), 10)
+    histories = [sequences.history(int(user), "test") for user in users]
+    first = policy(users, histories)
+    assert len(policy.latencies_ms) == 20
+    again = policy(users[:10], histories[:10])  # nothing new consumed: the same slates, no scoring
+    np.testing.assert_array_equal(again, first[:10])
+    assert len(policy.latencies_ms) == 20
+    grown = [np.append(histories[0], first[0, 0]), *histories[1:10]]
+    after = policy(users[:10], grown)
+    assert len(policy.latencies_ms) == 21 and first[0, 0] not in after[0]
+    np.testing.assert_array_equal(after[1:], first[1:10])

@@ -83,12 +83,13 @@ def test_arms_over_http_give_every_user_what_in_process_arms_give(
     np.testing.assert_array_equal(local.visits, remote.visits)
     local_events, remote_events = (EventLog.read(run.folder / "events.parquet") for run in (local, remote))
     pd.testing.assert_frame_equal(local_events, remote_events)
-    # every experiment slate was one request to the arm's version, timed from the client's side of the wire
+    # every experiment slate was one request to the arm's version, timed from the client's side of the wire;
+    # in process, a user is scored again only when their history grew
     versions = {"control": control, "treatment": treatment}
     client_seconds = 0.0
     for arm, version in versions.items():
         served, measured = local.guardrails[arm], remote.guardrails[arm]
-        assert measured["requests"] == served["requests"] > 50
+        assert measured["requests"] > served["requests"] > 50
         assert measured["coverage"] == served["coverage"]
         labels = (("arm", arm), ("model_version", str(version)), ("status", "ok"))
         assert metrics[("evorec_requests_total", labels)] == measured["requests"]

@@ -98,7 +98,8 @@ def test_showing_the_same_slate_every_day_tires_users(truth: GroundTruth, sequen
 
     tired = satisfaction_drop()
     assert tired > 0.7
-    assert tired > satisfaction_drop(fatigue_repeat=0.0, fatigue_similarity=0.0) + 0.7
+    # without fatigue satisfaction still drops (the users move on from what the slate followed), but less
+    assert tired > satisfaction_drop(fatigue_repeat=0.0, fatigue_similarity=0.0) + 0.3
 
 
 def test_nothing_is_chosen_more_often_from_bad_slates(truth: GroundTruth, sequences: UserSequences) -> None:
@@ -107,7 +108,7 @@ def test_nothing_is_chosen_more_often_from_bad_slates(truth: GroundTruth, sequen
     def no_choice_share(best: bool) -> float:
         population = _population(truth, sequences)
         users = population.active_today(0)
-        utility = truth.affinity(population.latent[users], catalogue)
+        utility = truth.choice_logits(population.latent[users], population.recent(users))[:, 1:]
         ranked = catalogue[np.argsort(-utility if best else utility, axis=1)[:, :10]]
         return float((population.step(0, users, ranked).chosen_position == NO_CHOICE).mean())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 
@@ -54,7 +55,7 @@ def test_the_interleaving_prescreen_rejects_a_worse_version_without_an_ab_test_a
     prepared_small, trained, untrained, tmp_path
 ):
     runs = tmp_path / "runs"
-    config = OnlineAgentConfig(runs_dir=str(runs), prescreen="interleaving", prescreen_users=300, **CONFIG)
+    config = OnlineAgentConfig(runs_dir=str(runs), prescreen="interleaving", prescreen_users=1000, **CONFIG)
     with Registry(f"sqlite:///{tmp_path / 'worse.db'}") as registry:
         register(registry, trained, "most_popular", production=True)
         worse = register(registry, untrained, "untrained")
@@ -74,3 +75,23 @@ def test_the_interleaving_prescreen_rejects_a_worse_version_without_an_ab_test_a
         screen = json.loads((outcome.report.parent / "interleaving.json").read_text())
         assert screen["wins"] > screen["losses"] and screen["significant"] and not screen["candidate_loses"]
         assert "pre-screen passed: team-draft interleaving" in registry.audit(better)[-1].reason
+
+
+def test_an_agent_that_requires_a_calibrated_simulator_leaves_versions_queued_below_the_bar(
+    prepared_small, trained, untrained, tmp_path
+):
+    from ab_testing.fidelity import CACHE_NAME, SimulatorFidelity
+    from recsys.data.prepared import PreparedDataset
+
+    prepared = PreparedDataset.open(shutil.copytree(prepared_small.path, tmp_path / "prepared"))
+    below = SimulatorFidelity(dataset=prepared.name, source="quick check", policies=4,
+                              spearman={"active_days": 0.2, "satisfaction": 0.4})  # fmt: skip
+    (prepared.path / CACHE_NAME).write_text(below.model_dump_json())
+    with Registry(f"sqlite:///{tmp_path / 'registry.db'}") as registry:
+        register(registry, untrained, "untrained", production=True)
+        candidate = register(registry, trained, "sasrec_ce")
+        config = OnlineAgentConfig(runs_dir=str(tmp_path / "runs"), require_calibrated_simulator=True, **CONFIG)
+        [outcome] = process_queue(config, registry, prepared)
+        assert outcome.state == "queued" and outcome.report is None
+        assert "below the fidelity bar" in outcome.reason and "active_days 0.20 < 0.8" in outcome.reason
+        assert registry.get(candidate).state == "queued" and not (tmp_path / "runs").exists()
