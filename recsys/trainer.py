@@ -5,7 +5,9 @@ train task, the plan and the reward weights.
 Seeded and deterministic on CPU. The trainer owns the arithmetic too (``recsys.precision``): on
 the configured device (CPU by default, CUDA when asked for), in bfloat16 autocast where the
 hardware multiplies it fast, with batches bucketed by history length so that little of a step runs
-on padding, and evaluation on the same path. Candidates need no change for any of it.
+on padding, and evaluation on the same path. Candidates need no change for any of it. Only the
+full-softmax loss's kernels are compiled (``recsys.fast_losses``); the candidate's model is not:
+compiling SASRec took minutes on 2 cores and its step ran no faster than eager.
 
 Early stopping and the best epoch are chosen on validation NDCG@10 only; the test split is
 evaluated once, on the best epoch's weights.

@@ -185,3 +185,17 @@ def test_a_fast_path_run_is_deterministic_for_a_seed_on_one_thread(seeds_dir, pr
         torch.set_num_threads(threads)
     assert [h["loss"] for h in runs[0].history] == [h["loss"] for h in runs[1].history]
     assert runs[0].test == runs[1].test
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the skip where there is no GPU")
+def test_the_gpu_check_skips_cleanly_without_cuda(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "gpu.json")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "no CUDA device" in done.stdout
+    assert "skipped" in json.loads((tmp_path / "gpu.json").read_text())
