@@ -74,10 +74,10 @@ PROBES = [leaky]
 EDIT = """The model should look at its environment first.
 
 <<<<<<< SEARCH model.py
-def build_model(spec):
+def build_model(spec: ModelSpec) -> RecModel:
     return MatrixFactorization(spec)
 =======
-def build_model(spec):
+def build_model(spec: ModelSpec) -> RecModel:
     raise RuntimeError(_leak())
 >>>>>>> REPLACE
 """
@@ -185,7 +185,7 @@ def test_a_key_hunting_candidate_and_faulting_models_leave_no_key_and_end_the_ru
     assert all("[REDACTED $EVOREC_TEST_LLM]" in prompt for prompt in later_prompts)
     seed_program = next(p for p in db.programs() if p.origin == "initial")
     assert seed_program.status == "evaluated"
-    assert any("[REDACTED $GEMINI_API_KEY]" in check for check in seed_program.feedback["probe_checks"])
+    assert any("[REDACTED $GEMINI_API_KEY]" in check for check in seed_program.feedback.probe_checks)
 
     # every fault recorded with its reason, every billed token charged, the run carried on to the end
     assert db.get_state("iteration") == 8 and db.get_state("spend")["tokens"] == BILLED
@@ -194,7 +194,9 @@ def test_a_key_hunting_candidate_and_faulting_models_leave_no_key_and_end_the_ru
     assert "## Rejected proposals (7)" in report
     for reason in PROPOSER_FAILURES:
         assert reason in report, reason
-    failures = seed_program.feedback["critiques"]["failures"]
+    critiques = seed_program.feedback.critiques
+    assert critiques is not None
+    failures = critiques.failures
     assert len(failures) == 5 and "the reply is not JSON" in failures[0] and "[REDACTED $GEMINI_API_KEY]" in failures[0]
     assert "not a response: JSONDecodeError" in failures[1] and "the prompt was blocked (SAFETY)" in failures[2]
     assert "gave up after 2 attempts: ReadTimeout" in failures[3] and "holds no candidates" in failures[4]
