@@ -72,7 +72,7 @@ def test_log_records_and_their_tracebacks_are_redacted(secret, capsys):
         raise RuntimeError(f"environ: {secret}")
     except RuntimeError:
         log.exception("failed")
-    shown = capsys.readouterr().out
+    shown = capsys.readouterr().err  # logs go to stderr: stdout is for results
     assert secret not in shown and shown.count("[REDACTED $GEMINI_API_KEY]") == 2 and "RuntimeError" in shown
 
 

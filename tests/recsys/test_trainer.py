@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from recsys.candidate import load_candidate
+from recsys.precision import DeviceError
 from recsys.trainer import Trainer, TrainerConfig, TrainingError
 
 pytestmark = pytest.mark.integration
@@ -89,5 +91,9 @@ def test_the_budget_applies_to_each_resumed_invocation_not_to_the_total(seeds_di
 def test_the_configured_device_reaches_the_model_spec_and_its_tensors(seeds_dir, prepared_small):
     default = Trainer(load_candidate(seeds_dir / "mf_bpr"), prepared_small, TrainerConfig(progress=False)).spec
     assert (default.device, default.item_genres.device.type, default.item_popularity.device.type) == ("cpu",) * 3
-    spec = Trainer(load_candidate(seeds_dir / "mf_bpr"), prepared_small, TrainerConfig(device="meta")).spec
-    assert (spec.device, spec.item_genres.device.type, spec.item_popularity.device.type) == ("meta",) * 3
+    if not torch.cuda.is_available():  # asking for a device the machine lacks is an error, not a fallback
+        with pytest.raises(DeviceError, match="no CUDA device"):
+            Trainer(load_candidate(seeds_dir / "mf_bpr"), prepared_small, TrainerConfig(device="cuda"))
+        return
+    spec = Trainer(load_candidate(seeds_dir / "mf_bpr"), prepared_small, TrainerConfig(device="cuda")).spec
+    assert (spec.device.split(":")[0], spec.item_genres.device.type, spec.item_popularity.device.type) == ("cuda",) * 3
