@@ -7,6 +7,10 @@ Isolation, strongest available first (the outcome lists what applied):
 - ``cgroup-pids`` / ``cgroup-memory``: a cgroup capping processes (fork bombs) and memory;
 - ``rlimit-as``: an address-space limit; ``session``: the child leads its own process group,
   killed whole on a timeout;
+- ``non-root``: the child runs as a uid of its own (``nobody`` where the OS maps none), owner of its
+  work dir only, with ``rlimit-nproc`` capping that uid's processes; a closed ``/root`` holding the
+  interpreter is covered and only the interpreter bound back;
+- ``no-capabilities``: every capability dropped, the bounding set too, and ``no_new_privs``;
 - ``scrubbed-env``: only an allowlist of variables, never a secret (``*KEY*``, ``*TOKEN*``, ...);
 - ``hidden-paths``: in the child's mount namespace, an empty read-only tmpfs over each folder it
   must not read (the prepared data with its held-out targets, other candidates' work dirs, the
@@ -256,6 +260,7 @@ def run_sandboxed(
         "memory_bytes": limits.memory_bytes,
         "disk_bytes": limits.disk_bytes,
         "max_open_files": limits.max_open_files,
+        "max_processes": limits.max_processes,
         "cgroups": [str(path) for path in cgroups.paths.values()],
         "hidden": [str(Path(path).resolve()) for path in hidden],
     }

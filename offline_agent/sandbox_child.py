@@ -16,6 +16,7 @@ import re
 import resource
 import runpy
 import signal
+import stat
 import sys
 from typing import Any
 
@@ -30,6 +31,9 @@ READ_ONLY_ALWAYS = ("/sys",)  # mounts under it too: cgroups cannot be joined or
 O_PATH = 0o10000000
 PROC_ENTRY = re.compile(r"^/proc/(\d+)(/|$)")
 LISTING_EVENTS = {"os.listdir", "os.scandir"}
+SANDBOX_UID_BASE = 1 << 24  # + the child's pid: a uid of its own, owning nothing outside its work dir
+NOBODY = 65534  # where the OS maps no such uid (a user namespace with a short map)
+SANDBOX_USER = "evorec-sandbox"  # what getpass and the like find in the environment: the uid has no passwd entry
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 BLOCKED_NETWORK = {"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"}
@@ -111,6 +115,7 @@ def isolate(workdir: str, setup: dict[str, Any], hidden: list[str]) -> list[str]
     read-only, hide the ``hidden`` folders. Returns what applied; what the OS refuses is left to the
     audit hook."""
     applied = ["session", "scrubbed-env"]
+    uid = SANDBOX_UID_BASE + os.getpid()  # taken before a PID namespace makes every child pid 1
     for path in setup.get("cgroups", []):
         with open(os.path.join(path, "cgroup.procs"), "w") as handle:
             handle.write(str(os.getpid()))
@@ -143,6 +148,9 @@ def isolate(workdir: str, setup: dict[str, Any], hidden: list[str]) -> list[str]
         if hidden and _hide(libc, workdir, hidden):
             applied.append("hidden-paths")
         applied += _enter_pid_namespace(libc)
+    _drop_bounding_set(libc)
+    if _become_unprivileged(libc, workdir, uid, "readonly-fs" in applied, int(setup["max_processes"])):
+        applied += ["non-root", "rlimit-nproc"] if uid != NOBODY else ["non-root"]
     if _drop_capabilities(libc):
         applied.append("no-capabilities")
     return [*applied, "audit-hook"]
@@ -163,11 +171,16 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
-def _drop_capabilities(libc: Any) -> bool:
-    """Give up every capability for good (bounding set too) and any way to gain one: root in here
-    can no longer mount, unshare, change cgroups, trace or signal outside its own files' rights."""
+def _drop_bounding_set(libc: Any) -> None:
+    """No program run from here on can gain a capability (dropping needs ``CAP_SETPCAP``: before the
+    uid changes; the capabilities held now stay until then)."""
     for capability in range(LAST_CAPABILITY + 1):
         libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)  # unknown numbers fail harmlessly
+
+
+def _drop_capabilities(libc: Any) -> bool:
+    """Give up every capability for good and any way to gain one: whoever runs on can no longer
+    mount, unshare, change cgroups, trace or signal outside its own files' rights."""
     header, data = _CapHeader(CAPABILITY_VERSION_3, 0), (_CapData * 2)()
     if libc.capset(ctypes.byref(header), data) != 0:
         return False
@@ -175,6 +188,84 @@ def _drop_capabilities(libc: Any) -> bool:
     with open("/proc/self/status") as handle:
         status = dict(line.split(":", 1) for line in handle if ":" in line)
     return all(int(status.get(name, "1").strip(), 16) == 0 for name in ("CapEff", "CapPrm", "CapBnd"))
+
+
+def _needed_paths(workdir: str) -> list[str]:
+    """What the unprivileged child must still reach: the interpreter and its libraries, this
+    project's code, the import path and the work dir (outermost folders only)."""
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    interpreter = os.path.dirname(os.path.realpath(sys.executable))
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, interpreter, project, workdir, *sys.path}
+    found = sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)}, key=len)
+    return [p for p in found if not any(_within(p, q) and p != q for q in found)]
+
+
+def _closed_ancestors(path: str) -> list[str]:
+    """The folders above ``path`` that other users may not pass through (no ``o+x``)."""
+    closed, current = [], "/"
+    for part in path.strip("/").split("/")[:-1]:
+        current = os.path.join(current, part)
+        if not os.stat(current).st_mode & stat.S_IXOTH:
+            closed.append(current)
+    return closed
+
+
+def _open_the_way(libc: Any, needed: list[str], workdir: str) -> bool:
+    """In this mount namespace, cover each closed folder above a needed path (``/root`` holding the
+    interpreter, a private temp folder holding the work dir) with an empty read-only tmpfs that
+    others may pass, and bind the needed paths back: read-only, but for the work dir. Whatever else
+    the closed folder held stays out of sight. False if a mount was refused."""
+    covered: set[str] = set()
+    os.umask(0o022)  # the folders made for the binds: passable by others
+    while closed := sorted({a for p in needed for a in _closed_ancestors(p)}, key=len):
+        cover = closed[0]
+        if cover in covered:
+            return False  # covered, yet still closed: the mount did not take
+        covered.add(cover)
+        inside = [p for p in needed if _within(p, cover)]
+        fds = {p: os.open(p, O_PATH) for p in inside}  # opened before the cover hides them
+        try:
+            if libc.mount(b"tmpfs", cover.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=64k,mode=0755") != 0:
+                return False
+            for path in inside:
+                os.makedirs(path, exist_ok=True)
+                if libc.mount(f"/proc/self/fd/{fds[path]}".encode(), path.encode(), None, MS_BIND | MS_REC, None):
+                    return False
+                if path != workdir:
+                    libc.mount(None, path.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+            libc.mount(None, cover.encode(), None, MS_REMOUNT | MS_RDONLY, None)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+    return True
+
+
+def _become_unprivileged(libc: Any, workdir: str, uid: int, own_mounts: bool, max_processes: int) -> bool:
+    """Run on as ``uid`` (no passwd entry, no groups), owner of the work dir and of nothing else, with
+    at most ``max_processes`` processes and threads of its own; ``nobody`` where the OS maps no such
+    uid. Only root can do this, and only where the interpreter stays reachable (``own_mounts``: in a
+    private mount namespace a closed ``/root`` can be opened up). False where not done."""
+    needed = _needed_paths(workdir)
+    if os.geteuid() != 0 or any(not os.stat(p).st_mode & stat.S_IXOTH for p in needed if p != workdir):
+        return False
+    if any(_closed_ancestors(p) for p in needed) and not (own_mounts and _open_the_way(libc, needed, workdir)):
+        return False
+    for candidate in (uid, NOBODY):
+        try:
+            os.lchown(workdir, candidate, candidate)  # EINVAL where the uid is not mapped here
+        except OSError:
+            continue
+        for root, folders, files in os.walk(workdir):
+            for name in folders + files:
+                os.lchown(os.path.join(root, name), candidate, candidate)
+        if candidate != NOBODY:  # nobody's count is shared with other programs on the machine
+            resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
+        os.setgroups([])
+        os.setresgid(candidate, candidate, candidate)
+        os.setresuid(candidate, candidate, candidate)
+        os.environ.update(USER=SANDBOX_USER, LOGNAME=SANDBOX_USER)
+        return True
+    return False
 
 
 def _enter_pid_namespace(libc: Any) -> list[str]:

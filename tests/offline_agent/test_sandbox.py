@@ -188,6 +188,25 @@ def test_no_capability_is_left_to_change_mounts_namespaces_or_cgroups(tmp_path):
     assert {"no-capabilities", "readonly-sys"} <= set(outcome.isolation)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can hand the child a uid of its own")
+def test_the_child_runs_as_a_uid_of_its_own_that_can_take_no_root_right_back(tmp_path):
+    home = pathlib.Path(os.path.expanduser("~"))
+    source = _attempts({
+        "is_root": "assert os.getuid() == 0 or os.geteuid() == 0",
+        "raw_setuid_root": "assert libc.setuid(0) == 0",
+        "raw_read_root_only_file": "assert libc.open(b'/etc/shadow', 0) >= 0",
+        "see_the_home_of_root": f"assert set(os.listdir({str(home)!r})) - {{'.pyenv', '.local'}}",
+        "raw_chmod_system_file": "assert libc.chmod(b'/etc/passwd', 0o666) == 0",
+    })  # fmt: skip
+    source += "import torch\nopen('torch.txt', 'w').write(torch.__version__)\n"  # the interpreter still works
+    outcome = _run(tmp_path, source)
+    assert outcome.status == "ok", outcome.reason
+    assert "done" not in outcome.output.values(), outcome.output
+    assert {"non-root", "rlimit-nproc", "no-capabilities"} <= set(outcome.isolation)
+    work = tmp_path / "work"
+    assert (work / "torch.txt").read_text() and work.stat().st_uid != 0
+
+
 def test_a_grandchild_that_tries_to_leave_the_cgroups_does_not_outlive_the_run(tmp_path):
     source = (
         "import subprocess, sys\n"
