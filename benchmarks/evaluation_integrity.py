@@ -6,7 +6,8 @@ work falls on both alike:
 - ``judged``: ``evaluate_candidate`` as evolution runs it: the sandbox trains on a view of the data
   without the held-out targets and hands ranked lists to the judge in this process;
 - ``in_sandbox``: the design before it, for comparison: the same cascade (smoke run, then training)
-  where the sandboxed trainer holds the whole prepared dataset and computes its own metrics.
+  where the sandboxed trainer holds the whole prepared dataset (copied into its work dir, as the judged
+  path copies its view: the sandbox reaches nothing else) and computes its own metrics.
 
     python benchmarks/evaluation_integrity.py --dataset ml-latest-small --seed-candidate sasrec_bce --epochs 2
     python benchmarks/evaluation_integrity.py --dataset ml-1m --seed-candidate sasrec_bce --epochs 1
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -32,6 +34,7 @@ from benchmarks.common import RESULTS, write_result
 from offline_agent.evaluator import EvaluationConfig, evaluate_candidate
 from offline_agent.sandbox import SandboxLimits, run_sandboxed
 from recsys.candidate import load_candidate
+from recsys.compile_cache import CACHE_ENV, copy_cache, warm_cache
 
 SEEDS = Path(__file__).resolve().parent.parent / "offline_agent" / "seeds"
 IN_SANDBOX_ENTRY = """\
@@ -39,11 +42,12 @@ import json
 from pathlib import Path
 
 from recsys.candidate import load_candidate
+from recsys.compile_cache import CACHE_ENV, copy_cache, warm_cache
 from recsys.data.prepared import PreparedDataset
 from recsys.trainer import Trainer, TrainerConfig
 
 job = json.loads(Path("job.json").read_text())
-prepared = PreparedDataset.open(Path(job.pop("dataset")), verify=False)
+prepared = PreparedDataset.open(Path("data"), verify=False)
 result = Trainer(load_candidate(Path("candidate")), prepared, TrainerConfig(progress=False, **job)).fit()
 Path("result.json").write_text(json.dumps(result.to_json()))
 """
@@ -51,7 +55,7 @@ Path("result.json").write_text(json.dumps(result.to_json()))
 
 def in_sandbox(sources: dict[str, str], config: EvaluationConfig) -> dict[str, Any]:
     """The earlier cascade: the sandboxed trainer reads the full dataset and reports its own metrics."""
-    common = {"dataset": config.dataset, "seed": config.seed, "threads": config.threads}
+    common = {"seed": config.seed, "threads": config.threads}
     stages = [
         ({**common, "max_users": config.smoke_users, "max_epochs": 1, "budget_seconds": config.smoke_seconds},
          config.smoke_seconds + config.overhead_seconds),
@@ -59,15 +63,21 @@ def in_sandbox(sources: dict[str, str], config: EvaluationConfig) -> dict[str, A
          config.train_seconds + config.overhead_seconds),
     ]  # fmt: skip
     output: dict[str, Any] = {}
+    warm = warm_cache(config.threads)
     with tempfile.TemporaryDirectory(prefix="in-sandbox-") as root:
         for index, (job, wall) in enumerate(stages):
             work = Path(root) / f"stage-{index}"
             (work / "candidate").mkdir(parents=True)
+            shutil.copytree(config.dataset, work / "data")
+            env = {"OMP_NUM_THREADS": str(config.threads)}
+            if warm is not None:  # the same warm compile cache as the judged path's sandboxes
+                copy_cache(warm, work / "compile-cache")
+                env[CACHE_ENV] = str(work / "compile-cache")
             for block, source in sources.items():
                 (work / "candidate" / f"{block}.py").write_text(source)
             (work / "job.json").write_text(json.dumps(job))
             limits = SandboxLimits(wall_seconds=wall, memory_bytes=int(config.memory_gib * 2**30))
-            outcome = run_sandboxed(IN_SANDBOX_ENTRY, work, limits, {"OMP_NUM_THREADS": str(config.threads)})
+            outcome = run_sandboxed(IN_SANDBOX_ENTRY, work, limits, env)
             if outcome.status != "ok" or outcome.output is None:
                 raise SystemExit(f"the in-sandbox evaluation failed: {outcome.status}: {outcome.reason}")
             output = outcome.output

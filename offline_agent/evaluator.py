@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from offline_agent.sandbox import SandboxLimits, run_sandboxed
 from offline_agent.sandbox_entry import ARTIFACT_FOLDER, CANDIDATE_FOLDER, VIEW_FOLDER
 from recsys.candidate import BLOCKS, REQUIRED, REQUIRED_VALUES, parse_block
+from recsys.compile_cache import CACHE_ENV, copy_cache, warm_cache
 from recsys.data.view import copy_view
 from recsys.evaluation import LIST_AGREEMENT, SELECTION_METRIC, IntegrityError, list_agreement
 from recsys.heldout import Judge
@@ -44,6 +45,7 @@ CHECKPOINT_FILES = ("last.pt", "best.pt")
 
 ENTRY = "from offline_agent.sandbox_entry import main\n\nmain()\n"
 SANDBOXES = "evorec-sandboxes"  # under the work root: every work dir, hidden from every other sandbox
+COMPILE_CACHE = "compile-cache"  # in the work dir: the sandbox's private copy of the warm compile cache
 JUDGED = "judged.json"  # beside a kept checkpoint: the judge's record of the epochs trained so far
 VERIFIED_USERS = 64  # test users whose lists are checked against the exported program
 
@@ -192,6 +194,17 @@ def _heldout_data(dataset: str, max_users: int | None, views: Path) -> _HeldOutD
     return _HeldOutData(sequences, ItemCatalog.build(prepared, sequences), view)
 
 
+@functools.cache
+def _warm_compile_cache(threads: int) -> Path | None:
+    """This machine's warm ``torch.compile`` cache for ``threads`` threads, where the trainer's fast path
+    compiles (bfloat16 units)."""
+    import torch
+
+    from recsys.precision import bf16_is_fast
+
+    return warm_cache(threads) if bf16_is_fast(torch.device("cpu")) else None
+
+
 def _load_judge(judged: Path, data: _HeldOutData) -> Judge:
     """A judge that goes on from its record of an earlier invocation (kept beside the checkpoint)."""
     import numpy as np
@@ -243,6 +256,10 @@ def _stage(
         limits = SandboxLimits(wall_seconds=wall, memory_bytes=int(config.memory_gib * 2**30))
         threads = str(config.threads)
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        warm = _warm_compile_cache(config.threads)
+        if warm is not None:
+            copy_cache(warm, workdir / COMPILE_CACHE)
+            env[CACHE_ENV] = str(workdir / COMPILE_CACHE)
         outcome = run_sandboxed(ENTRY, workdir, limits, env, service=judge.handle, hidden=_hidden_paths(config, root))
         exported = workdir / ARTIFACT_FOLDER
         if artifact_to is not None and outcome.status == "ok" and exported.is_dir() and not exported.is_symlink():

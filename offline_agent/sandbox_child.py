@@ -31,6 +31,7 @@ READ_ONLY_ALWAYS = ("/sys",)  # mounts under it too: cgroups cannot be joined or
 O_PATH = 0o10000000
 PROC_ENTRY = re.compile(r"^/proc/(\d+)(/|$)")
 LISTING_EVENTS = {"os.listdir", "os.scandir"}
+WRITABLE_DEVICES = {"/dev/null"}  # discards what it is given: torch.compile sends its compiler's output there
 SANDBOX_UID_BASE = 1 << 24  # + the child's pid: a uid of its own, owning nothing outside its work dir
 NOBODY = 65534  # where the OS maps no such uid (a user namespace with a short map)
 SANDBOX_USER = "evorec-sandbox"  # what getpass and the like find in the environment: the uid has no passwd entry
@@ -52,7 +53,8 @@ def install_guard(workdir: str, hidden: list[str]) -> None:
     def inside(path: Any) -> bool:
         if isinstance(path, int):
             return True  # an already open descriptor: its opening was checked
-        return _within(os.path.realpath(os.fsdecode(path)), root)
+        resolved = os.path.realpath(os.fsdecode(path))
+        return _within(resolved, root) or resolved in WRITABLE_DEVICES
 
     def readable(path: Any) -> bool:
         if isinstance(path, int) or path is None:

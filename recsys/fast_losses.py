@@ -8,7 +8,8 @@ only each row's log-sum-exp, the backward recomputes each chunk's logits and tur
 gradients at once. The matrix products run in bfloat16 (the CPU's matrix units); the log-sum-exp,
 the softmax and the loss are float32. Each chunk's element-wise work (conversion, exp, scaling)
 is one loop fused by ``torch.compile``, since run eagerly those passes cost more than the products
-on a CPU; where compiling fails the same code runs eagerly.
+on a CPU; where compiling fails the same code runs eagerly. Sandboxed trainings start from a warm
+compile cache (:mod:`recsys.compile_cache`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ _failed: list[str] = []
 
 def _kernels() -> Kernels:
     return _eager if _failed else _compiled()
+
+
+def compile_failure() -> str | None:
+    """Why the kernels run eagerly in this process (compiling failed), or None."""
+    return _failed[0] if _failed else None
 
 
 def _run(index: int, *args: torch.Tensor) -> Any:

@@ -123,6 +123,45 @@ def test_writes_and_deletions_outside_the_work_dir_are_refused(tmp_path):
     assert victim.read_text() == "keep me" and not (tmp_path / "evil.txt").exists()
 
 
+def test_only_dev_null_is_writable_among_the_devices(tmp_path):
+    source = _attempts({
+        "dev_null": "open('/dev/null', 'w').write('discarded')",
+        "dev_shm": "open('/dev/shm/planted', 'w').write('x')",
+        "dev_via_link": "os.symlink('/dev/shm/planted', 'link'); open('link', 'w').write('x')",
+    })  # fmt: skip
+    outcome = _run(tmp_path, source)
+    assert outcome.status == "ok", outcome.reason
+    assert outcome.output["dev_null"] == "done"
+    assert outcome.output["dev_shm"] != "done" and outcome.output["dev_via_link"] != "done", outcome.output
+    assert not pathlib.Path("/dev/shm/planted").exists()
+
+
+def test_a_sandbox_compiles_from_the_warm_cache_it_is_given(tmp_path):
+    """The trainer's fused loss compiles inside the sandbox (no refused write breaks inductor) and its
+    private copy of the machine's warm cache serves it: no compile from scratch."""
+    from recsys.compile_cache import CACHE_ENV, copy_cache, warm_cache
+
+    warm = warm_cache(1)
+    assert warm is not None
+    work = tmp_path / "work"
+    copy_cache(warm, work / "compile-cache")
+    source = (
+        "import json, torch\nfrom torch._dynamo.utils import counters\n"
+        "from recsys.fast_losses import CHUNK_ROWS, compile_failure, full_softmax_cross_entropy\n"
+        "rows = CHUNK_ROWS + 100\n"
+        "hidden, table = torch.randn(rows, 48, requires_grad=True), torch.randn(2001, 48, requires_grad=True)\n"
+        "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+        "    loss = full_softmax_cross_entropy(hidden, table, torch.randint(1, 2001, (rows,)), torch.ones(rows))\n"
+        "loss.backward()\n"
+        "json.dump({'failure': compile_failure(), **counters['inductor']}, open('result.json', 'w'))\n"
+    )
+    env = {"OMP_NUM_THREADS": "1", CACHE_ENV: str(work / "compile-cache")}
+    outcome = run_sandboxed(source, work, SandboxLimits(wall_seconds=300, memory_bytes=4 * 2**30), env)
+    assert outcome.status == "ok", outcome.reason
+    assert outcome.output["failure"] is None
+    assert outcome.output.get("fxgraph_cache_hit", 0) >= 2 and "fxgraph_cache_miss" not in outcome.output, outcome.output
+
+
 def test_a_syntax_error_is_recorded_with_its_reason(tmp_path):
     outcome = _run(tmp_path, "def broken(:\n    pass\n")
     assert outcome.status == "crashed" and "SyntaxError" in outcome.reason
