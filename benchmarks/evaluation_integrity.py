@@ -70,8 +70,7 @@ def in_sandbox(sources: dict[str, str], config: EvaluationConfig) -> dict[str, A
             (work / "candidate").mkdir(parents=True)
             shutil.copytree(config.dataset, work / "data")
             env = {"OMP_NUM_THREADS": str(config.threads)}
-            if warm is not None:  # the same warm compile cache as the judged path's sandboxes
-                copy_cache(warm, work / "compile-cache")
+            if warm is not None and copy_cache(warm, work / "compile-cache"):  # as the judged path's sandboxes
                 env[CACHE_ENV] = str(work / "compile-cache")
             for block, source in sources.items():
                 (work / "candidate" / f"{block}.py").write_text(source)

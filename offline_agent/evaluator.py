@@ -257,8 +257,7 @@ def _stage(
         threads = str(config.threads)
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         warm = _warm_compile_cache(config.threads)
-        if warm is not None:
-            copy_cache(warm, workdir / COMPILE_CACHE)
+        if warm is not None and copy_cache(warm, workdir / COMPILE_CACHE):
             env[CACHE_ENV] = str(workdir / COMPILE_CACHE)
         outcome = run_sandboxed(ENTRY, workdir, limits, env, service=judge.handle, hidden=_hidden_paths(config, root))
         exported = workdir / ARTIFACT_FOLDER

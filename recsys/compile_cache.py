@@ -69,9 +69,15 @@ def warm_cache(threads: int) -> Path | None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def copy_cache(folder: Path, target: Path) -> None:
-    """A sandbox's private copy of the warm cache."""
-    shutil.copytree(folder, target, symlinks=True)
+def copy_cache(folder: Path, target: Path) -> bool:
+    """A sandbox's private copy of the warm cache; False where it could not be made (the folder was
+    removed meanwhile: the sandbox compiles for itself)."""
+    try:
+        shutil.copytree(folder, target, symlinks=True)
+    except OSError:
+        shutil.rmtree(target, ignore_errors=True)
+        return False
+    return True
 
 
 def _compile_kernels() -> None:
