@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated data dir per test, and small files in each MovieLens layout."""
+"""Shared fixtures: an isolated data dir and registry per test, and small files in each MovieLens layout."""
 
 from __future__ import annotations
 
@@ -9,6 +9,13 @@ import pytest
 
 from recsys.data.catalog import shipped_dir
 from recsys.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def own_registry(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and every command it starts) indexes its runs in a registry of its own, never in the
+    user's default one; a test that names another registry still can."""
+    monkeypatch.setenv("EVOREC_REGISTRY_URL", f"sqlite:///{tmp_path_factory.mktemp('registry') / 'registry.db'}")
 
 
 @pytest.fixture
