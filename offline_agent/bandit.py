@@ -3,8 +3,11 @@
 Both kinds spend the run's one compute budget, so a kind is worth what it brought per CPU-second: the
 fitness its children added over their parents (floored at 0: a worse child costs its evaluation but
 takes nothing away, since selection keeps the parent) divided by their evaluation seconds times the
-threads each used. UCB1 (Auer et al. 2002) picks the kind with the highest such rate, normalised by
-the best rate any child reached so that it lies in [0, 1], plus ``exploration * sqrt(2 ln n / n_kind)``.
+threads each used. UCB1 (Auer et al. 2002) picks the kind with the highest such rate plus
+``exploration * sqrt(2 ln n / n_kind)``. The rate's scale depends on the dataset and the stage of the
+run (gains shrink as the population improves), so it is divided by the leading kind's: the leader
+scores 1, the other its share of the leader's rate (normalised by the best single child's rate, the
+means of skewed gains stay small and the choice stays near round-robin for a run's length).
 Each kind is tried ``cold_start`` times first. The state is the program database itself, so a resumed
 run chooses as the uninterrupted one would, and a choice is a function of the records alone: the same
 records, the same choice.
@@ -71,15 +74,13 @@ def choose(found: Sequence[Pull], exploration: float = 1.0, cold_start: int = 1)
     if untried:
         first = untried[0]
         return EditChoice(kind=first, reason=f"cold start: {arms[first].children} of {cold_start} {first}", arms=arms)
-    best_rate = max(
-        (pull.gain / pull.cpu_seconds for pull in found if pull.gain is not None and pull.cpu_seconds > 0),
-        default=0.0,
-    )
+    rates = {kind: arms[kind].gain / arms[kind].cpu_seconds if arms[kind].cpu_seconds else 0.0 for kind in KINDS}
+    best_rate = max(rates.values())
     total = sum(arms[kind].children for kind in KINDS)
     scored: dict[str, ArmGains] = {}
     for kind in KINDS:
         arm = arms[kind]
-        rate = arm.gain / arm.cpu_seconds / best_rate if arm.cpu_seconds > 0 and best_rate > 0 else 0.0
+        rate = rates[kind] / best_rate if best_rate > 0 else 0.0
         scored[kind] = arm.model_copy(
             update={"score": rate + exploration * math.sqrt(2 * math.log(total) / arm.children)}
         )
