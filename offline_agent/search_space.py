@@ -128,7 +128,8 @@ def _domain(block: str, name: str, declared: Any) -> NumberRange | Choices:
         return Choices.model_validate(declared) if "choices" in declared else NumberRange.model_validate(declared)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(map(str, error['loc'])) + ': ' if error['loc'] else ''}{error['msg']}" for error in exc.errors()
+            f"{'.'.join(map(str, error['loc'])) + ': ' if error['loc'] else ''}{error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
         )
         raise SpaceError(f"{where}: {problems}; expected {EXPECTED}") from None
 
