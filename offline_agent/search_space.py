@@ -120,6 +120,12 @@ class Tunable:
         return f"{self.block}.{self.name}"
 
 
+def _problem(location: tuple[int | str, ...], message: str) -> str:
+    """One of pydantic's errors as ``field: message``, without its ``Value error, `` prefix."""
+    shown = message.removeprefix("Value error, ")
+    return f"{'.'.join(map(str, location))}: {shown}" if location else shown
+
+
 def _domain(block: str, name: str, declared: Any) -> NumberRange | Choices:
     where = f"{block}.py: {SPACE}[{name!r}]"
     if not isinstance(declared, dict):
@@ -127,10 +133,7 @@ def _domain(block: str, name: str, declared: Any) -> NumberRange | Choices:
     try:
         return Choices.model_validate(declared) if "choices" in declared else NumberRange.model_validate(declared)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, error['loc'])) + ': ' if error['loc'] else ''}{error['msg'].removeprefix('Value error, ')}"
-            for error in exc.errors()
-        )
+        problems = "; ".join(_problem(error["loc"], error["msg"]) for error in exc.errors())
         raise SpaceError(f"{where}: {problems}; expected {EXPECTED}") from None
 
 

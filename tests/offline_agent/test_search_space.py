@@ -51,8 +51,10 @@ def test_the_kinds_of_range_become_optuna_distributions():
     space = declared_space(
         _sources(
             "A = 1e-3\nB = 64\nC = 0.2\nD = 2\nE = True\n"
-            'SEARCH_SPACE = {"A": {"low": 1e-4, "high": 1e-2, "log": True}, "B": {"low": 32, "high": 256, "step": 32},'
-            ' "C": {"low": 0.0, "high": 0.5, "step": 0.05}, "D": {"low": 1, "high": 4}, "E": {"choices": [True, False]}}\n'
+            'SEARCH_SPACE = {"A": {"low": 1e-4, "high": 1e-2, "log": True},\n'
+            ' "B": {"low": 32, "high": 256, "step": 32}, "C": {"low": 0.0, "high": 0.5, "step": 0.05},\n'
+            ' "D": {"low": 1, "high": 4},\n'
+            ' "E": {"choices": [True, False]}}\n'
             "print(A, B, C, D, E)\n"
         )
     )

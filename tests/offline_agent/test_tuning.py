@@ -152,7 +152,7 @@ def test_a_parent_without_a_valid_space_gets_structural_edits_with_the_reason_re
     scheduler = EditScheduler(TuningConfig(), threads=1)
     blocks = _seed(seeds_dir)
     malformed = _program("m", {**blocks, "optim": blocks["optim"].replace('"LEARNING_RATE": {', '"LR": {')})
-    with pytest.raises(NoTuning, match="optim.py: SEARCH_SPACE names LR, but the block has no module constant LR"):
+    with pytest.raises(NoTuning, match=r"optim\.py: SEARCH_SPACE names LR, but the block has no module constant LR"):
         tune(malformed, [malformed], TuningConfig(), 0)
     choice = scheduler.choose(malformed, [malformed])
     assert choice is not None and choice.kind == "structural"
