@@ -1,10 +1,11 @@
 """What the evolution loop records of a candidate beyond its fitness: the typed ``Program.feedback``.
 
 One flat :class:`Feedback` per candidate, written in three steps: the proposal (rationale, rule,
-proposer) when the candidate is added, then the evaluation (stage, training history, test metrics,
-timings) and the directional feedback (diagnosis, simulated users' critiques, reward alignment) when
-it is evaluated. The program database stores it as JSON (``model_dump_json``) and reads it back with
-``model_validate_json``; the keys are those earlier versions wrote, so their databases still load.
+proposer, edit kind, tuned values) when the candidate is added, then the evaluation (stage, training
+history, test metrics, timings) and the directional feedback (diagnosis, simulated users' critiques,
+reward alignment) when it is evaluated. The program database stores it as JSON (``model_dump_json``)
+and reads it back with ``model_validate_json``; the keys are those earlier versions wrote, so their
+databases still load.
 
 Every model keeps keys it does not know (``extra="allow"``): a row written by a newer version survives
 being read and rewritten by an older one, and the diagnosis and simulator reports, which evolve on
@@ -103,7 +104,9 @@ class Feedback(BaseModel):
     rationale: str = Field(default="", description="why the edit was made; empty for the seed")
     rule: str | None = Field(default=None, description="the rulebook rule that wrote the edit")
     proposer: str | None = None
-    edit_kind: Literal["structural", "tune"] | None = Field(default=None, description="None: before edit kinds")
+    edit_kind: Literal["structural", "tune"] | None = Field(
+        default=None, description="which kind of edit made it; None for a seed or a record older than edit kinds"
+    )
     edit_choice: EditChoice | None = Field(default=None, description="the bandit's choice of the edit kind")
     tuned: dict[str, bool | int | float | str | None] | None = Field(
         default=None, description="a tune child's drawn values, by block.CONSTANT"

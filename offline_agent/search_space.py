@@ -199,18 +199,18 @@ def current_values(sources: dict[str, str], space: tuple[Tunable, ...]) -> dict[
     return values
 
 
-class _Masked(ast.NodeTransformer):
-    def __init__(self, names: set[str]) -> None:
-        self.names = names
-
-    def visit_Module(self, node: ast.Module) -> ast.Module:
-        for statement in node.body:
-            targets = statement.targets if isinstance(statement, ast.Assign) else [getattr(statement, "target", None)]
-            if isinstance(statement, ast.Assign | ast.AnnAssign) and any(
-                isinstance(target, ast.Name) and target.id in self.names for target in targets
-            ):
-                statement.value = ast.Constant(None)
-        return node
+def _masked(tree: ast.Module, names: set[str]) -> ast.Module:
+    """``tree`` with the value of every module-level assignment to one of ``names`` replaced by ``None``."""
+    for statement in tree.body:
+        if isinstance(statement, ast.Assign):
+            targets = statement.targets
+        elif isinstance(statement, ast.AnnAssign):
+            targets = [statement.target]
+        else:
+            continue
+        if any(isinstance(target, ast.Name) and target.id in names for target in targets):
+            statement.value = ast.Constant(None)
+    return tree
 
 
 def structure(sources: dict[str, str], space: tuple[Tunable, ...]) -> str | None:
@@ -224,7 +224,7 @@ def structure(sources: dict[str, str], space: tuple[Tunable, ...]) -> str | None
             tree = parse_block(sources[block])
         except (SyntaxError, ValueError):
             return None
-        digest.update(block.encode() + b"\0" + ast.dump(_Masked(names).visit(tree)).encode() + b"\0")
+        digest.update(block.encode() + b"\0" + ast.dump(_masked(tree, names)).encode() + b"\0")
     return digest.hexdigest()
 
 

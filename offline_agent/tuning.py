@@ -143,11 +143,12 @@ class EditScheduler:
             return None
         found = bandit.pulls(programs, self.threads)
         try:
-            declared = bool(declared_space(parent.blocks))
-            why = "the parent declares no SEARCH_SPACE"
+            declared = declared_space(parent.blocks)
         except SpaceError as exc:
-            declared, why = False, f"the parent's SEARCH_SPACE is malformed: {exc}"
+            declared, why = (), f"the parent's SEARCH_SPACE is malformed: {exc}"
             log.warning("%s: %s", parent.key[:12], why)
+        else:
+            why = "the parent declares no SEARCH_SPACE"
         if declared:
             choice = bandit.choose(found, self.config.exploration, self.config.cold_start)
         else:
@@ -158,5 +159,6 @@ class EditScheduler:
     def tune(
         self, parent: Program, programs: Sequence[Program], choice: EditChoice, seed: int
     ) -> tuple[dict[str, str], Feedback]:
+        """A tune child of ``parent`` (:func:`tune`), its record holding the choice that asked for it."""
         sources, feedback = tune(parent, programs, self.config, seed)
         return sources, feedback.merged(edit_choice=choice)
