@@ -31,7 +31,7 @@ from offline_agent.llm.base import BudgetExhausted, LLMConfig, LLMError, Spend
 from offline_agent.llm.registry import build_llm
 from offline_agent.program_db import DatabaseConfig, Program, ProgramDatabase
 from offline_agent.proposers import LLMProposer, NoProposal, ProposalRequest, Proposer, RulebookProposer
-from offline_agent.records import Feedback
+from offline_agent.records import EditChoice, Feedback
 from offline_agent.simulator.aggregate import LLMAggregator, simulate
 from offline_agent.simulator.cache import ReplyCache
 from offline_agent.simulator.critiques import LLMCritic
@@ -298,12 +298,7 @@ class Evolution:
         programs = self.db.programs()
         choice = self.edits.choose(parent, programs)
         if choice is not None and choice.kind == "tune":
-            try:
-                sources, tuned = self.edits.tune(parent, programs, choice, self.rng.randrange(2**31))
-            except NoTuning as exc:
-                self._reject(f"iteration {iteration}: {exc}")
-                return None
-            return self._add(sources, parent, iteration, tuned)
+            return self._tune(parent, programs, iteration, choice)
         rejections = self.db.get_state("rejections", [])[-REJECTIONS_KEPT:]
         request = ProposalRequest(
             parent, inspirations, self._journal(), rejections, self._tried_rules(parent),
@@ -313,7 +308,8 @@ class Evolution:
             proposal = self.proposer.propose(request, self.rng)
         except (LLMError, NoProposal) as exc:
             self._reject(f"iteration {iteration}: {exc}")
-            return None
+            fallback = self.edits.fallback(parent, choice, str(exc)) if isinstance(exc, NoProposal) else None
+            return None if fallback is None else self._tune(parent, programs, iteration, fallback)
         finally:
             self._save_spend()
         try:
@@ -327,6 +323,14 @@ class Evolution:
             edit_kind="structural", edit_choice=choice,
         )  # fmt: skip
         return self._add(sources, parent, iteration, proposed)
+
+    def _tune(self, parent: Program, programs: list[Program], iteration: int, choice: EditChoice) -> Program | None:
+        try:
+            sources, tuned = self.edits.tune(parent, programs, choice, self.rng.randrange(2**31))
+        except NoTuning as exc:
+            self._reject(f"iteration {iteration}: {exc}")
+            return None
+        return self._add(sources, parent, iteration, tuned)
 
     def _add(self, sources: dict[str, str], parent: Program, iteration: int, proposed: Feedback) -> Program | None:
         child = self.db.add(sources, behaviour_hash(sources), parent, iteration, feedback=proposed)

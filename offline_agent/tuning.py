@@ -156,6 +156,19 @@ class EditScheduler:
         log.info("%s: %s edit (%s)", parent.key[:12], choice.kind, choice.reason)
         return choice
 
+    def fallback(self, parent: Program, choice: EditChoice | None, why: str) -> EditChoice | None:
+        """A tune edit instead of the structural one chosen, when the proposer has none for this parent (the
+        rulebook tried every rule that applies to it) and the parent can be tuned; else None."""
+        if choice is None or choice.kind != "structural":
+            return None
+        try:
+            if not declared_space(parent.blocks):
+                return None
+        except SpaceError:
+            return None
+        log.info("%s: tune edit instead (%s)", parent.key[:12], why)
+        return EditChoice(kind="tune", reason=f"no structural edit ({why}); tuning instead", arms=choice.arms)
+
     def tune(
         self, parent: Program, programs: Sequence[Program], choice: EditChoice, seed: int
     ) -> tuple[dict[str, str], Feedback]:

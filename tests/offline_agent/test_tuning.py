@@ -15,6 +15,7 @@ from offline_agent.evaluator import EvaluationConfig, evaluate_candidate, static
 from offline_agent.evolve import Evolution, EvolutionConfig
 from offline_agent.program_db import Program
 from offline_agent.records import EditChoice, Feedback
+from offline_agent.rulebook.catalogue import RULES
 from offline_agent.search_space import NumberRange, current_values, declared_space, with_values
 from offline_agent.tuning import EditScheduler, NoTuning, TuningConfig, relatives, study_of, tune
 from recsys.batches import make_batch
@@ -199,3 +200,24 @@ def test_a_tune_child_trains_in_the_sandbox(prepared_small, seeds_dir, tmp_path)
     outcome = evaluate_candidate(sources, config)
     assert outcome.status == "evaluated", outcome.reason
     assert [epoch["epoch"] for epoch in outcome.history] == [1]
+
+
+def test_a_parent_the_rulebook_has_no_edit_for_is_tuned_instead(prepared_small, seeds_dir, tmp_path):
+    config = EvolutionConfig(
+        seed_candidate=str(seeds_dir / "sasrec_bce"), run_dir=str(tmp_path / "run"), iterations=1,
+        database={"islands": 1}, feedback={"personas": 0}, tuning={"exploration": 0.0},
+    )  # fmt: skip
+    evolution = Evolution(config, prepared_small.path)
+    (seed,) = evolution.start()
+    seed = evolution.db.record_evaluation(seed.key, {"ndcg@10": 0.05, "coverage@10": 0.2}, Feedback(seconds=30.0))
+    for number, rule in enumerate([*RULES, None]):  # every rule was tried on the seed, and tuning, and all failed
+        blocks = {**seed.blocks, "loss": seed.blocks["loss"] + f"# {number}\n"}
+        kind = "tune" if rule is None else "structural"
+        tried = Feedback(rule=rule.name if rule else "tune", edit_kind=kind, seconds=5.0)
+        child = evolution.db.add(blocks, f"tried{number}", seed, 0, feedback=tried)
+        evolution.db.record_evaluation(child.key, None, tried, "crashed")
+    (child,) = evolution.propose_generation(1)[0]  # both kinds brought nothing: the tie goes to structural
+    assert child.feedback.edit_kind == "tune" and child.parent_key == seed.key
+    reason = child.feedback.edit_choice.reason
+    assert reason.startswith("no structural edit (no rule applies to") and reason.endswith("; tuning instead")
+    assert any("no rule applies" in rejection for rejection in evolution.db.get_state("rejections"))
