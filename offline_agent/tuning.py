@@ -122,6 +122,17 @@ def tune(
     return sources, feedback
 
 
+def untunable(parent: Program) -> str | None:
+    """Why ``parent`` cannot have tune children (logged when its declaration is malformed), or None."""
+    try:
+        if declared_space(parent.blocks):
+            return None
+    except SpaceError as exc:
+        log.warning("%s: the SEARCH_SPACE is malformed: %s", parent.key[:12], exc)
+        return f"the parent's SEARCH_SPACE is malformed: {exc}"
+    return "the parent declares no SEARCH_SPACE"
+
+
 class EditScheduler:
     """Chooses each edit's kind with the bandit and draws the tune children.
 
@@ -142,14 +153,8 @@ class EditScheduler:
         if not self.config.enabled:
             return None
         found = bandit.pulls(programs, self.threads)
-        try:
-            declared = declared_space(parent.blocks)
-        except SpaceError as exc:
-            declared, why = (), f"the parent's SEARCH_SPACE is malformed: {exc}"
-            log.warning("%s: %s", parent.key[:12], why)
-        else:
-            why = "the parent declares no SEARCH_SPACE"
-        if declared:
+        why = untunable(parent)
+        if why is None:
             choice = bandit.choose(found, self.config.exploration, self.config.cold_start)
         else:
             choice = EditChoice(kind="structural", reason=why, arms=bandit.arm_gains(found))
@@ -159,12 +164,7 @@ class EditScheduler:
     def fallback(self, parent: Program, choice: EditChoice | None, why: str) -> EditChoice | None:
         """A tune edit instead of the structural one chosen, when the proposer has none for this parent (the
         rulebook tried every rule that applies to it) and the parent can be tuned; else None."""
-        if choice is None or choice.kind != "structural":
-            return None
-        try:
-            if not declared_space(parent.blocks):
-                return None
-        except SpaceError:
+        if choice is None or choice.kind != "structural" or untunable(parent) is not None:
             return None
         log.info("%s: tune edit instead (%s)", parent.key[:12], why)
         return EditChoice(kind="tune", reason=f"no structural edit ({why}); tuning instead", arms=choice.arms)
