@@ -39,8 +39,8 @@ SPACE: dict[str, tuple[str, str, list[Any]]] = {
     "blocks": ("model", "BLOCKS = 2", [1, 2, 3]),
     "heads": ("model", "HEADS = 2", [1, 2, 4]),
     "dropout": ("model", "DROPOUT = 0.2", [0.1, 0.2, 0.3, 0.5]),
-    "lr": ("optim", "lr=1e-3", [5e-4, 1e-3, 2e-3]),
-    "batch_size": ("optim", "batch_size=128", [64, 128, 256]),
+    "lr": ("optim", "LEARNING_RATE = 1e-3", [5e-4, 1e-3, 2e-3]),
+    "batch_size": ("optim", "BATCH_SIZE = 128", [64, 128, 256]),
 }
 
 

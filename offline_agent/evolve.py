@@ -31,11 +31,12 @@ from offline_agent.llm.base import BudgetExhausted, LLMConfig, LLMError, Spend
 from offline_agent.llm.registry import build_llm
 from offline_agent.program_db import DatabaseConfig, Program, ProgramDatabase
 from offline_agent.proposers import LLMProposer, NoProposal, ProposalRequest, Proposer, RulebookProposer
-from offline_agent.records import Feedback
+from offline_agent.records import EditChoice, Feedback
 from offline_agent.simulator.aggregate import LLMAggregator, simulate
 from offline_agent.simulator.cache import ReplyCache
 from offline_agent.simulator.critiques import LLMCritic
 from offline_agent.simulator.personas import sample_users
+from offline_agent.tuning import EditScheduler, NoTuning, TuningConfig
 from recsys.candidate import load_candidate
 from recsys.config_files import load_yaml_model
 from recsys.data.prepared import PreparedDataset
@@ -86,6 +87,7 @@ class EvolutionConfig(BaseModel):
     workers: int = Field(default=1, ge=1, description="candidates evaluated at once")
     proposer: ProposerConfig = ProposerConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    tuning: TuningConfig = TuningConfig()
     database: DatabaseConfig = DatabaseConfig()
     evaluation: EvaluationConfig = EvaluationConfig(dataset="")
 
@@ -170,6 +172,7 @@ class Evolution:
         )  # what every candidate of this run is evaluated with, wherever the evaluation runs
         self.spend = Spend(config.max_usd, config.max_tokens, **self.db.get_state("spend", {}))
         self.proposer = build_proposer(config.proposer, self.spend)
+        self.edits = EditScheduler(config.tuning, self.evaluation.threads)
         self.critic, self.aggregator = self._critics(config.feedback.critic)
         self.rng = random.Random(f"{config.seed}:{self.db.get_state('iteration', 0)}")
 
@@ -292,6 +295,10 @@ class Evolution:
     def _propose(self, iteration: int) -> Program | None:
         island = iteration % self.config.database.islands
         parent, inspirations = self.db.sample(island, self.rng)
+        programs = self.db.programs()
+        choice = self.edits.choose(parent, programs)
+        if choice is not None and choice.kind == "tune":
+            return self._tune(parent, programs, iteration, choice)
         rejections = self.db.get_state("rejections", [])[-REJECTIONS_KEPT:]
         request = ProposalRequest(
             parent, inspirations, self._journal(), rejections, self._tried_rules(parent),
@@ -301,7 +308,8 @@ class Evolution:
             proposal = self.proposer.propose(request, self.rng)
         except (LLMError, NoProposal) as exc:
             self._reject(f"iteration {iteration}: {exc}")
-            return None
+            fallback = self.edits.fallback(parent, choice, str(exc)) if isinstance(exc, NoProposal) else None
+            return None if fallback is None else self._tune(parent, programs, iteration, fallback)
         finally:
             self._save_spend()
         try:
@@ -310,10 +318,26 @@ class Evolution:
         except EditError as exc:
             self._reject(f"iteration {iteration}: {exc}")
             return None
-        proposed = Feedback(rationale=change.rationale, rule=proposal.rule, proposer=proposal.proposer)
+        proposed = Feedback(
+            rationale=change.rationale, rule=proposal.rule, proposer=proposal.proposer,
+            edit_kind="structural", edit_choice=choice,
+        )  # fmt: skip
+        return self._add(sources, parent, iteration, proposed)
+
+    def _tune(self, parent: Program, programs: list[Program], iteration: int, choice: EditChoice) -> Program | None:
+        try:
+            sources, tuned = self.edits.tune(parent, programs, choice, self.rng.randrange(2**31))
+        except NoTuning as exc:
+            self._reject(f"iteration {iteration}: {exc}")
+            return None
+        return self._add(sources, parent, iteration, tuned)
+
+    def _add(self, sources: dict[str, str], parent: Program, iteration: int, proposed: Feedback) -> Program | None:
         child = self.db.add(sources, behaviour_hash(sources), parent, iteration, feedback=proposed)
         if child is None:
-            self._reject(f"iteration {iteration}: the change only repeats a candidate already on island {island}")
+            self._reject(
+                f"iteration {iteration}: the change only repeats a candidate already on island {parent.island}"
+            )
         return child
 
     def _evaluate_all(self, programs: list[Program]) -> None:

@@ -1,10 +1,11 @@
 """What the evolution loop records of a candidate beyond its fitness: the typed ``Program.feedback``.
 
 One flat :class:`Feedback` per candidate, written in three steps: the proposal (rationale, rule,
-proposer) when the candidate is added, then the evaluation (stage, training history, test metrics,
-timings) and the directional feedback (diagnosis, simulated users' critiques, reward alignment) when
-it is evaluated. The program database stores it as JSON (``model_dump_json``) and reads it back with
-``model_validate_json``; the keys are those earlier versions wrote, so their databases still load.
+proposer, edit kind, tuned values) when the candidate is added, then the evaluation (stage, training
+history, test metrics, timings) and the directional feedback (diagnosis, simulated users' critiques,
+reward alignment) when it is evaluated. The program database stores it as JSON (``model_dump_json``)
+and reads it back with ``model_validate_json``; the keys are those earlier versions wrote, so their
+databases still load.
 
 Every model keeps keys it does not know (``extra="allow"``): a row written by a newer version survives
 being read and rewritten by an older one, and the diagnosis and simulator reports, which evolve on
@@ -70,6 +71,27 @@ class RewardAlignment(BaseModel):
     error: str | None = Field(default=None, description="why there is no alignment")
 
 
+class ArmGains(BaseModel):
+    """What one kind of edit brought in the run when the bandit chose: the ground of its choice."""
+
+    model_config = RECORD
+
+    children: int = Field(description="children of this kind, those still in evaluation included")
+    gain: float = Field(description="fitness its evaluated children added over their parents, each floored at 0")
+    cpu_seconds: float = Field(description="their evaluation time times the threads each used")
+    score: float | None = Field(default=None, description="the UCB1 score, when the choice was made by it")
+
+
+class EditChoice(BaseModel):
+    """Which kind of edit made a child, why, and each kind's gains then."""
+
+    model_config = RECORD
+
+    kind: Literal["structural", "tune"]
+    reason: str
+    arms: dict[str, ArmGains] = Field(default_factory=dict)
+
+
 class Feedback(BaseModel):
     """Everything recorded of one candidate besides its code, validation metrics and failure reason.
 
@@ -82,6 +104,13 @@ class Feedback(BaseModel):
     rationale: str = Field(default="", description="why the edit was made; empty for the seed")
     rule: str | None = Field(default=None, description="the rulebook rule that wrote the edit")
     proposer: str | None = None
+    edit_kind: Literal["structural", "tune"] | None = Field(
+        default=None, description="which kind of edit made it; None for a seed or a record older than edit kinds"
+    )
+    edit_choice: EditChoice | None = Field(default=None, description="the bandit's choice of the edit kind")
+    tuned: dict[str, bool | int | float | str | None] | None = Field(
+        default=None, description="a tune child's drawn values, by block.CONSTANT"
+    )
     # the evaluation
     stage: Literal["static", "smoke", "train"] | None = Field(default=None, description="where the cascade ended")
     history: list[Epoch] = Field(default_factory=list)

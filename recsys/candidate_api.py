@@ -21,6 +21,14 @@ Shapes: ``B`` users in a batch, ``L`` the batch's padded history length, ``D`` t
 embedding width, ``N`` the number of items (ids 1..N; id 0 is padding). The trainer owns the loop,
 the optimizer steps and the device the batches are on: a block creates its tensors on
 ``spec.device`` or on the device of the tensors it is given, never on a fixed device.
+
+Numbers a search may tune (learning rate, batch size, width, dropout, negatives, ...) are module
+constants that the code reads, declared in the same block by a literal ``SEARCH_SPACE``:
+``{"NAME": {"low": number, "high": number, "log": bool, "step": number}}`` (``log`` and ``step``
+optional; integers when low, high and step are) or ``{"NAME": {"choices": [value, ...]}}``. Tuning
+draws new values for them; write a number as its constant (``lr=LEARNING_RATE``), not inline, or it
+cannot be tuned. Example: ``LEARNING_RATE = 1e-3`` and
+``SEARCH_SPACE = {"LEARNING_RATE": {"low": 1e-4, "high": 1e-2, "log": True}}``.
 """
 
 from __future__ import annotations

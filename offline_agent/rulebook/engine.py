@@ -305,7 +305,8 @@ def constant_is(block: str, name: str, expected: object) -> Condition:
 
 
 def keyword_is(block: str, function: str, keyword: str, expected: object, call: str | None = None) -> Condition:
-    """``function()`` passes ``keyword=expected`` to ``call(...)`` (by default: to the one call passing it)."""
+    """``function()`` passes ``keyword=expected`` to ``call(...)`` (by default: to the one call passing it),
+    written as a literal or as the name of a module constant holding it."""
 
     def test(code: Code) -> str | None:
         node = code.the_call(function, call) if call else code.call_with_keyword(function, keyword)
@@ -313,7 +314,7 @@ def keyword_is(block: str, function: str, keyword: str, expected: object, call: 
         if present is None:
             return f"{code.where}: the {call}(...) call in {function}() does not state {keyword}="
         try:
-            value = literal(present.value)
+            value = literal(code.bound_value(present.value))
         except ValueError:
             return f"{code.where}: {function}() passes {keyword}= a value that is not a literal"
         return None if value == expected else f"{code.where}: {function}() passes {keyword}={value!r}, not {expected!r}"

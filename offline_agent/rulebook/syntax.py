@@ -129,6 +129,14 @@ class Code:
         except ValueError:
             return None
 
+    def bound_value(self, node: ast.expr) -> ast.expr:
+        """The value a module constant's name stands for (``lr=LEARNING_RATE``: the ``1e-3`` of
+        ``LEARNING_RATE = 1e-3``), else ``node``: an edit of the keyword then sets the constant, which a
+        declared search space may name, instead of leaving it unread."""
+        if isinstance(node, ast.Name):
+            return self.constant_node(node.id) or node
+        return node
+
     def classdef(self, name: str) -> ast.ClassDef | None:
         return next((s for s in self.tree.body if isinstance(s, ast.ClassDef) and s.name == name), None)
 
@@ -239,10 +247,11 @@ class Code:
         return self.replace(node, written(value))
 
     def set_keyword(self, call: ast.Call, name: str, value: ConstantValue) -> str:
-        """``call`` with ``name=value``: the keyword's value replaced, or the keyword added after the arguments."""
+        """``call`` with ``name=value``: the keyword's value (or the module constant it names) replaced, or the
+        keyword added after the arguments."""
         present = keyword_of(call, name)
         if present is not None:
-            return self.set_value(present.value, value)
+            return self.set_value(self.bound_value(present.value), value)
         arguments = [*call.args, *call.keywords]
         added = f"{name}={written(value)}"
         if not arguments:

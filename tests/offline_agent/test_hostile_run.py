@@ -150,6 +150,7 @@ def test_a_key_hunting_candidate_and_faulting_models_leave_no_key_and_end_the_ru
         "  iterations: 8\n"
         "  max_tokens: 1000000\n"
         "  database: {islands: 1}\n"
+        "  tuning: {enabled: false}\n"  # every iteration asks the model: the script holds one reply each
         f"  proposer: {{kind: llm, llm: {LLM % (proposer.url, ', api_key_env: EVOREC_TEST_LLM')}}}\n"
         f"  feedback: {{personas: 4, critic: {LLM % (critic.url, '')}}}\n"
         "  evaluation: {smoke_users: 30, smoke_seconds: 5, train_seconds: 5, max_epochs: 1, overhead_seconds: 120}\n"

@@ -7,6 +7,8 @@ from torch import nn
 from recsys.candidate_api import Batch, ModelSpec, RecModel, weighted_mean
 
 L2 = 1e-5
+# what tuning may set (docs/offline_agent.md, "Tuning")
+SEARCH_SPACE = {"L2": {"low": 1e-7, "high": 1e-3, "log": True}}
 
 
 class BPR(nn.Module):

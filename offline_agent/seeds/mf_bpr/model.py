@@ -12,6 +12,8 @@ from recsys.candidate_api import ITEM_FEATURE, Batch, ModelSpec, RecModel
 
 DIM = 64
 USER_FEATURE = "user_id"
+# what tuning may set (docs/offline_agent.md, "Tuning")
+SEARCH_SPACE = {"DIM": {"low": 16, "high": 256, "step": 16}}
 
 
 def _init_table(weight: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,12 @@ DIM = 64
 BLOCKS = 2
 HEADS = 2
 DROPOUT = 0.2
+SEARCH_SPACE = {  # what tuning may set (docs/offline_agent.md, "Tuning")
+    "DIM": {"low": 32, "high": 256, "step": 32},
+    "BLOCKS": {"low": 1, "high": 4},
+    "HEADS": {"choices": [1, 2, 4]},
+    "DROPOUT": {"low": 0.0, "high": 0.5, "step": 0.05},
+}
 
 
 def _init_item_table(weight: torch.Tensor) -> torch.Tensor:

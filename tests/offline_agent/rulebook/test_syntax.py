@@ -8,8 +8,8 @@ import ast
 import pytest
 
 from offline_agent.edits import apply_change, parse_reply
-from offline_agent.rulebook.engine import Draft, RuleContext, search_replace
-from offline_agent.rulebook.syntax import Code, NotFound, expression
+from offline_agent.rulebook.engine import Draft, RuleContext, keyword_is, search_replace
+from offline_agent.rulebook.syntax import Code, NotFound, expression, literal
 
 
 def test_a_keyword_is_set_in_place_or_added_after_the_last_argument_keeping_comments_and_layout():
@@ -26,6 +26,22 @@ def test_positions_after_non_ascii_text_on_the_same_line_are_exact():
     code = Code("optim", 'x = f("été", lr=1e-3)  # ç\n')
     call = code.calls(code.tree, "f")[0]
     assert code.set_keyword(call, "lr", 2e-3) == 'x = f("été", lr=0.002)  # ç\n'
+
+
+def test_a_keyword_that_names_a_module_constant_is_read_and_set_through_the_constant():
+    text = (
+        "LEARNING_RATE = 1e-3  # tuned\n\n\ndef build_optimizer(params):\n    return Adam(params, lr=LEARNING_RATE)\n"
+    )
+    code = Code("optim", text)
+    call = code.calls(code.tree, "Adam")[0]
+    assert literal(code.bound_value(call.keywords[0].value)) == 1e-3
+    assert code.set_keyword(call, "lr", 2e-3) == text.replace("= 1e-3", "= 0.002")  # still read through the name
+    ctx = RuleContext({"optim": text})
+    assert keyword_is("optim", "build_optimizer", "lr", 1e-3)(ctx) is None
+    assert (
+        keyword_is("optim", "build_optimizer", "lr", 2e-3)(ctx)
+        == "optim.py: build_optimizer() passes lr=0.001, not 0.002"
+    )
 
 
 def test_module_constants_are_read_and_set_whatever_their_annotation_or_layout():
