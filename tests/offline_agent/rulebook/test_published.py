@@ -189,3 +189,16 @@ def test_the_child_trains_with_the_real_trainer_on_movielens(tmp_path, prepared_
     result = Trainer(candidate, prepared_small, TrainerConfig(max_epochs=2, progress=False)).fit()
     assert result.epochs == 2 and all(torch.isfinite(torch.tensor(line["loss"])) for line in result.history)
     assert 0.0 <= result.valid["ndcg@10"] <= 1.0
+
+
+def test_the_docs_table_lists_every_rule_with_its_prior():
+    page = (SEEDS.parents[1] / "docs" / "offline_agent.md").read_text()
+    rows = {
+        cells[0].strip("`"): cells[2]
+        for line in page.splitlines()
+        if line.startswith("| `") and len(cells := [cell.strip() for cell in line.strip("|").split("|")]) == 4
+    }
+    assert set(rows) == set(BY_NAME)
+    for name, prior in rows.items():
+        shown = BY_NAME[name].prior
+        assert prior == "0" if shown == 0 else prior.startswith(f"{shown:+.0%}"), (name, prior)
