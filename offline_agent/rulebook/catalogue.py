@@ -404,13 +404,13 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "gbce",
-        prior=0.37,
+        prior=0.29,
         why="gBCE with 256 negatives (t = 0.75) counters the overconfidence of BCE with sampled negatives (gSASRec).",
         requires=(IS_BCE, ONE_NEGATIVE),
         edits=(rewrite("loss", SAMPLED), set_constant("loss", "LOSS", lambda _: "gbce")),
         addresses=("weak_ranking_margin",),
-        source=f"{GSASREC}: on ML-1M the authors' models reach NDCG@10 0.1726 with gBCE, 256 negatives, t = 0.75, "
-        "against 0.1259 with BCE and one negative (+37%)",
+        source=f"{GSASREC}: the authors' ML-1M model reaches NDCG@10 0.1726 (gBCE, 256 negatives, t = 0.75), "
+        "+37% over their BCE run (0.1259) and +29% over the SASRec figure the other loss priors use (0.1341)",
     ),
     Rule(
         "more_negatives",

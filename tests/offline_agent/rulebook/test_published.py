@@ -169,7 +169,7 @@ def test_every_rule_names_its_source_and_the_reply_shows_it_below_the_journal_li
     reply = reply_for(BY_NAME["gbce"], RuleContext(_seed("sasrec_bce")))
     headline, source = reply.splitlines()[:2]
     assert headline.startswith("Rule gbce: ") and "Petrov & Macdonald, RecSys 2023" in source
-    assert source.endswith("(prior +37%).")
+    assert source.endswith("(prior +29%).")
 
 
 # the children train ------------------------------------------------------------------------------------------
