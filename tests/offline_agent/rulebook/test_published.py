@@ -15,7 +15,7 @@ from offline_agent.rulebook.catalogue import RULES
 from offline_agent.rulebook.engine import RuleContext, RuleDoesNotApply, reply_for
 from recsys.candidate import Candidate, load_candidate
 from recsys.trainer import Trainer, TrainerConfig
-from tests.offline_agent.rulebook.conftest import NUM_ITEMS, OVERFIT, SPEC
+from tests.offline_agent.rulebook.conftest import IMPROVING, NUM_ITEMS, OVERFIT, SPEC
 
 BY_NAME = {rule.name: rule for rule in RULES}
 SEEDS = Path(__file__).resolve().parents[3] / "offline_agent" / "seeds"
@@ -173,20 +173,30 @@ def test_every_rule_names_its_source_and_the_reply_shows_it_below_the_journal_li
 
 
 # the children train ------------------------------------------------------------------------------------------
-CHILDREN = {
-    "gbce": ("sasrec_bce", ("gbce", "more_negatives"), {}),
-    "logq_correction": ("sasrec_bce", ("sampled_softmax", "logq_correction"), {"metrics": POPULAR}),
-    "ligr_layers": ("sasrec_bce", ("ligr_layers",), {}),
-    "hstu_attention": ("sasrec_bce", ("hstu_attention",), {}),
-    "dropouts": ("sasrec_bce", ("embedding_dropout", "attention_dropout"), {"history": OVERFIT}),
+CHILDREN: dict[str, tuple[str, list[tuple[str, dict[str, object]]]]] = {
+    "gbce": ("sasrec_bce", [("gbce", {}), ("more_negatives", {})]),
+    "logq_correction": ("sasrec_bce", [("sampled_softmax", {}), ("logq_correction", {"metrics": POPULAR})]),
+    "ligr_layers": ("sasrec_bce", [("ligr_layers", {})]),
+    "hstu_attention": ("sasrec_bce", [("hstu_attention", {})]),
+    "dropouts": (
+        "sasrec_bce",
+        [("embedding_dropout", {"history": OVERFIT}), ("attention_dropout", {"history": OVERFIT})],
+    ),
+    "adamw_warmup": (
+        "sasrec_bce",
+        [("adamw_weight_decay", {"history": OVERFIT}), ("warmup_cosine", {"history": IMPROVING})],
+    ),
 }
 
 
 @pytest.mark.parametrize("case", CHILDREN)
 def test_the_child_trains_with_the_real_trainer_on_movielens(tmp_path, prepared_small, case):
-    seed, rules, evidence = CHILDREN[case]
-    candidate = _load(tmp_path, _child(_seed(seed), *rules, **evidence))
-    result = Trainer(candidate, prepared_small, TrainerConfig(max_epochs=2, progress=False)).fit()
+    seed, steps = CHILDREN[case]
+    sources = _seed(seed)
+    for rule, evidence in steps:
+        sources = _child(sources, rule, **evidence)
+    candidate = _load(tmp_path, sources)
+    result = Trainer(candidate, prepared_small, TrainerConfig(max_epochs=2, max_users=30, progress=False)).fit()
     assert result.epochs == 2 and all(torch.isfinite(torch.tensor(line["loss"])) for line in result.history)
     assert 0.0 <= result.valid["ndcg@10"] <= 1.0
 
