@@ -9,19 +9,25 @@ The parent is timed again right before each child so load changes on the machine
 
     python benchmarks/rule_costs.py                       # ml-latest-small, about 10 minutes
     python benchmarks/rule_costs.py --dataset ml-1m --epochs 2
+    python benchmarks/rule_costs.py --rules gbce ligr_layers   # these re-timed, the others' figures kept
+
+Each cost is a ratio of two timings taken back to back, so figures of rules timed in different runs
+stay comparable; ``timed_in`` says which run (date and command) timed each rule.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import write_result
+from benchmarks.common import RESULTS, write_result
 
 ROOT = Path(__file__).resolve().parent
 SEEDS = ROOT.parent / "offline_agent" / "seeds"
@@ -69,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-latest-small")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per model, after one warm-up epoch")
+    parser.add_argument("--rules", nargs="+", help="time only these rules; the others keep their previous figures")
     args = parser.parse_args()
 
     from tqdm import tqdm
@@ -92,8 +99,12 @@ def main() -> None:
         for curve in (IMPROVING, OVERFIT)
     }  # fmt: skip
     costs: dict[str, dict[str, Any]] = {}
-    skipped = []
-    for rule in tqdm(RULES, desc="rules"):
+    result_name = f"rule_costs_{args.dataset.replace('-', '_')}"
+    previous = json.loads((RESULTS / f"{result_name}.json").read_text()) if args.rules else {}
+    run = f"{datetime.now(UTC).isoformat(timespec='seconds')}: python {' '.join(sys.argv)}"
+    timed_in = {rule: previous.get("date", "") for rule in previous.get("epoch_costs", {})}
+    timed_in = {**timed_in, **previous.get("timed_in", {})}
+    for rule in tqdm([rule for rule in RULES if not args.rules or rule.name in args.rules], desc="rules"):
         found = next(
             (
                 (name, ctx)
@@ -104,7 +115,6 @@ def main() -> None:
             None,
         )
         if found is None or rule.name == "probe_for_complaint":  # a probe runs after training, not per epoch
-            skipped.append(rule.name)
             continue
         parent, ctx = found
         child = apply_change(ctx.sources, parse_reply(reply_for(rule, ctx)))
@@ -116,14 +126,17 @@ def main() -> None:
             "child_seconds_per_epoch": round(child_seconds, 3),
             "measured_epoch_cost": round(child_seconds / parent_seconds, 2),
         }
+        timed_in[rule.name] = run
+    costs = {**previous.get("epoch_costs", {}), **costs}
     figures = {
-        "epoch_costs": costs,
-        "not_timed": skipped,
+        "epoch_costs": {rule.name: costs[rule.name] for rule in RULES if rule.name in costs},
+        "timed_in": {rule.name: timed_in[rule.name] for rule in RULES if rule.name in costs},
+        "not_timed": [rule.name for rule in RULES if rule.name not in costs],
         "timed_epochs": args.epochs,
         "num_items": prepared.num_items,
         "num_users": prepared.num_users,
     }
-    print(write_result(f"rule_costs_{args.dataset.replace('-', '_')}", figures, args.dataset).read_text())
+    print(write_result(result_name, figures, args.dataset).read_text())
 
 
 if __name__ == "__main__":

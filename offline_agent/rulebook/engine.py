@@ -9,6 +9,7 @@ every proposal. A rule that does not apply says why (:meth:`Rule.why_not`) inste
 
 from __future__ import annotations
 
+import ast
 import difflib
 import itertools
 import math
@@ -191,7 +192,8 @@ class Rule:
     times longer an epoch takes after the edit (``python benchmarks/rule_costs.py``; edits within its
     ±10% noise count 1.0); ``addresses``: the diagnosis signals and complaints it answers.
     :meth:`expected_value` combines them into the order rules are tried in. ``requires``: the
-    preconditions, on the evidence and the code; ``edits``: the changes, applied in order."""
+    preconditions, on the evidence and the code; ``edits``: the changes, applied in order. ``source``: the
+    publication (or this project's benchmark) the edit and its prior come from, shown with the rationale."""
 
     name: str
     prior: float
@@ -200,6 +202,7 @@ class Rule:
     edits: tuple[Transform, ...]
     addresses: tuple[str, ...] = ()
     epoch_cost: float = 1.0
+    source: str = ""
 
     def why_not(self, ctx: RuleContext) -> str | None:
         """None when the rule applies to the parent; otherwise every precondition that fails, or what its
@@ -261,9 +264,11 @@ def applicable(rules: Sequence[Rule], ctx: RuleContext, tried: set[str]) -> list
 
 
 def reply_for(rule: Rule, ctx: RuleContext) -> str:
-    """The rule's proposal as a reply: the rule's name, rationale and the evidence it answers, then its edits."""
+    """The rule's proposal as a reply: the rule's name, rationale and the evidence it answers (the line the
+    journal shows), its source and prior, then its edits."""
     evidence = ", ".join(f"{name} {ctx.signal(name):.2f}" for name in rule.addresses if ctx.signal(name))
-    return f"Rule {rule.name}: {rule.why}{f' Evidence: {evidence}.' if evidence else ''}\n\n{rule.propose(ctx)}"
+    headline = f"Rule {rule.name}: {rule.why}{f' Evidence: {evidence}.' if evidence else ''}"
+    return f"{headline}\nSource: {rule.source} (prior {rule.prior:+.0%}).\n\n{rule.propose(ctx)}"
 
 
 # preconditions --------------------------------------------------------------------------------------------
@@ -332,6 +337,24 @@ def lacks(block: str, name: str) -> Condition:
     return in_code(block, lambda code: f"{code.where} already has {name}" if code.uses(name) else None)
 
 
+def takes(block: str, owner: str, method: str, parameters: int) -> Condition:
+    """Class ``owner``'s ``method`` takes ``parameters`` positional parameters, ``self`` included: the shape a
+    replacement written for its calls keeps."""
+
+    def test(code: Code) -> str | None:
+        found = code.classdef(owner)
+        if found is None:
+            return f"{code.where} defines no class {owner}"
+        count = len(code.function(method, found).args.args)
+        return (
+            None
+            if count == parameters
+            else f"{code.where}: {owner}.{method}() takes {count} parameters, not {parameters}"
+        )
+
+    return in_code(block, test)
+
+
 def defines_class(block: str, name: str) -> Condition:
     return in_code(block, lambda code: None if code.classdef(name) else f"{code.where} defines no class {name}")
 
@@ -387,6 +410,26 @@ def add_template(block: str, template: Path) -> Transform:
 
     def transform(ctx: RuleContext, draft: Draft) -> None:
         draft.update(block, load_template(template).add_to(draft.code(block)))
+
+    return transform
+
+
+def replace_class(block: str, old: str, template: Path) -> Transform:
+    """Class ``old`` replaced by the template's class, which takes the same arguments, with the template's
+    imports and constants; every use of ``old`` then names the new class."""
+
+    def transform(ctx: RuleContext, draft: Draft) -> None:
+        loaded = load_template(template)
+        (new,) = [s for s in loaded.statements() if isinstance(s, ast.ClassDef)]
+        code = Code(block, draft.code(block).add_imports(loaded.imports))
+        found = code.classdef(old)
+        if found is None:
+            raise NotFound(f"{code.where} defines no class {old}")
+        code = Code(block, code.replace_statement(found, loaded.text_of([new])))
+        constants = [s for s in loaded.statements() if isinstance(s, ast.Assign | ast.AnnAssign)]
+        if constants:
+            code = Code(block, code.add_constants(loaded.text_of(constants)))
+        draft.update(block, code.rename(old, new.name))
 
     return transform
 

@@ -243,6 +243,20 @@ class Code:
         start, end = self.span(node)
         return self.splice(start, end, new if isinstance(new, str) else ast.unparse(new))
 
+    def replace_statement(self, statement: ast.stmt, code: str) -> str:
+        """``statement`` (with its decorators and the comments right above it) replaced by the lines ``code``."""
+        start = self.line_start(self.first_line(statement))
+        end = self.line_start(statement.end_lineno + 1)  # type: ignore[operator]
+        return self.splice(start, end, code.rstrip("\n") + "\n")
+
+    def rename(self, old: str, new: str) -> str:
+        """Every use of the name ``old`` (not an attribute of that name) written ``new``."""
+        names = [node for node in ast.walk(self.tree) if isinstance(node, ast.Name) and node.id == old]
+        text = self.text
+        for start, end in sorted(map(self.span, names), reverse=True):
+            text = text[:start] + new + text[end:]
+        return text
+
     def set_value(self, node: ast.expr, value: ConstantValue) -> str:
         return self.replace(node, written(value))
 

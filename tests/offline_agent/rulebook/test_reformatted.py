@@ -154,6 +154,23 @@ def _class(block: str, builder: str, name: str) -> Callable[[Candidate, Candidat
     return check
 
 
+def _ligr(child: Candidate, parent: Candidate) -> None:
+    block = _model(child).blocks[0]
+    assert type(block.feed_forward).__name__ == "SwiGLUFeedForward"
+    with torch.no_grad():  # a closed attention gate leaves only the feed-forward update
+        before = block(torch.ones(1, 3, 64))
+        block.attention_gate.bias.fill_(-1e4)
+        assert not torch.allclose(before, block(torch.ones(1, 3, 64)))
+
+
+def _hstu(child: Candidate, parent: Candidate) -> None:
+    assert {type(block.attention).__name__ for block in _model(child).blocks} == {"PointwiseAttention"}
+
+
+def _embedding_dropout(child: Candidate, parent: Candidate) -> None:
+    assert _model(child).input_dropout.p == 0.5 and child.modules["model"].DROPOUT == 0.2
+
+
 def _rating_reward(child: Candidate, parent: Candidate) -> None:
     assert "signal: rating" in child.modules["reward"].REWARD_SPEC
 
@@ -163,12 +180,17 @@ ERA_PROBE = _child("sasrec_ce", "probe_for_complaint", feedback={"complaints": {
 CASES: list[tuple[str, Callable[[Path], dict[str, str]], dict[str, Any], Callable[[Candidate, Candidate], None]]] = [
     ("full_cross_entropy", _seed("sasrec_bce"), {}, _class("loss", "build_train_task", "FullCrossEntropy")),
     ("sampled_softmax", _seed("sasrec_bce"), {}, _constant("loss", "NEGATIVES", 256)),
-    ("sampled_softmax", _seed("mf_bpr"), {}, _class("loss", "build_train_task", "SampledSoftmax")),
+    ("sampled_softmax", _seed("mf_bpr"), {}, _class("loss", "build_train_task", "SampledLoss")),
+    ("gbce", _seed("sasrec_bce"), {}, _constant("loss", "LOSS", "gbce")),
     ("more_negatives", SAMPLED, {}, _constant("loss", "NEGATIVES", 512)),
     ("logq_correction", SAMPLED, {"metrics": {"popularity_lift@10": 2.4}}, _constant("loss", "SAMPLER", "popularity")),
     ("uniformity_regularizer", _seed("sasrec_ce"), {"metrics": {"coverage@10": 0.1}}, _uniformity_added),
     ("uniformity_regularizer", _seed("mf_bpr"), {"metrics": {"coverage@10": 0.1}}, _uniformity_added),
     ("more_dropout", _seed("sasrec_ce"), {"history": OVERFIT}, _constant("model", "DROPOUT", 0.3)),
+    ("embedding_dropout", _seed("sasrec_ce"), {"history": OVERFIT}, _embedding_dropout),
+    ("attention_dropout", _seed("sasrec_bce"), {"history": OVERFIT}, _constant("model", "ATTENTION_DROPOUT", 0.3)),
+    ("ligr_layers", _seed("sasrec_ce"), {}, _ligr),
+    ("hstu_attention", _seed("sasrec_bce"), {}, _hstu),
     ("adamw_weight_decay", _seed("sasrec_ce"), {"history": OVERFIT}, _adamw),
     ("warmup_cosine", _seed("sasrec_ce"), {"history": IMPROVING}, _warmup),
     ("deeper", _seed("sasrec_ce"), {}, _blocks),

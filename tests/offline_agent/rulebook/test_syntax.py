@@ -71,6 +71,14 @@ def test_a_statement_is_inserted_after_another_at_its_indentation_even_at_the_en
         one_line.append_to(one_line.function("f"), added)
 
 
+def test_a_class_is_replaced_with_its_decorators_and_comments_and_only_its_name_is_renamed_elsewhere():
+    text = "X = 1\n\n\n# the old one\n@dataclass\nclass Old:\n    pass\n\n\nmade = Old(Old)\nx.Old = 'Old'\n"
+    code = Code("model", text)
+    replaced = Code("model", code.replace_statement(code.classdef("Old"), "class New:\n    pass"))  # type: ignore[arg-type]
+    assert replaced.text == "X = 1\n\n\nclass New:\n    pass\n\n\nmade = Old(Old)\nx.Old = 'Old'\n"
+    assert replaced.rename("Old", "New").endswith("made = New(New)\nx.Old = 'Old'\n")
+
+
 def test_an_expression_pattern_takes_the_parents_own_names_and_nodes():
     value = ast.parse("last @ table.T", mode="eval").body
     filled = expression("SCORES - PENALTY * SELF.log_popularity", SCORES=value, SELF="me")
