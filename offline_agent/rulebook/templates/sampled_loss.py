@@ -20,6 +20,10 @@ SAMPLER = "uniform"
 LOGQ = False
 LOSS = "softmax"
 CALIBRATION = 0.75
+SEARCH_SPACE = {  # what tuning may set (docs/offline_agent.md, "Tuning")
+    "NEGATIVES": {"choices": [64, 128, 256, 512, 1024, 2048, 4096]},
+    "CALIBRATION": {"low": 0.0, "high": 1.0, "step": 0.05},
+}
 
 
 def sampling_probabilities(num_items: int, popularity: torch.Tensor | None) -> torch.Tensor:

@@ -212,3 +212,13 @@ def test_the_docs_table_lists_every_rule_with_its_prior():
     for name, prior in rows.items():
         shown = BY_NAME[name].prior
         assert prior == "0" if shown == 0 else prior.startswith(f"{shown:+.0%}"), (name, prior)
+
+
+def test_a_sampled_loss_child_declares_its_negatives_and_calibration_for_tuning():
+    from offline_agent.search_space import current_values, declared_space
+
+    child = _child(_seed("sasrec_bce"), "gbce", "more_negatives")
+    space = declared_space(child)
+    assert {"loss.NEGATIVES", "loss.CALIBRATION"} <= {tunable.key for tunable in space}
+    values = current_values(child, space)
+    assert values is not None and values["loss.NEGATIVES"] == 512 and values["loss.CALIBRATION"] == 0.75
