@@ -393,8 +393,18 @@ class Evolution:
         return children, None
 
     def end_generation(self) -> None:
-        """Let the best programs migrate between islands once a generation is stored."""
+        """Once a generation is stored: the promotions it made due (with rungs), then the best programs
+        migrate between islands."""
+        if self.rungs is not None:
+            self.rungs.promote()
         self.db.migrate(int(self.db.get_state("iteration", 0)))
+
+    def end_selection(self, stopped: str) -> None:
+        """With rungs: store why selection ended (a run resumed after this proposes nothing more), then
+        train the finals."""
+        if self.rungs is not None:
+            self.db.set_state("selection_ended", stopped)
+            self.rungs.finals()
 
     def run(self, on_progress: Callable[[int, EvolutionSummary], None] | None = None) -> EvolutionSummary:
         """Selection until a budget is spent, then (with rungs) the finals. Under rungs the end of selection is
@@ -402,11 +412,9 @@ class Evolution:
         started = time.monotonic()
         self._evaluate_all(self.start())
         if self.rungs is not None:
-            self.rungs.promote()
+            self.rungs.promote()  # those a stopped run left pending
         stopped = self.db.get_state("selection_ended") or self._select(started, on_progress)
-        if self.rungs is not None:
-            self.db.set_state("selection_ended", stopped)
-            self.rungs.finals()
+        self.end_selection(stopped)
         return self.summary(stopped, started)
 
     def _select(self, started: float, on_progress: Callable[[int, EvolutionSummary], None] | None) -> str:
@@ -418,11 +426,9 @@ class Evolution:
                 return "CPU budget"
             children, budget_spent = self.propose_generation(self.config.workers)
             self._evaluate_all(children)
-            if self.rungs is not None:
-                self.rungs.promote()
+            self.end_generation()
             if budget_spent is not None:
                 return budget_spent
-            self.end_generation()
             if on_progress is not None:
                 on_progress(int(self.db.get_state("iteration", 0)), self.summary("running", started))
         return "iterations"
