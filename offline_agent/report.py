@@ -144,14 +144,12 @@ def rung_section(db: ProgramDatabase, fitness: str) -> list[str]:
     lines += ["", "| rungs | Kendall τ | pairs | fraction promoted |", "|---|---|---|---|"]
     for f in db.get_state("proxy_fidelity", []):
         lines.append(f"| {f['lower']} → {f['lower'] + 1} | {_fmt(f['tau'])} | {f['pairs']} | {f['fraction']:.2f} |")
-    finals = [r for r in results if r.rung == max(r.rung for r in results) and r.rung > 0]
-    if finals:
-        lines += [
-            "",
-            f"| top rung | trained epochs | stopped | validation {fitness} | test {fitness} |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [_final_row(r, fitness) for r in sorted(finals, key=lambda r: -(r.fitness or -1.0))]
+    top = max(r.rung for r in results)
+    if top > 0:
+        lines += ["", f"| candidate at rung {top} | trained epochs | stopped | validation {fitness} | test {fitness} |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        at_top = sorted((r for r in results if r.rung == top), key=lambda r: -(r.fitness or -1.0))
+        lines += [_final_row(r, fitness) for r in at_top]
     return [*lines, ""]
 
 
