@@ -347,8 +347,9 @@ class Evolution:
         return child
 
     def _evaluate_all(self, programs: list[Program]) -> None:
-        if self.rungs is not None:
-            programs = [p for p in programs if not self._known(p)]
+        if self.rungs is not None:  # one evaluation per code: record() stores it for the twins
+            distinct = {p.content_hash: p for p in reversed(programs) if not self._known(p)}
+            programs = list(distinct.values())[::-1]
         with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
             outcomes = list(pool.map(lambda program: evaluate_candidate(program.blocks, self.evaluation), programs))
         for program, outcome in zip(programs, outcomes, strict=True):

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from typer.testing import CliRunner
 
 from evorec.cli import app
+from offline_agent.evaluator import content_key
 from offline_agent.program_db import DatabaseConfig, ProgramDatabase
 from pipelines.config import PipelineConfig, load_pipeline_config
 from pipelines.runner import PipelineRunError, compile_pipeline, run_local, submit
@@ -248,6 +249,11 @@ def test_the_two_loop_pipeline_runs_here_end_to_end(tmp_path, prepared_small, ar
               for path in Path(summary["folder"]).rglob("evolution.db")]  # fmt: skip
     [db] = [state for state in states if any(r.rung == 2 for r in state.rung_results())]  # the last generation's
     results = db.rung_results()
+    folder = Path(str(db.engine.url.database)).parent / "checkpoints"
+    for program in db.programs(status="evaluated"):  # each checkpoint came with its outcome, and went on from there
+        judged = json.loads((folder / content_key(program.blocks) / "judged.json").read_text())
+        reached = max(r.trained_epochs or 0 for r in results if r.content_hash == program.content_hash)
+        assert len(judged["history"]) == reached
     assert {r.rung for r in results} == {0, 1, 2} and all(r.status == "evaluated" for r in results)
     assert [r.trained_epochs for r in results if r.rung == 1] == [2] * len([r for r in results if r.rung == 1])
     top = db.best_at_top_rung()
