@@ -1,224 +1,202 @@
-"""Evolution with the rulebook proposer against random search over a fixed hyperparameter space.
+"""An equal-compute race: evorec against what an engineer would run instead, from the same seed.
 
-Both arms start from sasrec_bce, get the same number of evaluations and the same evaluation
-cascade (smoke run, then budgeted training in the sandbox). Each arm's best is chosen on
-validation NDCG@10; its test NDCG@10 is reported. The arms advance together, their evaluations
-side by side (a core each), so a run stopped by its time budget compares like with like; state
-lives under ``benchmarks/state/evolve_<dataset>/`` and the next invocation resumes.
+Three arms start from ``sasrec_bce`` and spend the same CPU time on selection (``--cpu-budget``: seconds ×
+threads of every rung evaluation; the finals are not counted):
 
-Selection runs on a short training budget; published figures are of models trained to
-convergence. So, once both arms have spent their evaluations, each arm's best is trained again
-in the sandbox until early stopping (``final``), checkpointed so that it spans invocations.
+- ``evorec``: the rulebook proposer with directional feedback, multi-fidelity rungs (successive halving over
+  ``--rungs`` epochs, τ-adaptive), tune children and the bandit between edit kinds;
+- ``optuna``: Optuna's TPE over the seed's declared numbers with Hyperband pruning on the same rungs;
+- ``random``: random sampling with the same Hyperband (Hyperband proper).
 
-    python benchmarks/evolve.py --dataset ml-1m --evaluations 8 --train-seconds 900   # -> evolve_ml1m.json
-    python benchmarks/evolve.py --dataset ml-latest-small --evaluations 6 --train-seconds 45     # fast variant
+Every candidate of every arm is trained by the same sandboxed, judged evaluator (one thread each). The arms
+run side by side, a thread each, so load from other work on the machine falls on all alike. When an arm
+has spent its budget, its top ``--finals`` (highest rung reached, then validation) are trained to
+convergence from their checkpoints; the best of them on validation is the arm's result, and its test
+NDCG@10 (computed once, never ranked on) is the arm's figure.
+
+Resumable: everything lives under ``benchmarks/state/race_<dataset>/`` (the evolution database, the Optuna
+studies, each arm's ``finals.json``: committed; the candidates' checkpoints: on this machine only, a few
+MB each); an invocation spends at most ``--budget-seconds`` of wall time and the next goes on. A
+checkpoint that is missing (another machine) is trained again from scratch, its time counted. Once every
+final has finished, only the finals' checkpoints are kept.
+
+    python benchmarks/evolve.py --dataset ml-1m --cpu-budget 7200 --budget-seconds 3600   # -> evolve_ml1m.json
+    python benchmarks/evolve.py --dataset ml-latest-small --cpu-budget 300 --rungs 1,2 --final-epochs 4  # fast
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import RESULTS, write_result
 
-if TYPE_CHECKING:
-    from offline_agent.evaluator import EvaluationConfig, EvaluationOutcome
-
 ROOT = Path(__file__).resolve().parent
 SEED = ROOT.parent / "offline_agent" / "seeds" / "sasrec_bce"
-SPACE: dict[str, tuple[str, str, list[Any]]] = {
-    "dim": ("model", "DIM = 64", [32, 64, 128]),
-    "blocks": ("model", "BLOCKS = 2", [1, 2, 3]),
-    "heads": ("model", "HEADS = 2", [1, 2, 4]),
-    "dropout": ("model", "DROPOUT = 0.2", [0.1, 0.2, 0.3, 0.5]),
-    "lr": ("optim", "LEARNING_RATE = 1e-3", [5e-4, 1e-3, 2e-3]),
-    "batch_size": ("optim", "BATCH_SIZE = 128", [64, 128, 256]),
-}
+ARMS = ("evorec", "optuna", "random")
+PUBLISHED_SASREC_PLUS_3000 = 0.1857  # ../shared/PROTOCOL.md, ML-1M test NDCG@10
+FINALS = "finals.json"
 
 
-def random_configuration(rng: random.Random) -> dict[str, Any]:
-    return {name: rng.choice(values) for name, (_, _, values) in SPACE.items()}
+class Arm(Protocol):
+    """What the race asks of an arm."""
 
+    def cpu_seconds(self) -> float: ...
 
-def apply_configuration(sources: dict[str, str], configuration: dict[str, Any]) -> dict[str, str]:
-    """The seed's blocks with the sampled hyperparameters written in."""
-    updated = dict(sources)
-    for name, value in configuration.items():
-        block, default, _ = SPACE[name]
-        key = default.split("=")[0].rstrip()
-        joiner = " = " if " = " in default else "="
-        updated[block] = updated[block].replace(default, f"{key}{joiner}{value}", 1)
-    return updated
+    def evaluations(self) -> int: ...
 
+    def step(self) -> None: ...
 
-def log_trial(log: Path, configuration: dict[str, Any], outcome: EvaluationOutcome) -> dict[str, Any]:
-    """Append one random-search evaluation to its JSON-lines log (what a resumed run reads back)."""
-    trial = {"configuration": configuration, "status": outcome.status, "reason": outcome.reason,
-             "valid": outcome.valid, "test": outcome.test, "seconds": round(outcome.seconds, 1)}  # fmt: skip
-    with log.open("a") as handle:
-        handle.write(json.dumps(trial) + "\n")
-    return trial
+    def finalists(self) -> list[dict[str, str]]: ...
 
-
-def final_training(arms: dict[str, dict[str, str]], evaluation: EvaluationConfig, state: Path, seconds: float
-                   ) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Each arm's best trained side by side until early stopping, or for ``seconds`` more; resumable."""
-    from offline_agent.evaluator import evaluate_candidate
-
-    update = {"train_seconds": seconds, "max_epochs": None, "diagnose": False, "checkpoint_dir": str(state / "final")}
-    config = evaluation.model_copy(update=update)
-    with ThreadPoolExecutor(max_workers=len(arms)) as pool:
-        outcomes = pool.map(lambda sources: evaluate_candidate(sources, config), arms.values())
-        return {arm: _final_figures(outcome) for arm, outcome in zip(arms, outcomes, strict=True)}
-
-
-def _final_figures(outcome: EvaluationOutcome) -> dict[str, Any]:
-    if outcome.status != "evaluated" or not outcome.valid or not outcome.test:
-        return {"finished": False, "reason": outcome.reason}
-    return {
-        "finished": outcome.stopped in ("patience", "epochs"),
-        "stopped": outcome.stopped,
-        "valid_ndcg10": round(outcome.valid["ndcg@10"], 4),
-        "test_ndcg10": round(outcome.test["ndcg@10"], 4),
-        "test_hr10": round(outcome.test["hr@10"], 4),
-        "epochs": len(outcome.history),
-        "best_epoch": outcome.best_epoch,
-        "training_seconds": outcome.history[-1]["seconds"],
-    }
-
-
-def _finished(final: dict[str, dict[str, Any]]) -> bool:
-    return bool(final) and all(arm.get("finished") for arm in final.values())
+    def proxy_fidelity(self) -> list[dict[str, Any]]: ...
 
 
 def _result_name(dataset: str) -> str:
     return "evolve_ml1m" if dataset == "ml-1m" else f"evolve_{dataset.replace('-', '_')}"
 
 
+def train_finals(
+    folder: Path, finalists: list[dict[str, str]], evaluation: Any, final_epochs: int, deadline: float
+) -> dict[str, Any]:
+    """Train each finalist on towards convergence until ``deadline`` (monotonic), from its kept checkpoint;
+    the record in ``folder/finals.json`` says which finished, with what, in how many seconds."""
+    from offline_agent.evaluator import content_key, evaluate_candidate
+
+    path = folder / FINALS
+    record: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    for sources in finalists:
+        key = content_key(sources)
+        before = record.get(key, {})
+        remaining = deadline - time.monotonic() - evaluation.overhead_seconds
+        if before.get("finished") or remaining < 60:
+            continue
+        config = evaluation.model_copy(update={"max_epochs": final_epochs, "smoke": False, "train_seconds": remaining})
+        outcome = evaluate_candidate(sources, config)
+        seconds = before.get("seconds", 0.0) + outcome.seconds
+        if outcome.status != "evaluated" or not outcome.valid or not outcome.test:
+            record[key] = {"finished": False, "reason": outcome.reason, "seconds": round(seconds, 1)}
+        else:
+            record[key] = {
+                "finished": outcome.stopped in ("patience", "epochs"),
+                "stopped": outcome.stopped,
+                "valid_ndcg10": round(outcome.valid["ndcg@10"], 4),
+                "test_ndcg10": round(outcome.test["ndcg@10"], 4),
+                "epochs": len(outcome.history),
+                "best_epoch": outcome.best_epoch,
+                "seconds": round(seconds, 1),
+            }
+        path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def race_arm(
+    name: str, arm: Arm, folder: Path, budget: float, evaluation: Any, final_epochs: int, deadline: float
+) -> dict[str, Any]:
+    """Selection until the arm's CPU budget is spent (or this invocation's time), then its finals."""
+    while arm.cpu_seconds() < budget and time.monotonic() < deadline:
+        arm.step()
+        print(f"{name}: {arm.evaluations()} evaluations, {arm.cpu_seconds():.0f} of {budget:.0f} CPU-s", flush=True)
+    selected = arm.cpu_seconds() >= budget
+    finals = train_finals(folder, arm.finalists(), evaluation, final_epochs, deadline) if selected else {}
+    finished = [f for f in finals.values() if f.get("finished")]
+    done = selected and len(finished) == len(arm.finalists()) > 0
+    best = max(finished, key=lambda f: f["valid_ndcg10"]) if done else None
+    return {
+        "final_test_ndcg10": best["test_ndcg10"] if best else None,
+        "final_valid_ndcg10": best["valid_ndcg10"] if best else None,
+        "cpu_seconds": round(arm.cpu_seconds(), 1),
+        "evaluations": arm.evaluations(),
+        "selection_finished": selected,
+        "finals_finished": done,
+        "finals": finals,
+        "proxy_fidelity": arm.proxy_fidelity(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-latest-small")
-    parser.add_argument("--evaluations", type=int, default=8, help="evaluations per arm, the seed included")
-    parser.add_argument("--train-seconds", type=float, default=60)
-    parser.add_argument("--budget-seconds", type=float, default=3600, help="time this invocation may spend")
+    parser.add_argument("--cpu-budget", type=float, default=7200, help="selection's CPU-seconds per arm")
+    parser.add_argument("--budget-seconds", type=float, default=3600, help="wall time this invocation may spend")
+    parser.add_argument("--rungs", default="2,6,18", help="epochs of each rung, increasing")
+    parser.add_argument("--finals", type=int, default=3, help="candidates of each arm trained to convergence")
+    parser.add_argument(
+        "--final-epochs", type=int, default=200, help="the finals' epoch cap (early stopping ends them)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--final", action=argparse.BooleanOptionalAction, default=True,
-                        help="train each arm's best to convergence once the evaluations are spent")  # fmt: skip
+    parser.add_argument("--arms", default=",".join(ARMS), help="which arms to run (all three for the result)")
     args = parser.parse_args()
+    started = time.monotonic()
+    deadline = started + args.budget_seconds
 
-    from offline_agent.evaluator import EvaluationConfig, evaluate_candidate
-    from offline_agent.evolve import Evolution, EvolutionConfig
-    from offline_agent.program_db import DatabaseConfig
+    import optuna
+
+    from benchmarks.hpo_arm import HyperbandArm
+    from benchmarks.race_evorec import EvorecArm
+    from offline_agent.evaluator import EvaluationConfig, content_key
+    from offline_agent.rungs import RungConfig
     from recsys.candidate import load_candidate
     from recsys.data.lookup import prepared_dataset
     from recsys.settings import get_settings
 
-    started = time.monotonic()
     prepared = prepared_dataset(args.dataset, get_settings())
-    state = ROOT / "state" / f"evolve_{args.dataset}"
+    state = ROOT / "state" / f"race_{args.dataset}"
     state.mkdir(parents=True, exist_ok=True)
-    evaluation = EvaluationConfig(
-        dataset=str(prepared.path), seed=args.seed, train_seconds=args.train_seconds, work_dir=str(state / "sandboxes")
+    rungs = RungConfig(
+        epochs=tuple(int(e) for e in args.rungs.split(",")), finals=args.finals, final_epochs=args.final_epochs
     )
-    base = EvolutionConfig(
-        seed_candidate=str(SEED),
-        dataset=str(prepared.path),
-        run_dir=str(state / "evolution"),
-        seed=args.seed,
-        database=DatabaseConfig(islands=1),
-        evaluation=evaluation,
-    )
-    random_log = state / "random_search.jsonl"
-    resumed = random_log.exists() or (state / "evolution").exists()  # a fresh state starts the tallies afresh
-    trials = [json.loads(line) for line in random_log.read_text().splitlines()] if random_log.exists() else []
-    rng = random.Random(args.seed)
-    configurations = [random_configuration(rng) for _ in range(args.evaluations)]
+    evaluation = EvaluationConfig(dataset=str(prepared.path), seed=args.seed, work_dir=str(state / "sandboxes"))
     seed_sources = dict(load_candidate(SEED).sources)
 
-    def evolution_evaluations(evolution: Evolution) -> int:
-        counts = evolution.db.counts()
-        return counts.get("evaluated", 0) + counts.get("failed", 0)
+    def arm(name: str) -> tuple[Arm, EvaluationConfig]:
+        folder = state / name
+        checkpoints = evaluation.model_copy(update={"checkpoint_dir": str(folder / "checkpoints")})
+        if name == "evorec":
+            return EvorecArm(SEED, prepared.path, checkpoints, rungs, folder, args.seed), checkpoints
+        sampler = (
+            optuna.samplers.TPESampler(seed=args.seed) if name == "optuna" else optuna.samplers.RandomSampler(args.seed)
+        )
+        return HyperbandArm(name, sampler, seed_sources, checkpoints, rungs, folder), checkpoints
 
-    evolution = Evolution(base.model_copy(update={"iterations": 0}), prepared.path)
-    stopped = "evaluations"
-    with ThreadPoolExecutor(max_workers=1) as random_search:
-        while evolution_evaluations(evolution) < args.evaluations or len(trials) < args.evaluations:
-            if time.monotonic() - started >= args.budget_seconds:
-                stopped = "time budget"
-                break
-            pending = None
-            if len(trials) < args.evaluations and len(trials) <= evolution_evaluations(evolution):
-                configuration = configurations[len(trials)]
-                sources = apply_configuration(seed_sources, configuration)
-                pending = random_search.submit(evaluate_candidate, sources, evaluation)  # its own sandbox process
-            if evolution_evaluations(evolution) < args.evaluations:
-                target = int(evolution.db.get_state("iteration", 0)) + 1
-                evolution = Evolution(base.model_copy(update={"iterations": target}), prepared.path)
-                evolution.run()
-            if pending is not None:
-                trials.append(log_trial(random_log, configuration, pending.result()))
+    arms = {name: arm(name) for name in ARMS if name in args.arms.split(",")}
+    with ThreadPoolExecutor(max_workers=len(arms)) as pool:
+        futures = {
+            name: pool.submit(
+                race_arm, name, built, state / name, args.cpu_budget, config, rungs.final_epochs, deadline
+            )
+            for name, (built, config) in arms.items()
+        }
+        figures = {name: future.result() for name, future in futures.items()}
 
-    best = evolution.db.best()
-    scored = [t for t in trials if t["status"] == "evaluated"]
-    random_best = max(scored, key=lambda t: t["valid"]["ndcg@10"]) if scored else None
     previous_path = RESULTS / f"{_result_name(args.dataset)}.json"
-    previous = json.loads(previous_path.read_text()) if resumed and previous_path.exists() else {}
-    final = previous.get("final", {})
-    overhead = evaluation.smoke_seconds + evaluation.overhead_seconds
-    remaining = args.budget_seconds - (time.monotonic() - started) - overhead
-    if args.final and stopped == "evaluations" and best and random_best and not _finished(final) and remaining >= 60:
-        configuration = random_best["configuration"]
-        arms = {"evolution": best.blocks, "random_search": apply_configuration(seed_sources, configuration)}
-        final = final_training(arms, evaluation, state, remaining)
-    figures = {
-        "best_valid_ndcg10": round(best.fitness, 4) if best and best.fitness is not None else None,
-        "best_test_ndcg10": round(best.feedback.test_metrics["ndcg@10"], 4)
-        if best and best.feedback.test_metrics
-        else None,
-        "best_lineage": [p.feedback.rule or p.origin for p in evolution.db.lineage(best.key)] if best else [],
-        "evolution_trials": [
-            {
-                "key": p.key[:12],
-                "parent": (p.parent_key or "")[:12],
-                "rule": p.feedback.rule or p.origin,
-                "status": p.status,
-                "valid_ndcg10": round(p.fitness, 4) if p.fitness is not None else None,
-            }
-            for p in evolution.db.programs()
-            if p.status != "pending"
-        ],
-        "random_search_trials": [
-            {
-                **t["configuration"],
-                "status": t["status"],
-                "valid_ndcg10": round(t["valid"]["ndcg@10"], 4) if t["valid"] else None,
-            }
-            for t in trials
-        ],
-        "random_search_best_valid_ndcg10": round(random_best["valid"]["ndcg@10"], 4) if random_best else None,
-        "random_search_best_test_ndcg10": round(random_best["test"]["ndcg@10"], 4) if random_best else None,
-        "random_search_best_configuration": random_best["configuration"] if random_best else None,
-        "evaluations": {"evolution": evolution_evaluations(evolution), "random_search": len(trials)},
-        "evaluations_per_arm": args.evaluations,
-        "train_seconds_per_evaluation": args.train_seconds,
-        "published_sasrec_plus_3000_test_ndcg10": 0.1857 if args.dataset == "ml-1m" else None,
-        "finished": stopped == "evaluations",
-        "final": final,
-        "final_test_ndcg10": final.get("evolution", {}).get("test_ndcg10"),
-        "random_search_final_test_ndcg10": final.get("random_search", {}).get("test_ndcg10"),
-        "final_finished": _finished(final),
-        "sessions": previous.get("sessions", 0) + 1,
-        "seconds": round(previous.get("seconds", 0.0) + time.monotonic() - started, 1),
+    previous = json.loads(previous_path.read_text()) if previous_path.exists() else {}
+    same_race = previous.get("race") == {"cpu_budget": args.cpu_budget, "rungs": list(rungs.epochs), "seed": args.seed}
+    finished = all(f["finals_finished"] for f in figures.values()) and set(figures) == set(ARMS)
+    if finished:  # the race is over: keep the finals' checkpoints only
+        for name, (built, _) in arms.items():
+            keep = {content_key(sources) for sources in built.finalists()}
+            for folder in (state / name / "checkpoints").iterdir():
+                if folder.name not in keep:
+                    shutil.rmtree(folder)
+    result = {
+        "race": {"cpu_budget": args.cpu_budget, "rungs": list(rungs.epochs), "seed": args.seed},
+        "arms": figures,
+        "proxy_fidelity": figures.get("evorec", {}).get("proxy_fidelity"),
+        "published_sasrec_plus_3000_test_ndcg10": PUBLISHED_SASREC_PLUS_3000 if args.dataset == "ml-1m" else None,
+        "finished": finished,
+        "sessions": (previous.get("sessions", 0) if same_race else 0) + 1,
+        "seconds": round((previous.get("seconds", 0.0) if same_race else 0.0) + time.monotonic() - started, 1),
     }
-    path = write_result(_result_name(args.dataset), figures, args.dataset)
+    path = write_result(_result_name(args.dataset), result, args.dataset)
     print(path.read_text())
 
 

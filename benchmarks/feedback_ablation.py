@@ -38,7 +38,8 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import RESULTS, write_result
-from benchmarks.evolve import SEED, apply_configuration, log_trial, random_configuration
+from benchmarks.evolve import SEED
+from benchmarks.random_search import apply_configuration, log_trial, random_configuration
 
 ROOT = Path(__file__).resolve().parent
 ARMS = ("directional", "scalar_only", "random")

@@ -62,11 +62,14 @@ class TreeMemory:
             self.peak_mb = max(self.peak_mb, total / 2**20)
 
 
-def pipeline_run(folder: Path) -> dict[str, Any]:
-    """`evorec run` in ``folder`` against a fresh registry; its summary, seconds and peak memory."""
+def pipeline_run(folder: Path, config: Path | None = None) -> dict[str, Any]:
+    """`evorec run` in ``folder`` (with ``config``, else the embedded default) against a fresh registry; its
+    summary, seconds and peak memory."""
     env = {**os.environ, "EVOREC_REGISTRY_URL": f"sqlite:///{folder / 'registry.db'}"}
     started = time.monotonic()
-    process = subprocess.Popen([str(EVOREC), "run"], cwd=folder, env=env)
+    process = subprocess.Popen(
+        [str(EVOREC), "run", *(["--config", str(config)] if config else [])], cwd=folder, env=env
+    )
     with TreeMemory(process.pid) as memory:
         code = process.wait()
     if code != 0:

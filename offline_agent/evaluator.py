@@ -57,6 +57,7 @@ class EvaluationConfig(BaseModel):
 
     dataset: str = Field(default="", description="prepared folder; the evolution run fills it in")
     seed: int = 0
+    smoke: bool = Field(default=True, description="off for a training resumed from a candidate that passed it")
     smoke_users: int = Field(default=200, ge=10)
     smoke_seconds: float = Field(default=60, gt=0)
     train_seconds: float = Field(default=600, gt=0)
@@ -370,7 +371,7 @@ def _cascade(sources: dict[str, str], config: EvaluationConfig) -> EvaluationOut
          config.train_seconds + config.overhead_seconds),
     ]  # fmt: skip
     outcome = None
-    for stage, job, wall in stages:
+    for stage, job, wall in stages if config.smoke else stages[1:]:
         kept = (
             Path(config.checkpoint_dir) / content_key(sources) if config.checkpoint_dir and stage == "train" else None
         )

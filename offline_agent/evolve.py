@@ -6,7 +6,13 @@ in the sandbox and stores the outcome. The iteration counter is saved as soon as
 written, so a run killed at any moment resumes by evaluating its pending children and goes on
 with the next iteration: no candidate lost, none evaluated twice, the seed never added again.
 Failures of the proposer, of an edit or of a candidate are recorded with their reason and the
-run goes on; a spent time, token or dollar budget ends it cleanly.
+run goes on; a spent time, CPU, token or dollar budget ends it cleanly.
+
+With ``rungs`` (multi-fidelity selection, :mod:`offline_agent.rungs`), a candidate's evaluation is
+its rung-0 training (``programs.fitness`` stays that fitness: every candidate has it, at the same
+fidelity, so parents and children compare fairly); after each generation the promotions due are
+trained further, and once selection ends the finals are. The run's best is then the best of the
+highest rung reached.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from offline_agent import SEEDS
 from offline_agent.diagnosis.report import DiagnosisReport
@@ -29,9 +35,11 @@ from offline_agent.edits import EditError, apply_change, behaviour_hash, parse_r
 from offline_agent.evaluator import EvaluationConfig, EvaluationOutcome, evaluate_candidate
 from offline_agent.llm.base import BudgetExhausted, LLMConfig, LLMError, Spend
 from offline_agent.llm.registry import build_llm
+from offline_agent.multifidelity import MultiFidelity
 from offline_agent.program_db import DatabaseConfig, Program, ProgramDatabase
 from offline_agent.proposers import LLMProposer, NoProposal, ProposalRequest, Proposer, RulebookProposer
 from offline_agent.records import EditChoice, Feedback
+from offline_agent.rungs import RungConfig
 from offline_agent.simulator.aggregate import LLMAggregator, simulate
 from offline_agent.simulator.cache import ReplyCache
 from offline_agent.simulator.critiques import LLMCritic
@@ -81,6 +89,9 @@ class EvolutionConfig(BaseModel):
     run_dir: str = "runs/evolve"
     iterations: int = Field(default=20, ge=0)
     max_seconds: float | None = Field(default=None, gt=0)
+    max_cpu_seconds: float | None = Field(
+        default=None, gt=0, description="selection's CPU time: each rung evaluation's seconds × threads"
+    )
     max_usd: float | None = Field(default=None, ge=0)
     max_tokens: int | None = Field(default=None, ge=0)
     seed: int = 0
@@ -90,6 +101,17 @@ class EvolutionConfig(BaseModel):
     tuning: TuningConfig = TuningConfig()
     database: DatabaseConfig = DatabaseConfig()
     evaluation: EvaluationConfig = EvaluationConfig(dataset="")
+    rungs: RungConfig | None = Field(default=None, description="multi-fidelity selection; none: one budget for all")
+
+    @model_validator(mode="after")
+    def _rungs(self) -> EvolutionConfig:
+        if self.rungs is not None and self.evaluation.max_epochs is not None:
+            raise ValueError(
+                "evaluation.max_epochs and rungs.epochs both set the epochs: with rungs, leave out max_epochs"
+            )
+        if self.rungs is None and self.max_cpu_seconds is not None:
+            raise ValueError("max_cpu_seconds counts rung evaluations: set rungs too (or use max_seconds)")
+        return self
 
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{Path(self.run_dir).resolve() / 'evolution.db'}"
@@ -118,6 +140,7 @@ class EvolutionSummary:
     best: Program | None
     stopped: str
     seconds: float
+    cpu_seconds: float  # selection's, with rungs; 0 without
     usd: float
     tokens: int
 
@@ -159,6 +182,8 @@ class Evolution:
         self.prepared = PreparedDataset.open(prepared_path, verify=False)
         self.sequences = UserSequences.from_prepared(self.prepared)
         self.directional = config.feedback.mode == "directional"
+        rungs = config.rungs
+        checkpoints = config.evaluation.checkpoint_dir or str(self.run_dir / "checkpoints")
         personas = config.feedback.personas if self.directional else 0
         list_users = tuple(int(u) for u in sample_users(self.sequences, personas, config.seed)) if personas else ()
         self.evaluation = config.evaluation.model_copy(
@@ -168,8 +193,10 @@ class Evolution:
                 "diagnose": self.directional and config.evaluation.diagnose,
                 "list_users": list_users,
                 "hidden_paths": (*config.evaluation.hidden_paths, str(self.run_dir)),
+                **({"max_epochs": rungs.epochs[0], "checkpoint_dir": checkpoints} if rungs else {}),
             }
         )  # what every candidate of this run is evaluated with, wherever the evaluation runs
+        self.rungs = MultiFidelity(rungs, self.db, self.evaluation, config.workers) if rungs else None
         self.spend = Spend(config.max_usd, config.max_tokens, **self.db.get_state("spend", {}))
         self.proposer = build_proposer(config.proposer, self.spend)
         self.edits = EditScheduler(config.tuning, self.evaluation.threads)
@@ -204,7 +231,9 @@ class Evolution:
                 )
             for check in child.feedback.probe_checks:
                 entries.append((0.0, check))
-        return [text for _, text in sorted(entries, key=lambda e: -e[0])[:JOURNAL_SHOWN]]
+        fidelity = self.rungs.journal_line() if self.rungs else None
+        shown = [text for _, text in sorted(entries, key=lambda e: -e[0])[:JOURNAL_SHOWN]]
+        return [fidelity, *shown] if fidelity else shown
 
     def _save_spend(self) -> None:
         self.db.set_state("spend", {"usd": self.spend.usd, "tokens": self.spend.tokens, "calls": self.spend.calls})
@@ -250,7 +279,8 @@ class Evolution:
         twins = [p for p in self.db.pending() if p.content_hash == program.content_hash and p.key != program.key]
         for twin in twins:  # the seed's copy on each island: same code, same outcome
             self.db.record_evaluation(twin.key, outcome.valid, feedback, outcome.reason)
-        stored = self.db.record_evaluation(program.key, outcome.valid, feedback, outcome.reason)
+        rung = self.rungs.result(program.content_hash, 0, outcome, outcome.seconds) if self.rungs else None
+        stored = self.db.record_evaluation(program.key, outcome.valid, feedback, outcome.reason, rung)
         self._save_spend()  # the critic's calls
         log.info(
             "%s %s: %s", program.key[:12], stored.status,
@@ -340,11 +370,24 @@ class Evolution:
             )
         return child
 
-    def _evaluate_all(self, programs: list[Program]) -> None:
+    def evaluate(self, programs: list[Program]) -> None:
+        """Evaluate pending programs side by side (``workers`` at once) and store each outcome."""
+        if self.rungs is not None:  # one evaluation per code: record() stores it for the twins
+            distinct = {p.content_hash: p for p in reversed(programs) if not self._known(p)}
+            programs = list(distinct.values())[::-1]
         with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
             outcomes = list(pool.map(lambda program: evaluate_candidate(program.blocks, self.evaluation), programs))
         for program, outcome in zip(programs, outcomes, strict=True):
             self.record(program, outcome)
+
+    def _known(self, program: Program) -> bool:
+        """Under rungs, code evaluated already (on another island) takes that evaluation: its kept checkpoint
+        may be past rung 0, and a rung-0 fitness read from it would be of a longer training."""
+        done = [p for p in self.db.programs() if p.content_hash == program.content_hash and p.status != "pending"]
+        if done:
+            self.db.record_evaluation(program.key, done[0].metrics if done[0].status == "evaluated" else None,
+                                      done[0].feedback, done[0].reason)  # fmt: skip
+        return bool(done)
 
     def start(self) -> list[Program]:
         """Seed the islands on a new run; returns the programs still waiting for an evaluation (the
@@ -376,26 +419,51 @@ class Evolution:
         return children, None
 
     def end_generation(self) -> None:
-        """Let the best programs migrate between islands once a generation is stored."""
+        """Once a generation is stored: the promotions it made due (with rungs), then the best programs
+        migrate between islands."""
+        if self.rungs is not None:
+            self.rungs.promote()
         self.db.migrate(int(self.db.get_state("iteration", 0)))
 
+    def generation(self) -> str | None:
+        """One generation: ``workers`` children proposed and evaluated, then the promotions they made due;
+        returns why the run must stop (a spent LLM budget), if it must."""
+        children, budget_spent = self.propose_generation(self.config.workers)
+        self.evaluate(children)
+        self.end_generation()
+        return budget_spent
+
+    def end_selection(self, stopped: str) -> None:
+        """With rungs: store why selection ended (a run resumed after this proposes nothing more), then
+        train the finals."""
+        if self.rungs is not None:
+            self.db.set_state("selection_ended", stopped)
+            self.rungs.finals()
+
     def run(self, on_progress: Callable[[int, EvolutionSummary], None] | None = None) -> EvolutionSummary:
+        """Selection until a budget is spent, then (with rungs) the finals. Under rungs the end of selection is
+        stored before the finals start, so a run resumed during them finishes them and proposes nothing more."""
         started = time.monotonic()
-        self._evaluate_all(self.start())
-        stopped = "iterations"
+        self.evaluate(self.start())
+        if self.rungs is not None:
+            self.rungs.promote()  # those a stopped run left pending
+        stopped = self.db.get_state("selection_ended") or self._select(started, on_progress)
+        self.end_selection(stopped)
+        return self.summary(stopped, started)
+
+    def _select(self, started: float, on_progress: Callable[[int, EvolutionSummary], None] | None) -> str:
+        """Generations until a budget is spent; returns which one."""
         while int(self.db.get_state("iteration", 0)) < self.config.iterations:
             if self.config.max_seconds is not None and time.monotonic() - started >= self.config.max_seconds:
-                stopped = "time budget"
-                break
-            children, budget_spent = self.propose_generation(self.config.workers)
-            self._evaluate_all(children)
+                return "time budget"
+            if self.rungs and self.config.max_cpu_seconds and self.rungs.cpu_seconds() >= self.config.max_cpu_seconds:
+                return "CPU budget"
+            budget_spent = self.generation()
             if budget_spent is not None:
-                stopped = budget_spent
-                break
-            self.end_generation()
+                return budget_spent
             if on_progress is not None:
-                on_progress(int(self.db.get_state("iteration", 0)), self.summary(stopped, started))
-        return self.summary(stopped, started)
+                on_progress(int(self.db.get_state("iteration", 0)), self.summary("running", started))
+        return "iterations"
 
     def summary(self, stopped: str, started: float) -> EvolutionSummary:
         counts = self.db.counts()
@@ -403,9 +471,10 @@ class Evolution:
             iterations=int(self.db.get_state("iteration", 0)),
             evaluated=counts.get("evaluated", 0),
             failed=counts.get("failed", 0),
-            best=self.db.best(),
+            best=self.db.result(),
             stopped=stopped,
             seconds=round(time.monotonic() - started, 1),
+            cpu_seconds=round(self.rungs.cpu_seconds(), 1) if self.rungs else 0.0,
             usd=round(self.spend.usd, 6),
             tokens=self.spend.tokens,
         )

@@ -8,7 +8,9 @@ inspirations are sampled within an island with exploit / explore / elite ratios.
 Storage is SQLAlchemy Core: a SQLite file in WAL mode by default, any SQLAlchemy URL (e.g.
 PostgreSQL) at scale. Every change is one transaction, so a run killed at any point resumes with
 no candidate lost and none evaluated twice: candidates are written as ``pending`` before their
-evaluation and marked ``evaluated`` or ``failed`` after it. Whatever is written is redacted of
+evaluation and marked ``evaluated`` or ``failed`` after it. The ``rungs`` table holds each
+candidate's results at each training budget of multi-fidelity selection (:mod:`offline_agent.rungs`),
+written the same way; a database from before it gains the table when opened. Whatever is written is redacted of
 secret values first (:mod:`recsys.redaction`): feedback and reasons carry text from candidates and
 language models.
 """
@@ -91,6 +93,23 @@ elites = Table(
     Column("cell", String(64), primary_key=True),
     Column("program_key", String(80), nullable=False),
 )
+rungs = Table(
+    "rungs",
+    metadata,
+    Column("content_hash", String(64), primary_key=True),
+    Column("rung", Integer, primary_key=True),
+    Column("epochs", Integer, nullable=False),  # the rung's epoch cap
+    Column("status", String(16), nullable=False, index=True),
+    Column("fitness", Float),
+    Column("metrics", JSON),  # validation
+    Column("test_metrics", JSON),  # kept apart: never shown to proposers, never ranked on
+    Column("trained_epochs", Integer),
+    Column("stopped", String(16)),
+    Column("seconds", Float),
+    Column("cpu_seconds", Float),
+    Column("reason", Text),
+    Column("created", Float, nullable=False),
+)
 state = Table("state", metadata, Column("name", String(64), primary_key=True), Column("value", JSON))
 
 
@@ -160,6 +179,25 @@ class Program:
     feedback: Feedback = field(default_factory=Feedback)
     reason: str | None = None
     cell: str | None = None
+
+
+@dataclass(frozen=True)
+class RungResult:
+    """A candidate's training to one rung's epoch cap (by content: the same code on two islands trains once)."""
+
+    content_hash: str
+    rung: int
+    epochs: int
+    status: Status
+    fitness: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    trained_epochs: int | None = None
+    stopped: str | None = None
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    reason: str | None = None
+    created: float = 0.0
 
 
 def program_key(content_hash: str, island: int) -> str:
@@ -256,10 +294,14 @@ class ProgramDatabase:
         metrics: dict[str, float] | None,
         feedback: Feedback | None = None,
         reason: str | None = None,
+        rung: RungResult | None = None,
     ) -> Program:
         """Store an evaluation's outcome: metrics (then the grid may change), or the failure reason; with
-        ``feedback``, the candidate's whole record (what the proposal wrote included) becomes that."""
+        ``feedback``, the candidate's whole record (what the proposal wrote included) becomes that; with
+        ``rung``, the same evaluation's rung result, in the same transaction."""
         with self.engine.begin() as conn:
+            if rung is not None:
+                self._store_rung(conn, rung)
             program = self._get(conn, key)
             values: dict[str, Any] = {"feedback": feedback or program.feedback}
             if metrics is None:
@@ -282,6 +324,47 @@ class ProgramDatabase:
             if updated.status == "evaluated":
                 self._place(conn, updated)
             return updated
+
+    def add_rungs(self, due: list[tuple[str, int, int]]) -> None:
+        """Write ``(content hash, rung, epochs)`` promotions as ``pending`` before any is evaluated, in one
+        transaction: a run killed later evaluates each once on resuming. Existing rows stay as they are."""
+        with self.engine.begin() as conn:
+            for content_hash, rung, epochs in due:
+                if self._rung(conn, content_hash, rung) is None:
+                    row = {"content_hash": content_hash, "rung": rung, "epochs": epochs, "status": "pending"}
+                    conn.execute(rungs.insert().values(**row, created=time.time()))
+
+    def record_rung(self, result: RungResult) -> RungResult:
+        """Store a rung evaluation's outcome (its fitness read from the metrics, as for programs)."""
+        with self.engine.begin() as conn:
+            return self._store_rung(conn, result)
+
+    def _store_rung(self, conn: Connection, result: RungResult) -> RungResult:
+        fitness = float(result.metrics.get(self.config.fitness, float("nan"))) if result.metrics else float("nan")
+        values: dict[str, Any] = {
+            k: getattr(result, k)
+            for k in ("epochs", "metrics", "test_metrics", "trained_epochs", "stopped", "seconds", "cpu_seconds")
+        }
+        if result.status == "evaluated" and math.isfinite(fitness):
+            values |= {"status": "evaluated", "fitness": fitness, "reason": result.reason}
+        else:
+            values |= {"status": "failed", "reason": result.reason or f"fitness {self.config.fitness} is {fitness}"}
+        values = redact_json(values)
+        key = (rungs.c.content_hash == result.content_hash) & (rungs.c.rung == result.rung)
+        if self._rung(conn, result.content_hash, result.rung) is None:
+            conn.execute(
+                rungs.insert().values(content_hash=result.content_hash, rung=result.rung, created=time.time(), **values)
+            )
+        else:
+            conn.execute(rungs.update().where(key).values(**values))
+        stored = self._rung(conn, result.content_hash, result.rung)
+        assert stored is not None
+        return stored
+
+    def _rung(self, conn: Connection, content_hash: str, rung: int) -> RungResult | None:
+        query = select(rungs).where(rungs.c.content_hash == content_hash, rungs.c.rung == rung)
+        row = conn.execute(query).mappings().first()
+        return _rung_result(dict(row)) if row is not None else None
 
     def _place(self, conn: Connection, program: Program) -> None:
         """Put ``program`` in its grid cell if the cell is empty or holds a less fit program."""
@@ -404,6 +487,36 @@ class ProgramDatabase:
             inspirations += [p for p in ranked if p.key not in taken][: self.config.inspirations - len(inspirations)]
         return parent, inspirations
 
+    def rung_results(self, status: Status | None = None) -> list[RungResult]:
+        query = select(rungs).order_by(rungs.c.rung, rungs.c.created, rungs.c.content_hash)
+        if status is not None:
+            query = query.where(rungs.c.status == status)
+        with self.engine.connect() as conn:
+            return [_rung_result(dict(r)) for r in conn.execute(query).mappings()]
+
+    def best_at_top_rung(self) -> tuple[Program, RungResult] | None:
+        """The run's best under multi-fidelity selection: the highest rung reached, then the best validation
+        fitness there; None before any rung result."""
+        evaluated = [r for r in self.rung_results("evaluated") if r.fitness is not None]
+        best = max(evaluated, key=lambda r: (r.rung, r.fitness or 0.0, -r.created), default=None)
+        if best is None:
+            return None
+        return self.by_content(best.content_hash), best
+
+    def result(self) -> Program | None:
+        """The run's result: under multi-fidelity selection the best of the highest rung reached, else the fittest."""
+        top = self.best_at_top_rung()
+        return top[0] if top else self.best()
+
+    def by_content(self, content_hash: str) -> Program:
+        """The first stored program with this code (any island: the copies share code and results)."""
+        query = select(programs).where(programs.c.content_hash == content_hash).order_by(programs.c.created).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            raise KeyError(f"no program with content {content_hash[:12]}")
+        return _program(dict(row))
+
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(programs.c.status, func.count()).group_by(programs.c.status)).all()
@@ -451,6 +564,24 @@ def _program(row: dict[str, Any]) -> Program:
         feedback=row.get("feedback") or Feedback(),
         reason=row.get("reason"),
         cell=row.get("cell"),
+    )
+
+
+def _rung_result(row: dict[str, Any]) -> RungResult:
+    return RungResult(
+        content_hash=row["content_hash"],
+        rung=row["rung"],
+        epochs=row["epochs"],
+        status=row["status"],
+        fitness=row.get("fitness"),
+        metrics=_json(row.get("metrics")) or {},
+        test_metrics=_json(row.get("test_metrics")) or {},
+        trained_epochs=row.get("trained_epochs"),
+        stopped=row.get("stopped"),
+        seconds=row.get("seconds") or 0.0,
+        cpu_seconds=row.get("cpu_seconds") or 0.0,
+        reason=row.get("reason"),
+        created=row["created"],
     )
 
 

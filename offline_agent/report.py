@@ -1,4 +1,5 @@
-"""The evolution report: score over iterations, the lineage of the best, the edits that mattered.
+"""The evolution report: score over iterations, the lineage of the best, the edits that mattered,
+and under multi-fidelity selection the rungs, the finals and how well each rung predicted the next.
 
 Written as Markdown (for the terminal and reviews) and as a self-contained HTML page with the
 score plot embedded, beside the best candidate exported as a standalone directory.
@@ -16,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from offline_agent.program_db import Program, ProgramDatabase
+from offline_agent.program_db import Program, ProgramDatabase, RungResult
 from recsys.candidate import Candidate
 from recsys.reports import figure_png, write_report_files
 
@@ -28,8 +29,8 @@ def _fmt(value: float | None) -> str:
 
 
 def export_best(db: ProgramDatabase, directory: Path) -> Program | None:
-    """Write the best candidate's blocks to ``directory``; None when nothing was evaluated."""
-    best = db.best()
+    """Write the run's result (:meth:`ProgramDatabase.result`) to ``directory``; None when nothing was evaluated."""
+    best = db.result()
     if best is not None:
         description = f"Evolved: {best.feedback.rationale[:200]}"
         Candidate(f"evolved-{best.content_hash[:12]}", description, best.blocks, {}).write(directory)
@@ -58,7 +59,8 @@ def score_plot(db: ProgramDatabase, fitness: str) -> str:
 
 def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
     programs = db.programs()
-    best = db.best()
+    best = db.result()
+    top = db.best_at_top_rung()
     counts = db.counts()
     spend = db.get_state("spend", {})
     lines = [
@@ -71,13 +73,16 @@ def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
         "",
     ]
     if best is not None:
-        test = best.feedback.test_metrics or {}
+        test = top[1].test_metrics if top else best.feedback.test_metrics or {}
+        fidelity = f" at rung {top[1].rung} ({top[1].trained_epochs} epochs)" if top else ""
         lines += [
             "## Best candidate",
             "",
-            f"`{best.key[:16]}` (island {best.island}, generation {best.generation}): validation {fitness} "
-            f"**{_fmt(best.fitness)}**; test {fitness} {_fmt(test.get(fitness))} (reported, never used to select)",
+            f"`{best.key[:16]}` (island {best.island}, generation {best.generation}): validation {fitness}"
+            f"{fidelity} **{_fmt(top[1].fitness if top else best.fitness)}**; test {fitness} "
+            f"{_fmt(test.get(fitness))} (reported, never used to select)",
             "",
+            *rung_section(db, fitness),
             "## Lineage of the best (newest first)",
             "",
             f"| candidate | origin | validation {fitness} | change |",
@@ -110,6 +115,49 @@ def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
     if rejections:
         lines += ["", f"## Rejected proposals ({len(rejections)})", ""] + [f"- {reason}" for reason in rejections]
     return "\n".join(lines) + "\n"
+
+
+def rung_section(db: ProgramDatabase, fitness: str) -> list[str]:
+    """The rungs of multi-fidelity selection and the Kendall τ between successive rungs; none without rungs."""
+    results = db.rung_results()
+    if not results:
+        return []
+    lines = [
+        "## Multi-fidelity selection",
+        "",
+        "A candidate goes on to the next rung (its training resumed from its checkpoint) when it ranks in the top "
+        "fraction of the candidates evaluated at its rung so far, once at least 1 / fraction were; the fraction "
+        "doubles (at most 1) where τ, over at least the configured number of pairs, is below the threshold. "
+        "The last rung is the finals, trained to convergence.",
+        "",
+        f"| rung | epochs | evaluated | failed | pending | best validation {fitness} | CPU-seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rung in sorted({r.rung for r in results}):
+        at = [r for r in results if r.rung == rung]
+        done = [r.fitness for r in at if r.fitness is not None]
+        counts = Counter(r.status for r in at)
+        lines.append(
+            f"| {rung} | {at[0].epochs} | {counts['evaluated']} | {counts['failed']} | {counts['pending']} | "
+            f"{_fmt(max(done, default=None))} | {sum(r.cpu_seconds for r in at):.0f} |"
+        )
+    lines += ["", "| rungs | Kendall τ | pairs | fraction promoted |", "|---|---|---|---|"]
+    for f in db.get_state("proxy_fidelity", []):
+        lines.append(f"| {f['lower']} → {f['lower'] + 1} | {_fmt(f['tau'])} | {f['pairs']} | {f['fraction']:.2f} |")
+    top = max(r.rung for r in results)
+    if top > 0:
+        lines += ["", f"| candidate at rung {top} | trained epochs | stopped | validation {fitness} | test {fitness} |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        at_top = sorted((r for r in results if r.rung == top), key=lambda r: -(r.fitness or -1.0))
+        lines += [_final_row(r, fitness) for r in at_top]
+    return [*lines, ""]
+
+
+def _final_row(result: RungResult, fitness: str) -> str:
+    return (
+        f"| `{result.content_hash[:12]}` | {result.trained_epochs or '—'} | {result.stopped or result.reason or '—'} | "
+        f"{_fmt(result.fitness)} | {_fmt(result.test_metrics.get(fitness))} |"
+    )
 
 
 def _evidence(program: Program) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from offline_agent.evaluator import EvaluationOutcome, evaluate_candidate
+from offline_agent.evaluator import EvaluationOutcome, content_key, evaluate_candidate
 from offline_agent.evolve import Evolution, EvolutionConfig
 from offline_agent.program_db import Program
 from offline_agent.report import write_report as write_evolution_report
@@ -35,6 +35,7 @@ from serving.registry import Registry, default_registry_url
 log = logging.getLogger(__name__)
 ACTOR = "pipeline"
 OUTCOME = "outcome.json"
+CHECKPOINTS = "checkpoints"  # beside an outcome: the candidate's kept training checkpoint, under rungs
 TRAINING = "training.json"
 ROLES = ("seed", "best")
 
@@ -79,14 +80,19 @@ def start_evolution(config: EvolutionConfig, prepared: Path, state_out: Path) ->
 
 
 def evaluate_program(config: EvolutionConfig, prepared: Path, state: Path, key: str, out: Path) -> str:
-    """Evaluate one pending program of ``state`` (sandboxed) into ``out``; returns its status.
+    """Evaluate one pending program of ``state`` (sandboxed) into ``out``; returns its status. Under rungs
+    the training's checkpoint goes into ``out`` too, for the next rung to resume.
 
     A candidate that fails is an outcome like any other (recorded with its reason), not an error.
     """
+    out.mkdir(parents=True, exist_ok=True)
     with _reading(state) as copy, _evolution(config, prepared, copy) as evolution:
         program = evolution.db.get(key)
         outcome = evaluate_candidate(program.blocks, evolution.evaluation)
-    out.mkdir(parents=True, exist_ok=True)
+        folder = evolution.evaluation.checkpoint_dir
+        kept = Path(folder) / content_key(program.blocks) if folder else None
+        if kept is not None and kept.is_dir():
+            shutil.copytree(kept, out / CHECKPOINTS / kept.name)
     (out / OUTCOME).write_text(json.dumps({"key": key, "outcome": outcome.to_json()}, default=str) + "\n")
     log.info("%s: %s %s", key[:12], outcome.status, outcome.reason or "")
     return outcome.status
@@ -95,12 +101,15 @@ def evaluate_program(config: EvolutionConfig, prepared: Path, state: Path, key: 
 def record_generation(
     config: EvolutionConfig, prepared: Path, state_in: Path, outcomes: list[Path], state_out: Path, propose: int
 ) -> list[str]:
-    """Store a generation's outcomes in a copy of the state, write the run's report, and propose
-    up to ``propose`` children for the next generation; returns their keys."""
+    """Store a generation's outcomes in a copy of the state (under rungs, train the promotions due in this
+    task), write the run's report, and propose up to ``propose`` children for the next generation; returns
+    their keys. With ``propose`` 0 selection ends: under rungs the finals train here."""
     shutil.copytree(state_in, state_out, dirs_exist_ok=True)
     with _evolution(config, prepared, state_out) as evolution:
         for folder in outcomes:
             data = json.loads((folder / OUTCOME).read_text())
+            if (folder / CHECKPOINTS).is_dir() and evolution.evaluation.checkpoint_dir:
+                shutil.copytree(folder / CHECKPOINTS, evolution.evaluation.checkpoint_dir, dirs_exist_ok=True)
             evolution.record(evolution.db.get(data["key"]), EvaluationOutcome.from_json(data["outcome"]))
         evolution.end_generation()
         stopped = evolution.db.get_state("stopped")
@@ -109,6 +118,8 @@ def record_generation(
             children, stopped = evolution.propose_generation(propose)
             if stopped is not None:
                 evolution.db.set_state("stopped", stopped)
+        if not propose:
+            evolution.end_selection(stopped or "generations")
         write_evolution_report(evolution.db, state_out, config.database.fitness, stopped or "generations")
         return [child.key for child in children]
 
@@ -118,7 +129,7 @@ def finalists(config: EvolutionConfig, prepared: Path, state: Path, registry_url
     the first production model), and the best unless its code is already what production (or,
     with nothing in production, the seed) is."""
     with _reading(state) as copy, _evolution(config, prepared, copy) as evolution:
-        best, seed = evolution.db.best(), _seed(evolution)
+        best, seed = evolution.db.result(), _seed(evolution)
     with Registry(registry_url or default_registry_url(get_settings())) as registry:
         production = registry.production(model_name)
     baseline = production.content_hash if production is not None else seed.content_hash
@@ -136,11 +147,12 @@ def final_training(
     max_epochs: int = 0,
 ) -> dict[str, float]:  # fmt: skip
     """Train the ``role`` program (``seed`` or ``best``) with the final budget (sandboxed; ``max_epochs``
-    0: its plan's) and export it into ``out`` for serving; returns its validation and test metrics."""
+    0: its plan's) and export it into ``out`` for serving; returns its validation and test metrics. Under
+    rungs the training goes on from the program's kept checkpoint (the best's: its finals')."""
     if role not in ROLES:
         raise PipelineStepError(f"final training: role must be one of {', '.join(ROLES)}, not {role!r}")
     with _reading(state) as copy, _evolution(config, prepared, copy) as evolution:
-        program = _seed(evolution) if role == "seed" else evolution.db.best()
+        program = _seed(evolution) if role == "seed" else evolution.db.result()
         assert program is not None, "finalists() names the best only when one was evaluated"
         with tempfile.TemporaryDirectory(prefix="evorec-export-") as export:
             evaluation = evolution.evaluation.model_copy(

@@ -15,6 +15,8 @@ from fastapi import FastAPI, Request
 from typer.testing import CliRunner
 
 from evorec.cli import app
+from offline_agent.evaluator import content_key
+from offline_agent.program_db import DatabaseConfig, ProgramDatabase
 from pipelines.config import PipelineConfig, load_pipeline_config
 from pipelines.runner import PipelineRunError, compile_pipeline, run_local, submit
 from pipelines.steps import PipelineStepError, approval_gate, register_finalists
@@ -210,7 +212,8 @@ def test_the_approval_gate_prints_the_command_and_waits_for_a_person(tmp_path):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_the_two_loop_pipeline_runs_here_end_to_end(tmp_path, prepared_small, artifacts, monkeypatch):
-    """Both loops as a real kfp.local run on 60 users: evolution, finalists, registry, A/B, gate.
+    """Both loops as a real kfp.local run on 60 users: evolution with rungs and finals, finalists, registry,
+    A/B, gate.
 
     Production already serves an MF-BPR model, so the best of the run (a SASRec variant) always
     goes into the experiment against it.
@@ -224,12 +227,13 @@ def test_the_two_loop_pipeline_runs_here_end_to_end(tmp_path, prepared_small, ar
         )  # fmt: skip
         registry.bootstrap(production.id, "test")
     config = tmp_path / "pipeline.yaml"
-    evaluation = {"smoke_users": 30, "smoke_seconds": 30, "train_seconds": 120, "max_epochs": 2,
-                  "overhead_seconds": 120, "diagnosis_users": 32}  # fmt: skip
+    evaluation = {"smoke_users": 30, "smoke_seconds": 30, "train_seconds": 120, "overhead_seconds": 120,
+                  "diagnosis_users": 32}  # fmt: skip
+    rungs = {"epochs": [1, 2], "promote_fraction": 0.5, "finals": 2, "final_epochs": 3}
     config.write_text(yaml.safe_dump({"pipeline": {
         "dataset": str(prepared_small.path), "generations": 1, "candidates_per_generation": 2,
         "final_train_seconds": 120, "final_max_epochs": 3, "registry_url": registry_url,
-        "evolution": {"iterations": 2, "evaluation": evaluation, "feedback": {"personas": 4}},
+        "evolution": {"iterations": 2, "evaluation": evaluation, "feedback": {"personas": 4}, "rungs": rungs},
         "online": {"users": 300, "days": 4, "pre_period_days": 2},
     }}))  # fmt: skip
     result = CliRunner().invoke(app, ["run", "--config", str(config)])
@@ -241,6 +245,19 @@ def test_the_two_loop_pipeline_runs_here_end_to_end(tmp_path, prepared_small, ar
     assert 1 <= tasks["evaluate-candidate-2"]["runs"] <= 2  # the proposals of one generation, side by side
     assert tasks["final-training"]["runs"] == 1  # the best only: production exists
     assert all(times["failed"] == 0 for times in tasks.values())
+    states = [ProgramDatabase(DatabaseConfig(url=f"sqlite:///{path}", islands=3))
+              for path in Path(summary["folder"]).rglob("evolution.db")]  # fmt: skip
+    [db] = [state for state in states if any(r.rung == 2 for r in state.rung_results())]  # the last generation's
+    results = db.rung_results()
+    folder = Path(str(db.engine.url.database)).parent / "checkpoints"
+    for program in db.programs(status="evaluated"):  # each checkpoint came with its outcome, and went on from there
+        judged = json.loads((folder / content_key(program.blocks) / "judged.json").read_text())
+        reached = max(r.trained_epochs or 0 for r in results if r.content_hash == program.content_hash)
+        assert len(judged["history"]) == reached
+    assert {r.rung for r in results} == {0, 1, 2} and all(r.status == "evaluated" for r in results)
+    assert [r.trained_epochs for r in results if r.rung == 1] == [2] * len([r for r in results if r.rung == 1])
+    top = db.best_at_top_rung()
+    assert top is not None and top[1].rung == 2  # the finals' best is what final training exports
     [verdict] = Path(summary["folder"]).glob("run-experiment/experiment/*/report-treatment.json")
     ship = json.loads(verdict.read_text())["ship"]
     with Registry(registry_url) as registry:
@@ -248,5 +265,6 @@ def test_the_two_loop_pipeline_runs_here_end_to_end(tmp_path, prepared_small, ar
         assert Path(candidate.artifact_uri, "model.pt2").exists()
         assert registry.production().id == production.id  # nothing is promoted without a person
     assert candidate.state == ("awaiting_approval" if ship else "rejected") == summary["state"]
+    assert candidate.content_hash == top[0].content_hash
     assert Path(summary["report"]).read_text().startswith("<!doctype html>")
     assert (f"evorec promote approve {candidate.id}" in result.output) == ship

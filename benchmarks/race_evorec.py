@@ -1,0 +1,68 @@
+"""The race's evorec arm: an evolution run with rungs, tuning and directional feedback, one generation a step.
+
+The arm is an :class:`~offline_agent.evolve.Evolution` on its own database (resumable as any run): the
+rulebook proposer with the diagnosis probes and simulated users' critiques, multi-fidelity selection
+over the race's rungs, tune children and the bandit between edit kinds, one island, one candidate per
+generation. The race decides when selection ends (equal CPU time for every arm) and trains the finals
+itself, as it does for the other arms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from offline_agent.evaluator import EvaluationConfig
+from offline_agent.evolve import Evolution, EvolutionConfig
+from offline_agent.program_db import DatabaseConfig
+from offline_agent.rungs import RungConfig, finalists
+
+
+class EvorecArm:
+    """Example::
+
+    arm = EvorecArm(seed_folder, prepared_path, evaluation, rungs, folder, seed=0)
+    arm.step()  # the seed's evaluation first, then one generation (proposal, rung 0, promotions) a step
+    """
+
+    def __init__(
+        self, seed: Path, prepared: Path, evaluation: EvaluationConfig, rungs: RungConfig, folder: Path, rng_seed: int
+    ) -> None:
+        self.rungs = rungs
+        config = EvolutionConfig(
+            seed_candidate=str(seed), dataset=str(prepared), run_dir=str(folder), iterations=10**6, seed=rng_seed,
+            database=DatabaseConfig(islands=1), evaluation=evaluation, rungs=rungs,
+        )  # fmt: skip
+        self.evolution = Evolution(config, prepared)
+        self._started = False
+
+    def cpu_seconds(self) -> float:
+        assert self.evolution.rungs is not None
+        return self.evolution.rungs.cpu_seconds()
+
+    def evaluations(self) -> int:
+        return sum(1 for r in self.evolution.db.rung_results() if r.status != "pending")
+
+    def step(self) -> None:
+        """The first step of an invocation evaluates what waits (the seed; children and promotions a stopped
+        invocation left); every later one is a generation."""
+        if not self._started:
+            self._started = True
+            waiting = self.evolution.start()
+            if waiting or not self.evolution.db.rung_results():
+                self.evolution.evaluate(waiting)
+                self.evolution.end_generation()
+                return
+        self.evolution.generation()
+
+    def finalists(self) -> list[dict[str, str]]:
+        chosen = finalists([r for r in self.evolution.db.rung_results() if r.rung < len(self.rungs.epochs)], self.rungs)
+        return [self.evolution.db.by_content(content_hash).blocks for content_hash in chosen]
+
+    def proxy_fidelity(self) -> list[dict[str, Any]]:
+        assert self.evolution.rungs is not None
+        epochs = self.rungs.epochs
+        return [
+            {"epochs": [epochs[f.lower], epochs[f.lower + 1]], **f.to_json()}
+            for f in self.evolution.rungs.stored_fidelity()
+        ]
