@@ -60,9 +60,9 @@ class EvorecArm:
         return [self.evolution.db.by_content(content_hash).blocks for content_hash in chosen]
 
     def proxy_fidelity(self) -> list[dict[str, Any]]:
-        assert self.evolution.rungs is not None
-        epochs = self.rungs.epochs
+        rungs = self.evolution.rungs
+        assert rungs is not None
         return [
-            {"epochs": [epochs[f.lower], epochs[f.lower + 1]], **f.to_json()}
-            for f in self.evolution.rungs.stored_fidelity()
+            {"epochs": [rungs.epochs(f.lower), rungs.epochs(f.lower + 1)], **f.to_json()}
+            for f in rungs.stored_fidelity()
         ]
