@@ -22,6 +22,7 @@ import json
 import math
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,9 @@ class _HeldOutData:
     view: Path
 
 
+_LOADING = threading.Lock()
+
+
 @functools.cache
 def _dataset(dataset: str, views: Path) -> tuple[Any, Any, Path]:
     """The prepared dataset, its full sequences and the sandbox's view on disk: loaded and written once."""
@@ -181,7 +185,11 @@ def _dataset(dataset: str, views: Path) -> tuple[Any, Any, Path]:
     prepared = PreparedDataset.open(Path(dataset))
     view = views / hashlib.sha256(f"{Path(dataset).resolve()}".encode()).hexdigest()[:16]
     if not (view / "manifest.json").exists():
-        write_training_view(prepared, Path(tempfile.mkdtemp(prefix=".view-", dir=views))).path.replace(view)
+        written = write_training_view(prepared, Path(tempfile.mkdtemp(prefix=".view-", dir=views))).path
+        try:
+            written.replace(view)
+        except OSError:  # another process wrote it first: same content
+            shutil.rmtree(written, ignore_errors=True)
     return prepared, UserSequences.from_prepared(prepared), view
 
 
@@ -241,7 +249,9 @@ def _stage(
     With ``checkpoint`` its files are copied into the work dir first and, after a run that ended
     cleanly, back, with the judge's record beside them: the candidate writes only inside its
     sandbox, and a run killed mid-write leaves the last good checkpoint in place."""
-    data = _heldout_data(config.dataset, job.get("max_users"), root / ".views")
+    with _LOADING:  # evaluations run side by side in threads: the first loads, the others wait for it
+        data = _heldout_data(config.dataset, job.get("max_users"), root / ".views")
+        warm = _warm_compile_cache(config.threads)
     judged = checkpoint / JUDGED if checkpoint is not None else None
     judge = _load_judge(judged, data) if judged is not None and judged.exists() else Judge(data.sequences, data.catalog)
     workdir = Path(tempfile.mkdtemp(prefix="evaluation-", dir=root))
@@ -257,7 +267,6 @@ def _stage(
         limits = SandboxLimits(wall_seconds=wall, memory_bytes=int(config.memory_gib * 2**30))
         threads = str(config.threads)
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        warm = _warm_compile_cache(config.threads)
         if warm is not None and copy_cache(warm, workdir / COMPILE_CACHE):
             env[CACHE_ENV] = str(workdir / COMPILE_CACHE)
         outcome = run_sandboxed(ENTRY, workdir, limits, env, service=judge.handle, hidden=_hidden_paths(config, root))

@@ -45,3 +45,16 @@ def test_a_run_that_fails_leaves_the_kept_checkpoint_as_it_was(prepared_small, s
     failed = evaluate_candidate(sources, _config(prepared_small, tmp_path, epochs=2))
     assert failed.status == "failed" and failed.stage == "train" and "hostile candidate" in (failed.reason or "")
     assert kept.read_bytes() == before
+
+
+def test_evaluations_started_side_by_side_on_a_fresh_work_dir_all_run(prepared_small, seeds_dir, tmp_path):
+    """The first evaluations of a process load the data and write the sandbox's view once, whichever
+    thread comes first; the others wait for it instead of failing on a half-written view."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sources = dict(load_candidate(seeds_dir / "mf_bpr").sources)
+    config = _config(prepared_small, tmp_path, epochs=1).model_copy(update={"checkpoint_dir": None})
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        outcomes = list(pool.map(lambda _: evaluate_candidate(sources, config), range(3)))
+    assert [o.status for o in outcomes] == ["evaluated"] * 3, [o.reason for o in outcomes]
+    assert len({o.valid["ndcg@10"] for o in outcomes}) == 1
