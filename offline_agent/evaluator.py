@@ -22,6 +22,7 @@ import json
 import math
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ ENTRY = "from offline_agent.sandbox_entry import main\n\nmain()\n"
 SANDBOXES = "evorec-sandboxes"  # under the work root: every work dir, hidden from every other sandbox
 JUDGED = "judged.json"  # beside a kept checkpoint: the judge's record of the epochs trained so far
 VERIFIED_USERS = 64  # test users whose lists are checked against the exported program
+_VIEW_WRITING = threading.Lock()
 
 
 class EvaluationConfig(BaseModel):
@@ -178,8 +180,9 @@ def _dataset(dataset: str, views: Path) -> tuple[Any, Any, Path]:
 
     prepared = PreparedDataset.open(Path(dataset))
     view = views / hashlib.sha256(f"{Path(dataset).resolve()}".encode()).hexdigest()[:16]
-    if not (view / "manifest.json").exists():
-        write_training_view(prepared, Path(tempfile.mkdtemp(prefix=".view-", dir=views))).path.replace(view)
+    with _VIEW_WRITING:  # evaluations started at once in one process (promotions) would both write it
+        if not (view / "manifest.json").exists():
+            write_training_view(prepared, Path(tempfile.mkdtemp(prefix=".view-", dir=views))).path.replace(view)
     return prepared, UserSequences.from_prepared(prepared), view
 
 
