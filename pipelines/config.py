@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from offline_agent.evaluator import EvaluationConfig
 from offline_agent.evolve import EvolutionConfig
+from offline_agent.rungs import RungConfig
 from online_agent.agent import OnlineAgentConfig
 from recsys.config_files import load_yaml_model
 
@@ -23,9 +24,10 @@ EMBEDDED_EVOLUTION = EvolutionConfig(
     iterations=4,
     workers=2,
     # Epoch budgets (time only as a safety cap): candidates are compared at equal epochs on any machine.
-    evaluation=EvaluationConfig(
-        smoke_users=100, smoke_seconds=20, max_epochs=8, train_seconds=150, overhead_seconds=120
-    ),
+    evaluation=EvaluationConfig(smoke_users=100, smoke_seconds=20, train_seconds=150, overhead_seconds=120),
+    # Every candidate trains 3 epochs, the top half of them 8; the final training (final_max_epochs) is the
+    # finals, of the best of the top rung only, resumed from its checkpoint: it fits 15 minutes.
+    rungs=RungConfig(epochs=(3, 8), promote_fraction=0.5, finals=0),
 )
 EMBEDDED_ONLINE = OnlineAgentConfig(users=18_000, days=14, pre_period_days=7)  # 2% in active days, α over 3 north stars
 
