@@ -262,7 +262,10 @@ class Evolution:
         return {c.feedback.rule for c in children if c.feedback.rule}
 
     def record(self, program: Program, outcome: EvaluationOutcome) -> Program:
-        """Store a pending program's evaluation with its directional feedback."""
+        """Store a pending program's evaluation with its directional feedback (under rungs, code evaluated
+        already on another island keeps that evaluation: see :meth:`_known`)."""
+        if self.rungs is not None and self._known(program):
+            return self.db.get(program.key)
         outcome = outcome.redacted()  # it may come from another process, with other secrets than this one's
         feedback = program.feedback.merged(  # on top of the proposal's rationale, rule and proposer
             stage=outcome.stage,
@@ -382,7 +385,8 @@ class Evolution:
 
     def _known(self, program: Program) -> bool:
         """Under rungs, code evaluated already (on another island) takes that evaluation: its kept checkpoint
-        may be past rung 0, and a rung-0 fitness read from it would be of a longer training."""
+        may be past rung 0, and a rung-0 fitness read from it would be of a longer training. Pipelines
+        evaluate such code in its own task; storing it is where it is caught."""
         done = [p for p in self.db.programs() if p.content_hash == program.content_hash and p.status != "pending"]
         if done:
             self.db.record_evaluation(program.key, done[0].metrics if done[0].status == "evaluated" else None,

@@ -10,9 +10,9 @@ PostgreSQL) at scale. Every change is one transaction, so a run killed at any po
 no candidate lost and none evaluated twice: candidates are written as ``pending`` before their
 evaluation and marked ``evaluated`` or ``failed`` after it. The ``rungs`` table holds each
 candidate's results at each training budget of multi-fidelity selection (:mod:`offline_agent.rungs`),
-written the same way; a database from before it gains the table when opened. Whatever is written is redacted of
-secret values first (:mod:`recsys.redaction`): feedback and reasons carry text from candidates and
-language models.
+written the same way; a database from before it gains the table when opened. Whatever is written
+is redacted of secret values first (:mod:`recsys.redaction`): feedback and reasons carry text from
+candidates and language models.
 """
 
 from __future__ import annotations
@@ -350,13 +350,13 @@ class ProgramDatabase:
         else:
             values |= {"status": "failed", "reason": result.reason or f"fitness {self.config.fitness} is {fitness}"}
         values = redact_json(values)
-        key = (rungs.c.content_hash == result.content_hash) & (rungs.c.rung == result.rung)
         if self._rung(conn, result.content_hash, result.rung) is None:
             conn.execute(
                 rungs.insert().values(content_hash=result.content_hash, rung=result.rung, created=time.time(), **values)
             )
         else:
-            conn.execute(rungs.update().where(key).values(**values))
+            where = (rungs.c.content_hash == result.content_hash) & (rungs.c.rung == result.rung)
+            conn.execute(rungs.update().where(where).values(**values))
         stored = self._rung(conn, result.content_hash, result.rung)
         assert stored is not None
         return stored

@@ -134,3 +134,29 @@ def test_rung_rows_keep_test_apart_and_the_best_is_of_the_highest_rung(tmp_path)
     top = db.best_at_top_rung()
     assert top is not None and top[1].rung == 1 and top[0].content_hash == "a" * 64
     assert db.result() == top[0] != db.best()  # b is the fittest at rung 0
+
+
+def test_code_evaluated_on_another_island_keeps_its_rung_zero_result(tmp_path, prepared_small):
+    """The same code proposed later elsewhere would resume a checkpoint trained past rung 0: it takes the
+    stored evaluation instead of the new one."""
+    from offline_agent.evaluator import EvaluationOutcome
+    from offline_agent.evolve import Evolution
+
+    config = EvolutionConfig.model_validate({
+        "seed_candidate": "mf_bpr", "run_dir": str(tmp_path / "run"), "feedback": {"mode": "scalar"},
+        "database": {"islands": 2}, "rungs": {"epochs": [1, 2]},
+    })  # fmt: skip
+    evolution = Evolution(config, prepared_small.path)
+    [seed] = evolution.start()
+
+    def outcome(ndcg: float) -> EvaluationOutcome:
+        return EvaluationOutcome("evaluated", "train", None, valid={"ndcg@10": ndcg}, test={"ndcg@10": 0.0}, seconds=1)
+
+    evolution.record(seed, outcome(0.1))
+    blocks = {**seed.blocks, "loss": seed.blocks["loss"] + "\n# a variant\nVARIANT = 1\n"}
+    first = evolution.db.add(blocks, "c" * 64, evolution.db.get(seed.key), 1)
+    assert first is not None and evolution.record(first, outcome(0.2)).fitness == 0.2
+    other_island = evolution.db.programs(island=1 - first.island)[0]
+    later = evolution.db.add(blocks, "c" * 64, other_island, 2)
+    assert later is not None and evolution.record(later, outcome(0.5)).fitness == 0.2
+    assert [(r.rung, r.fitness) for r in evolution.db.rung_results() if r.content_hash == "c" * 64] == [(0, 0.2)]
