@@ -17,7 +17,15 @@ from offline_agent.report import report_markdown
 from tests.offline_agent.histories import history
 
 STATE = Path(__file__).resolve().parents[2] / "benchmarks" / "state"
-OLD_DATABASES = sorted(STATE.glob("**/evolution.db"))
+
+
+def _written_before_typed_records(database: Path) -> bool:
+    with sqlite3.connect(database) as conn:
+        row = conn.execute("SELECT type FROM pragma_table_info('programs') WHERE name = 'feedback'").fetchone()
+    return row is not None and row[0] == "JSON"
+
+
+OLD_DATABASES = [p for p in sorted(STATE.glob("**/evolution.db")) if _written_before_typed_records(p)]
 BLOCKS = {"model": "m", "loss": "l", "optim": "o", "reward": "r", "diagnosis": "d"}
 
 
