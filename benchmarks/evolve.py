@@ -33,10 +33,11 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.arms import Arm
 from benchmarks.common import RESULTS, write_result
 
 ROOT = Path(__file__).resolve().parent
@@ -44,20 +45,6 @@ SEED = ROOT.parent / "offline_agent" / "seeds" / "sasrec_bce"
 ARMS = ("evorec", "optuna", "random")
 PUBLISHED_SASREC_PLUS_3000 = 0.1857  # ../shared/PROTOCOL.md, ML-1M test NDCG@10
 FINALS = "finals.json"
-
-
-class Arm(Protocol):
-    """What the race asks of an arm."""
-
-    def cpu_seconds(self) -> float: ...
-
-    def evaluations(self) -> int: ...
-
-    def step(self) -> None: ...
-
-    def finalists(self) -> list[dict[str, str]]: ...
-
-    def proxy_fidelity(self) -> list[dict[str, Any]]: ...
 
 
 def _result_name(dataset: str) -> str:

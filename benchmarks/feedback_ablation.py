@@ -1,256 +1,236 @@
-"""Does directional feedback help? Evolution with diagnosis and critiques, with the fitness only, and random search.
+"""Does directional feedback earn its keep under the search evorec runs? Three arms, equal CPU time, several seeds.
 
-Three arms start from the same seed candidate and get the same number of evaluations per run, the
-same evaluation cascade and the same training budget in epochs (so a busy machine changes the
-time taken, not the result: the seed candidate scores the same in every arm), over several seeds:
+Every arm starts from ``sasrec_bce`` and spends the same CPU-seconds (``--cpu-budget``: seconds × threads of
+every rung evaluation) per seed, on the same rungs (``--rungs`` epochs, successive halving):
 
-- ``directional``: the rulebook reads the diagnosis probes, the simulated users' critiques, the
-  metrics and the training curve;
-- ``scalar_only``: the rulebook sees the code and the fitness only (no metrics, no feedback);
-- ``random``: random search over the seed's hyperparameters (``benchmarks/evolve.py``'s space).
+- ``directional``: evorec as it ships (the rulebook with its catalogue, multi-fidelity rungs, tune children and
+  the bandit between edit kinds), its proposer reading the diagnosis probes and the simulated users' critiques;
+- ``scalar_only``: the same scheduler, tuning and catalogue with the diagnosis and critiques hidden from the
+  proposer (they are still measured, so its edits are checked against the same signals);
+- ``optuna``: Optuna's TPE over the seed's declared numbers with Hyperband pruning on the same rungs
+  (``random``, the same with random sampling, on request).
 
-Each run's best is chosen on validation NDCG@10; its test metrics are reported. Runs advance one
-evaluation at a time, those furthest behind first (``--parallel`` of them side by side), so a
-run cut by its time budget still compares like with like; state lives under
-``benchmarks/state/feedback_ablation_<dataset>/`` and the next invocation resumes.
+A run's result is its best at the highest rung it reached (by validation NDCG@10; the test NDCG@10 measured
+with it is reported, never used to select). Per arm: the mean, spread and per-seed figures; for the evorec
+arms the **feedback precision** (of the edits that answered a flagged problem, the share whose child showed
+the problem less: :mod:`offline_agent.feedback_checks`), per rule too, and the probes the loop added with
+their verdicts. Per pair of arms: the per-seed paired differences of test NDCG@10 (the runs of a seed start
+from the same candidate with the same seed), their mean with a 95% t confidence interval and the paired
+t-test (scipy).
 
-    python benchmarks/feedback_ablation.py --dataset ml-latest-small --evaluations 4 --max-epochs 20
-    python benchmarks/feedback_ablation.py --dataset ml-1m --evaluations 4 --max-epochs 4 --parallel 2
+Resumable: each run lives under ``benchmarks/state/feedback_ablation_rungs_<dataset>/<arm>_seed<k>/`` (its
+evolution database or Optuna study: committed; checkpoints: this machine only). Runs advance one step (a
+generation, or a rung evaluation) at a time, the run that has spent the least CPU first, ``--parallel`` side by
+side; an invocation stops starting steps after ``--budget-seconds`` and the next goes on.
 
-On ML-1M an epoch takes about 50 s on one core, so the committed run trains each evaluation for 4
-epochs (about 2 h in all on 2 cores); 8 evaluations of 30 epochs would take about 16 h.
+    python benchmarks/feedback_ablation.py --dataset ml-1m --cpu-budget 3600 --rungs 1,3,9 --budget-seconds 7200
+    python benchmarks/feedback_ablation.py --dataset ml-latest-small --cpu-budget 120 --rungs 1,2 --seeds 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.arms import Arm, TopRung
 from benchmarks.common import RESULTS, write_result
-from benchmarks.evolve import SEED
-from benchmarks.random_search import apply_configuration, log_trial, random_configuration
 
 ROOT = Path(__file__).resolve().parent
-ARMS = ("directional", "scalar_only", "random")
-BEYOND_ACCURACY = ("coverage@10", "ild@10", "novelty@10", "popularity_lift@10", "calibration_kl@10")
-MAX_PROPOSALS_PER_EVALUATION = 4  # a run whose proposals keep being rejected stops trying
+ARMS = ("directional", "scalar_only", "optuna")
+EVOREC_ARMS = ("directional", "scalar_only")
+PAIRS = (("directional", "scalar_only"), ("directional", "optuna"), ("scalar_only", "optuna"))
+CONFIDENCE = 0.95
+
+
+@dataclass
+class Run:
+    """One arm on one seed."""
+
+    arm: str
+    seed: int
+    searcher: Arm
+    budget: float
+
+    @property
+    def done(self) -> bool:
+        return self.searcher.cpu_seconds() >= self.budget
+
+
+def build_arm(name: str, seed: int, folder: Path, prepared: Path, evaluation: Any, rungs: Any, personas: int) -> Arm:
+    """The searcher of arm ``name`` for one seed, resuming from ``folder``."""
+    import optuna
+
+    from benchmarks.evolve import SEED
+    from benchmarks.hpo_arm import HyperbandArm
+    from benchmarks.race_evorec import EvorecArm
+    from offline_agent.evolve import FeedbackConfig
+    from recsys.candidate import load_candidate
+
+    evaluation = evaluation.model_copy(update={"seed": seed, "checkpoint_dir": str(folder / "checkpoints")})
+    if name in EVOREC_ARMS:
+        feedback = FeedbackConfig(mode="directional" if name == "directional" else "scalar", personas=personas)
+        return EvorecArm(SEED, prepared, evaluation, rungs, folder, seed, feedback)
+    samplers = {"optuna": optuna.samplers.TPESampler(seed=seed), "random": optuna.samplers.RandomSampler(seed)}
+    return HyperbandArm(name, samplers[name], dict(load_candidate(SEED).sources), evaluation, rungs, folder)
+
+
+def advance(runs: Sequence[Run], parallel: int, deadline: float) -> bool:
+    """Step the runs, least CPU spent first, ``parallel`` at a time, until every one spent its budget (True)
+    or ``deadline`` (monotonic) passed (False)."""
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        while True:
+            waiting = [run for run in runs if not run.done]
+            if not waiting:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            behind = sorted(waiting, key=lambda run: run.searcher.cpu_seconds())[:parallel]
+            for run, future in [(run, pool.submit(run.searcher.step)) for run in behind]:
+                future.result()  # a failing step stops the benchmark with its traceback
+                print(f"{run.arm} seed {run.seed}: {run.searcher.evaluations()} evaluations, "
+                      f"{run.searcher.cpu_seconds():.0f} of {run.budget:.0f} CPU-s", flush=True)  # fmt: skip
+
+
+def feedback_figures(searcher: Arm) -> dict[str, Any]:
+    """An evorec run's feedback precision (overall and per rule or proposer) and its added probes' verdicts."""
+    from benchmarks.race_evorec import EvorecArm
+    from offline_agent.feedback_checks import overall, precision_by
+    from offline_agent.probe_review import review_probes
+
+    if not isinstance(searcher, EvorecArm):
+        return {}
+    programs = searcher.evolution.db.programs()
+    return {
+        "feedback_precision": overall(programs).to_json(),
+        "feedback_precision_by_rule": {name: found.to_json() for name, found in precision_by(programs).items()},
+        "probes": [verdict.to_json() for verdict in review_probes(programs)],
+    }
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(statistics.mean(values), 4) if values else None
+
+
+def arm_figures(runs: Sequence[Run]) -> dict[str, Any]:
+    """One arm over its seeds: the best at the top rung of each run and their means."""
+    bests = [run.searcher.best() for run in runs]
+    found = [best for best in bests if best is not None]
+    test = [best.to_json()["test_ndcg10"] for best in found]
+    figures: dict[str, Any] = {
+        "runs": len(found),
+        "mean_test_ndcg10": _mean(test),
+        "std_test_ndcg10": round(statistics.stdev(test), 4) if len(test) > 1 else None,
+        "mean_valid_ndcg10": _mean([best.to_json()["valid_ndcg10"] for best in found]),
+        "per_seed_test_ndcg10": [best.to_json()["test_ndcg10"] if best else None for best in bests],
+        "per_seed": [best.to_json() if best else None for best in bests],
+        "evaluations": [run.searcher.evaluations() for run in runs],
+        "cpu_seconds": [round(run.searcher.cpu_seconds(), 1) for run in runs],
+    }
+    per_run = [feedback_figures(run.searcher) for run in runs]
+    if any(per_run):
+        totals = [f["feedback_precision"] for f in per_run]
+        checked, fixed = sum(t["checked"] for t in totals), sum(t["fixed"] for t in totals)
+        figures["feedback_precision"] = {
+            "targeted": sum(t["targeted"] for t in totals), "checked": checked, "fixed": fixed,
+            "precision": round(fixed / checked, 4) if checked else None, "per_seed": totals,
+        }  # fmt: skip
+        figures["feedback_precision_by_rule"] = [f["feedback_precision_by_rule"] for f in per_run]
+        figures["probes"] = [f["probes"] for f in per_run]
+    return figures
+
+
+def paired(first: Sequence[TopRung | None], second: Sequence[TopRung | None]) -> dict[str, Any]:
+    """``first`` minus ``second`` seed by seed (test NDCG@10), the mean difference with its 95% t interval,
+    the wins and the paired t-test, over the seeds where both arms have a result."""
+    pairs = [(a.to_json()["test_ndcg10"], b.to_json()["test_ndcg10"]) for a, b in zip(first, second, strict=True)
+             if a is not None and b is not None]  # fmt: skip
+    differences = [a - b for a, b in pairs]
+    figures: dict[str, Any] = {"test_ndcg10_differences": [round(d, 4) for d in differences]}
+    if not differences:
+        return figures
+    figures.update(mean_difference=round(statistics.mean(differences), 4), wins=sum(d > 0 for d in differences))
+    if len(differences) > 1 and statistics.stdev(differences) > 0:
+        spread = stats.sem(differences)
+        low, high = stats.t.interval(CONFIDENCE, len(differences) - 1, loc=statistics.mean(differences), scale=spread)
+        figures["ci95"] = [round(float(low), 4), round(float(high), 4)]
+        figures["paired_t_p_value"] = round(float(stats.ttest_rel(*zip(*pairs, strict=True)).pvalue), 4)
+    return figures
+
+
+def summarise(runs: Sequence[Run], arms: Sequence[str], seeds: int) -> dict[str, Any]:
+    by_arm = {arm: [run for run in runs if run.arm == arm] for arm in arms}
+    bests = {arm: [run.searcher.best() for run in found] for arm, found in by_arm.items()}
+    figures: dict[str, Any] = {"seeds": seeds, "arms": {arm: arm_figures(found) for arm, found in by_arm.items()}}
+    figures["paired"] = {f"{a} - {b}": paired(bests[a], bests[b]) for a, b in PAIRS if a in bests and b in bests}
+    figures["directional_against"] = {b: figures["paired"][f"directional - {b}"] for a, b in PAIRS[:2]
+                                      if f"{a} - {b}" in figures["paired"]}  # fmt: skip
+    means = [figures["arms"].get(arm, {}).get("mean_test_ndcg10") for arm in ARMS]
+    ahead = figures["paired"].get("directional - scalar_only", {})
+    if None not in means and len(ahead.get("test_ndcg10_differences", [])) == seeds:
+        figures["goal_met"] = bool(means[0] > means[1] > means[2] and ahead["wins"] == seeds)
+    return figures
 
 
 def _result_name(dataset: str) -> str:
     return "feedback_ablation" if dataset == "ml-1m" else f"feedback_ablation_{dataset.replace('-', '_')}"
 
 
-class EvolutionRun:
-    """One evolution arm and seed, advanced one evaluation at a time (resumable from its database)."""
-
-    def __init__(self, arm: str, seed: int, state: Path, prepared: Any, args: argparse.Namespace) -> None:
-        from offline_agent.evaluator import EvaluationConfig
-        from offline_agent.evolve import EvolutionConfig, FeedbackConfig
-        from offline_agent.program_db import DatabaseConfig
-
-        self.prepared = prepared
-        evaluation = EvaluationConfig(
-            dataset=str(prepared.path),
-            seed=seed,
-            train_seconds=args.train_seconds,
-            max_epochs=args.max_epochs,
-            work_dir=str(state / "sandboxes"),
-        )
-        mode: Literal["directional", "scalar"] = "directional" if arm == "directional" else "scalar"
-        self.config = EvolutionConfig(
-            seed_candidate=str(SEED),
-            dataset=str(prepared.path),
-            run_dir=str(state / f"{arm}_seed{seed}"),
-            seed=seed,
-            feedback=FeedbackConfig(mode=mode, personas=args.personas),
-            database=DatabaseConfig(islands=1),
-            evaluation=evaluation,
-            iterations=0,
-        )
-        self.limit = args.evaluations
-
-    def _evolution(self, iterations: int) -> Any:
-        from offline_agent.evolve import Evolution
-
-        return Evolution(self.config.model_copy(update={"iterations": iterations}), self.prepared.path)
-
-    def evaluations(self) -> int:
-        counts = self._evolution(0).db.counts()
-        return counts.get("evaluated", 0) + counts.get("failed", 0)
-
-    def exhausted(self) -> bool:
-        iteration = int(self._evolution(0).db.get_state("iteration", 0))
-        return iteration >= MAX_PROPOSALS_PER_EVALUATION * self.limit
-
-    def step(self) -> None:
-        """Run until one more candidate is evaluated (or the proposals run out)."""
-        target = self.evaluations() + 1
-        while self.evaluations() < target and not self.exhausted():
-            iteration = int(self._evolution(0).db.get_state("iteration", 0))
-            self._evolution(iteration + 1).run()
-
-    def best(self) -> dict[str, Any] | None:
-        best = self._evolution(0).db.best()
-        if best is None or best.fitness is None:
-            return None
-        return {"valid": best.metrics, "test": best.feedback.test_metrics, "rule_chain": best.feedback.rule}
-
-
-class RandomRun:
-    """Random search: one sampled configuration of the seed per evaluation, logged as JSON lines."""
-
-    def __init__(self, seed: int, state: Path, prepared: Any, args: argparse.Namespace) -> None:
-        from offline_agent.evaluator import EvaluationConfig
-        from recsys.candidate import load_candidate
-
-        self.log = state / f"random_seed{seed}.jsonl"
-        self.evaluation = EvaluationConfig(
-            dataset=str(prepared.path), seed=seed, train_seconds=args.train_seconds, max_epochs=args.max_epochs,
-            diagnose=False, work_dir=str(state / "sandboxes"),
-        )  # fmt: skip
-        rng = random.Random(seed)
-        self.configurations = [random_configuration(rng) for _ in range(args.evaluations)]
-        self.configurations[0] = {}  # the seed itself first, as in the evolution arms
-        self.seed_sources = dict(load_candidate(SEED).sources)
-        self.limit = args.evaluations
-
-    def trials(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
-
-    def evaluations(self) -> int:
-        return len(self.trials())
-
-    def exhausted(self) -> bool:
-        return False
-
-    def step(self) -> None:
-        from offline_agent.evaluator import evaluate_candidate
-
-        configuration = self.configurations[self.evaluations()]
-        outcome = evaluate_candidate(apply_configuration(self.seed_sources, configuration), self.evaluation)
-        log_trial(self.log, configuration, outcome)
-
-    def best(self) -> dict[str, Any] | None:
-        scored = [t for t in self.trials() if t["status"] == "evaluated"]
-        if not scored:
-            return None
-        best = max(scored, key=lambda t: t["valid"]["ndcg@10"])
-        return {"valid": best["valid"], "test": best["test"], "configuration": best["configuration"]}
-
-
-def _summary(bests: list[dict[str, Any]]) -> dict[str, Any]:
-    def column(split: str, metric: str) -> list[float]:
-        return [float(b[split][metric]) for b in bests]
-
-    def spread(values: list[float]) -> float | None:
-        return round(statistics.stdev(values), 4) if len(values) > 1 else None
-
-    figures: dict[str, Any] = {"runs": len(bests)}
-    if not bests:
-        return figures
-    test = column("test", "ndcg@10")
-    figures.update(
-        mean_test_ndcg10=round(statistics.mean(test), 4),
-        std_test_ndcg10=spread(test),
-        mean_valid_ndcg10=round(statistics.mean(column("valid", "ndcg@10")), 4),
-        per_seed_test_ndcg10=[round(v, 4) for v in test],
-    )
-    for metric in BEYOND_ACCURACY:
-        figures[f"mean_test_{metric.replace('@', '')}"] = round(statistics.mean(column("test", metric)), 4)
-    return figures
-
-
-def _paired(bests: dict[str, list[dict[str, Any] | None]], other: str) -> dict[str, Any]:
-    """Directional against another arm seed by seed: the runs of a seed start from the same seed
-    candidate trained with the same seed, so the per-seed difference takes out how lucky that seed was."""
-    pairs = [
-        (float(d["test"]["ndcg@10"]), float(o["test"]["ndcg@10"]))
-        for d, o in zip(bests["directional"], bests[other], strict=True)
-        if d and o
-    ]
-    differences = [d - o for d, o in pairs]
-    figures: dict[str, Any] = {"test_ndcg10_differences": [round(v, 4) for v in differences]}
-    if differences:
-        figures.update(mean_difference=round(statistics.mean(differences), 4), wins=sum(v > 0 for v in differences))
-    if len(differences) > 1 and statistics.stdev(differences) > 0:
-        directional, others = zip(*pairs, strict=True)
-        figures["paired_t_p_value"] = round(float(stats.ttest_rel(directional, others).pvalue), 4)
-    return figures
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-latest-small")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--evaluations", type=int, default=5, help="evaluations per run, the seed candidate included")
-    parser.add_argument("--max-epochs", type=int, default=20, help="the training budget of every evaluation")
-    parser.add_argument("--train-seconds", type=float, default=1800, help="a safety cap on each training run")
-    parser.add_argument("--personas", type=int, default=8, help="simulated users critiquing each candidate")
-    parser.add_argument("--budget-seconds", type=float, default=7200, help="time this invocation may spend")
+    parser.add_argument("--cpu-budget", type=float, default=3600, help="CPU-seconds per arm and seed")
+    parser.add_argument("--rungs", default="1,3,9", help="epochs of each rung, increasing")
+    parser.add_argument("--personas", type=int, default=8, help="simulated users critiquing each evorec candidate")
+    parser.add_argument("--budget-seconds", type=float, default=7200, help="wall time this invocation may spend")
     parser.add_argument("--parallel", type=int, default=2, help="runs advanced at once (a core each)")
+    parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated; 'random' may be added")
     args = parser.parse_args()
 
+    from offline_agent.evaluator import EvaluationConfig
+    from offline_agent.rungs import RungConfig
     from recsys.data.lookup import prepared_dataset
     from recsys.settings import get_settings
 
     started = time.monotonic()
     prepared = prepared_dataset(args.dataset, get_settings())
-    state = ROOT / "state" / f"feedback_ablation_{args.dataset}"
-    resumed = state.exists() and any(state.iterdir())  # a fresh state starts the tallies afresh
+    state = ROOT / "state" / f"feedback_ablation_rungs_{args.dataset}"
     state.mkdir(parents=True, exist_ok=True)
-    runs: dict[tuple[str, int], Any] = {}
-    for seed in range(args.seeds):
-        for arm in ARMS:
-            runs[arm, seed] = (
-                RandomRun(seed, state, prepared, args) if arm == "random"
-                else EvolutionRun(arm, seed, state, prepared, args)
-            )  # fmt: skip
-    stopped = "evaluations"
-    with ThreadPoolExecutor(max_workers=args.parallel) as pool:  # each evaluation is its own sandbox process
-        while True:
-            waiting = [run for run in runs.values() if run.evaluations() < args.evaluations and not run.exhausted()]
-            if not waiting:
-                break
-            if time.monotonic() - started >= args.budget_seconds:
-                stopped = "time budget"
-                break
-            behind = sorted(waiting, key=lambda run: run.evaluations())[: args.parallel]
-            for future in [pool.submit(run.step) for run in behind]:
-                future.result()  # a failing step stops the benchmark with its traceback
+    rungs = RungConfig(epochs=tuple(int(e) for e in args.rungs.split(",")))
+    evaluation = EvaluationConfig(dataset=str(prepared.path), work_dir=str(state / "sandboxes"))
+    arms = args.arms.split(",")
+    runs = [
+        Run(arm, seed, build_arm(arm, seed, state / f"{arm}_seed{seed}", prepared.path, evaluation, rungs,
+                                 args.personas), args.cpu_budget)
+        for seed in range(args.seeds) for arm in arms
+    ]  # fmt: skip
+    finished = advance(runs, args.parallel, started + args.budget_seconds)
 
+    setup = {"cpu_budget": args.cpu_budget, "rungs": list(rungs.epochs), "seeds": args.seeds, "arms": arms,
+             "personas": args.personas, "seed_candidate": "sasrec_bce"}  # fmt: skip
     previous_path = RESULTS / f"{_result_name(args.dataset)}.json"
-    previous = json.loads(previous_path.read_text()) if resumed and previous_path.exists() else {}
-    bests = {arm: [runs[arm, seed].best() for seed in range(args.seeds)] for arm in ARMS}
-    arms = {
-        arm: {
-            **_summary([b for b in bests[arm] if b is not None]),
-            "evaluations": [runs[arm, seed].evaluations() for seed in range(args.seeds)],
-        }
-        for arm in ARMS
-    }
+    previous = json.loads(previous_path.read_text()) if previous_path.exists() else {}
+    same = previous.get("setup") == setup
     figures = {
-        "seeds": args.seeds,
-        "arms": arms,
-        "directional_against": {other: _paired(bests, other) for other in ARMS[1:]},
-        "evaluations_per_run": args.evaluations,
-        "max_epochs_per_evaluation": args.max_epochs,
-        "personas": args.personas,
-        "seed_candidate": SEED.name,
-        "selection": "each run's best by validation NDCG@10; test metrics reported, never used to select",
-        "finished": stopped == "evaluations",
-        "sessions": previous.get("sessions", 0) + 1,
-        "seconds": round(previous.get("seconds", 0.0) + time.monotonic() - started, 1),
+        **summarise(runs, arms, args.seeds),
+        "setup": setup,
+        "selection": "each run's best at the highest rung it reached, by validation NDCG@10; test reported, "
+        "never used to select",
+        "finished": finished,
+        "sessions": (previous.get("sessions", 0) if same else 0) + 1,
+        "seconds": round((previous.get("seconds", 0.0) if same else 0.0) + time.monotonic() - started, 1),
     }
     path = write_result(_result_name(args.dataset), figures, args.dataset)
     print(path.read_text())

@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from benchmarks.arms import TopRung
 from offline_agent.evaluator import EvaluationConfig, EvaluationOutcome, evaluate_candidate
 from offline_agent.rungs import RungConfig, kendall_tau
 from offline_agent.search_space import declared_space, with_values
@@ -29,6 +30,7 @@ from recsys.evaluation import SELECTION_METRIC
 
 log = logging.getLogger(__name__)
 CPU_SECONDS = "cpu_seconds"  # a trial's user attribute: the CPU time its rung evaluations spent
+TEST_AT = "test_ndcg10_at_"  # + epochs: a trial's user attribute, the test NDCG@10 measured with that rung's validation
 
 
 class HyperbandArm:
@@ -95,6 +97,7 @@ class HyperbandArm:
             self.study.tell(trial, state=TrialState.FAIL)
             return
         value = outcome.valid[SELECTION_METRIC]
+        trial.set_user_attr(TEST_AT + str(epochs), (outcome.test or {}).get(SELECTION_METRIC))
         trial.report(value, epochs)
         self._settled(trial, rung + 1, value)
 
@@ -108,15 +111,29 @@ class HyperbandArm:
             return True
         return False
 
-    def finalists(self) -> list[dict[str, str]]:
-        """The top ``finals`` configurations' code: highest rung reached, then validation there."""
+    def _ranked(self) -> list[FrozenTrial]:
+        """Trials with a reported rung, best first: highest rung reached, then validation there."""
         reached = [t for t in self.study.get_trials(deepcopy=False) if t.intermediate_values]
 
         def rank(trial: FrozenTrial) -> tuple[int, float]:
             top = max(trial.intermediate_values)
             return top, trial.intermediate_values[top]
 
-        return [self._sources(t.params) for t in sorted(reached, key=rank, reverse=True)[: self.rungs.finals]]
+        return sorted(reached, key=rank, reverse=True)
+
+    def finalists(self) -> list[dict[str, str]]:
+        """The top ``finals`` configurations' code."""
+        return [self._sources(t.params) for t in self._ranked()[: self.rungs.finals]]
+
+    def best(self) -> TopRung | None:
+        """The best trial at the highest rung reached, with the test NDCG@10 measured at that rung."""
+        ranked = [t for t in self._ranked() if t.user_attrs.get(TEST_AT + str(max(t.intermediate_values))) is not None]
+        if not ranked:
+            return None
+        trial = ranked[0]
+        epochs = max(trial.intermediate_values)
+        valid, test = trial.intermediate_values[epochs], trial.user_attrs[TEST_AT + str(epochs)]
+        return TopRung(self.rungs.epochs.index(epochs), epochs, {SELECTION_METRIC: valid}, {SELECTION_METRIC: test})
 
     def proxy_fidelity(self) -> list[dict[str, Any]]:
         """Kendall τ between successive rungs over the trials that reached both (as evorec's report has it)."""

@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmarks.arms import TopRung
 from offline_agent.evaluator import EvaluationConfig
-from offline_agent.evolve import Evolution, EvolutionConfig
+from offline_agent.evolve import Evolution, EvolutionConfig, FeedbackConfig
 from offline_agent.program_db import DatabaseConfig
 from offline_agent.rungs import RungConfig, finalists
 
@@ -26,12 +27,20 @@ class EvorecArm:
     """
 
     def __init__(
-        self, seed: Path, prepared: Path, evaluation: EvaluationConfig, rungs: RungConfig, folder: Path, rng_seed: int
+        self,
+        seed: Path,
+        prepared: Path,
+        evaluation: EvaluationConfig,
+        rungs: RungConfig,
+        folder: Path,
+        rng_seed: int,
+        feedback: FeedbackConfig | None = None,
     ) -> None:
         self.rungs = rungs
         config = EvolutionConfig(
             seed_candidate=str(seed), dataset=str(prepared), run_dir=str(folder), iterations=10**6, seed=rng_seed,
             database=DatabaseConfig(islands=1), evaluation=evaluation, rungs=rungs,
+            feedback=feedback or FeedbackConfig(),
         )  # fmt: skip
         self.evolution = Evolution(config, prepared)
         self._started = False
@@ -54,6 +63,14 @@ class EvorecArm:
                 self.evolution.end_generation()
                 return
         self.evolution.generation()
+
+    def best(self) -> TopRung | None:
+        """The best of the highest rung reached: the run's result before any finals."""
+        found = self.evolution.db.best_at_top_rung()
+        if found is None:
+            return None
+        _, result = found
+        return TopRung(result.rung, result.epochs, result.metrics, result.test_metrics)
 
     def finalists(self) -> list[dict[str, str]]:
         chosen = finalists([r for r in self.evolution.db.rung_results() if r.rung < len(self.rungs.epochs)], self.rungs)

@@ -1,4 +1,5 @@
-"""The bandit between kinds of edit: a structural edit (the configured proposer) or a tune child.
+"""The bandit between kinds of edit: a structural edit (the configured proposer) or a tune child; and, when
+a run mixes proposers, between the origins of structural edits (the rulebook or a language model).
 
 Both kinds spend the run's one compute budget, so a kind is worth what it brought per CPU-second: the
 fitness its children added over their parents (floored at 0: a worse child costs its evaluation but
@@ -16,15 +17,14 @@ records, the same choice.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from offline_agent.program_db import Program
 from offline_agent.records import ArmGains, EditChoice
 
-EditKind = Literal["structural", "tune"]
-KINDS: tuple[EditKind, ...] = ("structural", "tune")
+KINDS: tuple[Literal["structural", "tune"], ...] = ("structural", "tune")
 MIN_SECONDS = 1.0  # an evaluation that failed at once still cost its start-up
 
 
@@ -32,21 +32,32 @@ MIN_SECONDS = 1.0  # an evaluation that failed at once still cost its start-up
 class Pull:
     """One child of a kind: the gain it brought (None while it waits for its evaluation) and its CPU time."""
 
-    kind: EditKind
+    kind: str
     gain: float | None
     cpu_seconds: float
 
 
-def pulls(programs: Sequence[Program], threads: int) -> list[Pull]:
-    """The proposed children of the run as pulls of their kind (children from before edit kinds were recorded
-    count as structural)."""
+def edit_kind(child: Program) -> str:
+    """A child's kind of edit (children from before edit kinds were recorded count as structural)."""
+    return child.feedback.edit_kind or "structural"
+
+
+def structural_origin(child: Program) -> str | None:
+    """Which proposer wrote a structural child (None for a tune child): the arms of a mixed run's origins."""
+    return None if edit_kind(child) == "tune" else child.feedback.proposer
+
+
+def pulls(
+    programs: Sequence[Program], threads: int, kind_of: Callable[[Program], str | None] = edit_kind
+) -> list[Pull]:
+    """The proposed children of the run as pulls of their kind (``kind_of``; None leaves a child out)."""
     by_key = {program.key: program for program in programs}
     found = []
     for child in programs:
         parent = by_key.get(child.parent_key or "")
-        if child.origin != "proposed" or parent is None:
+        kind = kind_of(child)
+        if child.origin != "proposed" or parent is None or kind is None:
             continue
-        kind = child.feedback.edit_kind or "structural"
         if child.status == "pending":
             found.append(Pull(kind, None, 0.0))
             continue
@@ -55,7 +66,7 @@ def pulls(programs: Sequence[Program], threads: int) -> list[Pull]:
     return found
 
 
-def arm_gains(found: Sequence[Pull]) -> dict[str, ArmGains]:
+def arm_gains(found: Sequence[Pull], kinds: Sequence[str] = KINDS) -> dict[str, ArmGains]:
     finished = [pull for pull in found if pull.gain is not None]
     return {
         kind: ArmGains(
@@ -63,27 +74,35 @@ def arm_gains(found: Sequence[Pull]) -> dict[str, ArmGains]:
             gain=sum(pull.gain or 0.0 for pull in finished if pull.kind == kind),
             cpu_seconds=sum(pull.cpu_seconds for pull in finished if pull.kind == kind),
         )
-        for kind in KINDS
+        for kind in kinds
     }
 
 
-def choose(found: Sequence[Pull], exploration: float = 1.0, cold_start: int = 1) -> EditChoice:
-    """The kind of the next edit, with the gains it was chosen on."""
-    arms = arm_gains(found)
-    untried = [kind for kind in KINDS if arms[kind].children < cold_start]
+def ucb1(
+    found: Sequence[Pull], kinds: Sequence[str], exploration: float = 1.0, cold_start: int = 1
+) -> tuple[str, str, dict[str, ArmGains]]:
+    """The arm to pull among ``kinds``, why, and each arm's gains (with its score when UCB1 chose)."""
+    arms = arm_gains(found, kinds)
+    untried = [kind for kind in kinds if arms[kind].children < cold_start]
     if untried:
         first = untried[0]
-        return EditChoice(kind=first, reason=f"cold start: {arms[first].children} of {cold_start} {first}", arms=arms)
-    rates = {kind: arms[kind].gain / arms[kind].cpu_seconds if arms[kind].cpu_seconds else 0.0 for kind in KINDS}
+        return first, f"cold start: {arms[first].children} of {cold_start} {first}", arms
+    rates = {kind: arms[kind].gain / arms[kind].cpu_seconds if arms[kind].cpu_seconds else 0.0 for kind in kinds}
     best_rate = max(rates.values())
-    total = sum(arms[kind].children for kind in KINDS)
+    total = sum(arms[kind].children for kind in kinds)
     scored: dict[str, ArmGains] = {}
-    for kind in KINDS:
+    for kind in kinds:
         arm = arms[kind]
         rate = rates[kind] / best_rate if best_rate > 0 else 0.0
         scored[kind] = arm.model_copy(
             update={"score": rate + exploration * math.sqrt(2 * math.log(total) / arm.children)}
         )
-    kind = max(KINDS, key=lambda k: scored[k].score or 0.0)  # ties: the first kind
-    scores = ", ".join(f"{k} {scored[k].score:.3f}" for k in KINDS)
-    return EditChoice(kind=kind, reason=f"UCB1: {scores}", arms=scored)
+    kind = max(kinds, key=lambda k: scored[k].score or 0.0)  # ties: the first kind
+    scores = ", ".join(f"{k} {scored[k].score:.3f}" for k in kinds)
+    return kind, f"UCB1: {scores}", scored
+
+
+def choose(found: Sequence[Pull], exploration: float = 1.0, cold_start: int = 1) -> EditChoice:
+    """The kind of the next edit, with the gains it was chosen on."""
+    kind, reason, arms = ucb1(found, KINDS, exploration, cold_start)
+    return EditChoice(kind="tune" if kind == "tune" else "structural", reason=reason, arms=arms)

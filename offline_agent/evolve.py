@@ -30,14 +30,24 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from offline_agent import SEEDS
+from offline_agent.bandit import Pull, pulls, structural_origin
 from offline_agent.diagnosis.report import DiagnosisReport
 from offline_agent.edits import EditError, apply_change, behaviour_hash, parse_reply
 from offline_agent.evaluator import EvaluationConfig, EvaluationOutcome, evaluate_candidate
+from offline_agent.feedback_checks import check_feedback, rule_checks
 from offline_agent.llm.base import BudgetExhausted, LLMConfig, LLMError, Spend
 from offline_agent.llm.registry import build_llm
 from offline_agent.multifidelity import MultiFidelity
+from offline_agent.probe_review import dropped, review_probes
 from offline_agent.program_db import DatabaseConfig, Program, ProgramDatabase
-from offline_agent.proposers import LLMProposer, NoProposal, ProposalRequest, Proposer, RulebookProposer
+from offline_agent.proposers import (
+    LLMProposer,
+    MixedProposer,
+    NoProposal,
+    ProposalRequest,
+    Proposer,
+    RulebookProposer,
+)
 from offline_agent.records import EditChoice, Feedback
 from offline_agent.rungs import RungConfig
 from offline_agent.simulator.aggregate import LLMAggregator, simulate
@@ -59,7 +69,9 @@ JOURNAL_SHOWN = 12
 class ProposerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["rulebook", "llm"] = "rulebook"
+    kind: Literal["rulebook", "llm", "mixed"] = Field(
+        default="rulebook", description="mixed: the rulebook and the language model, chosen by the bandit"
+    )
     llm: LLMConfig | None = None
     rulebook_explore: float = Field(default=0.3, ge=0, le=1)
 
@@ -68,8 +80,10 @@ class FeedbackConfig(BaseModel):
     """What the proposer learns of a candidate beyond its fitness.
 
     ``directional``: the diagnosis probes and the simulated users' critiques (the default);
-    ``scalar``: the fitness only (an ablation). ``critic`` is the language model that writes the
-    critiques; without one they are built from measured persona/list mismatches.
+    ``scalar``: the fitness only (an ablation). Under both the probes and simulated users run and are
+    recorded, so each edit's answer to a flagged problem is checked alike
+    (:mod:`offline_agent.feedback_checks`); ``scalar`` only hides them from the proposer. ``critic`` is the
+    language model that writes the critiques; without one they are built from measured persona/list mismatches.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -160,12 +174,20 @@ def reward_verdict(child: Program, parent: Program) -> tuple[float, str] | None:
     return change, f"reward alignment {measured.alignment:.4f}{shown} (judged by alignment, not loss)"
 
 
-def build_proposer(config: ProposerConfig, spend: Spend) -> Proposer:
+def build_proposer(
+    config: ProposerConfig, spend: Spend, tuning: TuningConfig, origin_pulls: Callable[[], list[Pull]]
+) -> Proposer:
+    """The configured proposer; a mixed one chooses each edit's origin on ``origin_pulls`` (its structural
+    children so far) with the tuning bandit's settings."""
+    rulebook = RulebookProposer(config.rulebook_explore)
     if config.kind == "rulebook":
-        return RulebookProposer(config.rulebook_explore)
+        return rulebook
     if config.llm is None:
-        raise ConfigError("proposer.kind is llm but proposer.llm is not configured")
-    return LLMProposer(build_llm(config.llm), spend)
+        raise ConfigError(f"proposer.kind is {config.kind} but proposer.llm is not configured")
+    llm = LLMProposer(build_llm(config.llm), spend)
+    if config.kind == "llm":
+        return llm
+    return MixedProposer(rulebook, llm, origin_pulls, tuning.exploration, tuning.cold_start)
 
 
 class Evolution:
@@ -184,13 +206,13 @@ class Evolution:
         self.directional = config.feedback.mode == "directional"
         rungs = config.rungs
         checkpoints = config.evaluation.checkpoint_dir or str(self.run_dir / "checkpoints")
-        personas = config.feedback.personas if self.directional else 0
+        personas = config.feedback.personas
         list_users = tuple(int(u) for u in sample_users(self.sequences, personas, config.seed)) if personas else ()
         self.evaluation = config.evaluation.model_copy(
             update={
                 "dataset": str(prepared_path),
                 "work_dir": config.evaluation.work_dir or str(self.run_dir / "sandboxes"),
-                "diagnose": self.directional and config.evaluation.diagnose,
+                "diagnose": config.evaluation.diagnose,
                 "list_users": list_users,
                 "hidden_paths": (*config.evaluation.hidden_paths, str(self.run_dir)),
                 **({"max_epochs": rungs.epochs[0], "checkpoint_dir": checkpoints} if rungs else {}),
@@ -198,13 +220,16 @@ class Evolution:
         )  # what every candidate of this run is evaluated with, wherever the evaluation runs
         self.rungs = MultiFidelity(rungs, self.db, self.evaluation, config.workers) if rungs else None
         self.spend = Spend(config.max_usd, config.max_tokens, **self.db.get_state("spend", {}))
-        self.proposer = build_proposer(config.proposer, self.spend)
+        self.proposer = build_proposer(
+            config.proposer, self.spend, config.tuning,
+            lambda: pulls(self.db.programs(), self.evaluation.threads, structural_origin),
+        )  # fmt: skip
         self.edits = EditScheduler(config.tuning, self.evaluation.threads)
         self.critic, self.aggregator = self._critics(config.feedback.critic)
         self.rng = random.Random(f"{config.seed}:{self.db.get_state('iteration', 0)}")
 
     def _critics(self, config: LLMConfig | None) -> tuple[LLMCritic | None, LLMAggregator | None]:
-        if config is None or not self.directional:
+        if config is None:
             return None, None
         llm, cache = build_llm(config), ReplyCache(self.run_dir / "critiques.sqlite")
         return LLMCritic(llm, cache, self.spend), LLMAggregator(llm, cache, self.spend)
@@ -229,8 +254,8 @@ class Evolution:
                 entries.append(
                     (delta, f"{rationale} -> {self.config.database.fitness} {child.fitness:.4f} ({delta:+.4f})")
                 )
-            for check in child.feedback.probe_checks:
-                entries.append((0.0, check))
+            if self.directional:  # the scalar-feedback ablation's proposer sees fitness only
+                entries += [(0.0, check) for check in child.feedback.probe_checks]
         fidelity = self.rungs.journal_line() if self.rungs else None
         shown = [text for _, text in sorted(entries, key=lambda e: -e[0])[:JOURNAL_SHOWN]]
         return [fidelity, *shown] if fidelity else shown
@@ -279,6 +304,9 @@ class Evolution:
             reward_alignment=outcome.reward_alignment,
             **self._directional_feedback(program, outcome),
         )
+        if program.parent_key is not None:
+            parent_feedback = self.db.get(program.parent_key).feedback
+            feedback = feedback.merged(feedback_checks=check_feedback(parent_feedback, feedback))
         twins = [p for p in self.db.pending() if p.content_hash == program.content_hash and p.key != program.key]
         for twin in twins:  # the seed's copy on each island: same code, same outcome
             self.db.record_evaluation(twin.key, outcome.valid, feedback, outcome.reason)
@@ -298,11 +326,11 @@ class Evolution:
             return {"diagnosis_error": outcome.diagnosis_error}
         if outcome.diagnosis is None:
             return {}
-        report = DiagnosisReport.from_json(outcome.diagnosis)
-        extra: dict[str, Any] = {"diagnosis": outcome.diagnosis, "signals": report.signals()}
+        report = DiagnosisReport.from_json(outcome.diagnosis).without(dropped(review_probes(self.db.programs())))
+        extra: dict[str, Any] = {"diagnosis": report.to_json(), "signals": report.signals()}
         folder = self.run_dir / "candidates" / program.key[:12]
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "diagnosis.json").write_text(json.dumps(outcome.diagnosis, indent=2) + "\n")
+        (folder / "diagnosis.json").write_text(json.dumps(outcome.diagnosis, indent=2) + "\n")  # as measured
         (folder / "diagnosis.md").write_text(report.to_markdown() + "\n")
         if report.lists:
             simulation = simulate(self.prepared, self.sequences, report.lists, self.critic, self.aggregator)
@@ -335,7 +363,7 @@ class Evolution:
         rejections = self.db.get_state("rejections", [])[-REJECTIONS_KEPT:]
         request = ProposalRequest(
             parent, inspirations, self._journal(), rejections, self._tried_rules(parent),
-            self.config.database.fitness, self.directional, self._rule_gains(),
+            self.config.database.fitness, self.directional, self._rule_gains(), rule_checks(programs),
         )  # fmt: skip
         try:
             proposal = self.proposer.propose(request, self.rng)

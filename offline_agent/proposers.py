@@ -6,22 +6,26 @@ controller parses and applies every proposal the same way.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Protocol
 
 import jinja2
 
+from offline_agent import bandit
 from offline_agent.api_text import candidate_api_text
 from offline_agent.diagnosis.report import DiagnosisReport
-from offline_agent.llm.base import LLM, LLMReply, Spend
+from offline_agent.llm.base import LLM, LLMError, LLMReply, Spend
 from offline_agent.program_db import Program
 from offline_agent.rulebook.catalogue import RULES
 from offline_agent.rulebook.engine import Rule, RuleContext, applicable, reply_for
 from recsys.errors import EvorecError
 
+log = logging.getLogger(__name__)
 SHOWN_METRICS = ("ndcg@10", "hr@10", "mrr@10", "coverage@10", "novelty@10", "popularity_lift@10", "gini@10",
                  "ild@10", "calibration_kl@10", "ndcg@10_light", "ndcg@10_medium", "ndcg@10_heavy")  # fmt: skip
 
@@ -40,6 +44,7 @@ class ProposalRequest:
     fitness: str = "ndcg@10"
     directional: bool = True  # False: the proposer sees the fitness only (the scalar-feedback ablation)
     rule_gains: dict[str, tuple[float, ...]] = field(default_factory=dict)  # rule -> its children's relative gains
+    rule_checks: dict[str, tuple[int, int]] = field(default_factory=dict)  # rule -> (fixed, checked) flagged problems
 
     def context(self) -> RuleContext:
         """What the rulebook may look at: everything, or only the fitness when feedback is scalar."""
@@ -113,7 +118,8 @@ class RulebookProposer:
     """Picks a rule whose precondition holds and that was not yet tried on this parent.
 
     Order: the rule's expected value (its known gain, updated by what it brought other parents in this
-    run, plus the worth of the problem the feedback points at: :meth:`Rule.expected_value`). With
+    run, plus the worth of the problem the feedback points at, weighed by how often the rule's earlier
+    answers to flagged problems fixed them: :meth:`Rule.expected_value`). With
     probability ``explore`` another applicable rule, drawn with Boltzmann weights ``exp(value /
     temperature)``: exploration still reaches every rule, but an edit expected to lose a third of the
     score is drawn far less often than a near-tie, since each evaluation is expensive.
@@ -129,8 +135,9 @@ class RulebookProposer:
     def ranked(request: ProposalRequest) -> list[tuple[Rule, float]]:
         """The applicable untried rules with their expected values, best first."""
         context = request.context()
+        gains, checks = request.rule_gains, request.rule_checks
         valued = [
-            (rule, rule.expected_value(context, request.rule_gains.get(rule.name, ())))
+            (rule, rule.expected_value(context, gains.get(rule.name, ()), checks.get(rule.name, (0, 0))))
             for rule in applicable(RULES, context, request.tried_rules)
         ]
         return sorted(valued, key=lambda pair: -pair[1])
@@ -159,3 +166,41 @@ class LLMProposer:
     def propose(self, request: ProposalRequest, rng: random.Random) -> Proposal:
         reply = self.spend.ask(self.llm, system_prompt(), build_prompt(request))
         return Proposal(reply.text, self.name, reply=reply)
+
+
+class MixedProposer:
+    """Structural edits from the rulebook and from a language model in one run.
+
+    Each proposal's origin is chosen by the bandit that chooses edit kinds (:func:`offline_agent.bandit.ucb1`),
+    over the structural children of each origin: the fitness they added over their parents per CPU-second.
+    When the chosen origin has nothing to offer (no rule applies to the parent, the model's call failed),
+    the other is asked. Every child records the origin that wrote it (``Feedback.proposer``); a spent LLM
+    budget still ends the run.
+    """
+
+    name = "mixed"
+
+    def __init__(
+        self,
+        rulebook: RulebookProposer,
+        llm: LLMProposer,
+        pulls: Callable[[], list[bandit.Pull]],
+        exploration: float = 1.0,
+        cold_start: int = 1,
+    ) -> None:
+        self.proposers: dict[str, Proposer] = {rulebook.name: rulebook, llm.name: llm}
+        self.pulls = pulls
+        self.exploration = exploration
+        self.cold_start = cold_start
+
+    def propose(self, request: ProposalRequest, rng: random.Random) -> Proposal:
+        origins = list(self.proposers)
+        chosen, reason, _ = bandit.ucb1(self.pulls(), origins, self.exploration, self.cold_start)
+        log.info("%s: structural edit from %s (%s)", request.parent.key[:12], chosen, reason)
+        failures = []
+        for origin in sorted(origins, key=lambda o: o != chosen):
+            try:
+                return self.proposers[origin].propose(request, rng)
+            except (NoProposal, LLMError) as exc:
+                failures.append(f"{origin}: {exc}")
+        raise NoProposal("; ".join(failures))

@@ -92,6 +92,18 @@ class EditChoice(BaseModel):
     arms: dict[str, ArmGains] = Field(default_factory=dict)
 
 
+class FeedbackCheck(BaseModel):
+    """Whether a flagged signal a child's edit targeted moved the right way in the child
+    (:mod:`offline_agent.feedback_checks`)."""
+
+    model_config = RECORD
+
+    signal: str
+    parent: float = Field(description="the signal's strength in the parent, at least the flagged threshold")
+    child: float | None = Field(default=None, description="its strength in the child; None: not measured")
+    fixed: bool | None = Field(default=None, description="it fell by at least the minimum move; None: not measured")
+
+
 class Feedback(BaseModel):
     """Everything recorded of one candidate besides its code, validation metrics and failure reason.
 
@@ -127,6 +139,9 @@ class Feedback(BaseModel):
     critiques: Critiques | None = None
     complaints: dict[str, float] = Field(default_factory=dict, description="share of simulated users per complaint")
     probe_checks: list[str] = Field(default_factory=list, description="which new probes were verified, and why")
+    feedback_checks: list[FeedbackCheck] = Field(
+        default_factory=list, description="the flagged signals the edit targeted, and whether the child fixed them"
+    )
     reward_alignment: RewardAlignment | None = None
 
     def merged(self, **changes: Any) -> Feedback:

@@ -17,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
+from offline_agent.feedback_checks import MIN_MOVE, overall, precision_by
+from offline_agent.probe_review import review_probes
 from offline_agent.program_db import Program, ProgramDatabase, RungResult
 from recsys.candidate import Candidate
 from recsys.reports import figure_png, write_report_files
@@ -92,9 +94,7 @@ def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
             rationale = program.feedback.headline(140) or program.origin
             lines.append(f"| `{program.key[:12]}` | {program.origin} | {_fmt(program.fitness)} | {rationale} |")
         lines += feedback_chain(db, best, fitness)
-    checks = [check for program in programs for check in program.feedback.probe_checks]
-    if checks:
-        lines += ["", "## Probes proposed by the agent", ""] + [f"- {check}" for check in checks]
+    lines += probe_section(programs) + feedback_check_section(programs)
     mattered = []
     for child in programs:
         if child.origin == "proposed" and child.status == "evaluated" and child.parent_key:
@@ -115,6 +115,37 @@ def report_markdown(db: ProgramDatabase, fitness: str, stopped: str) -> str:
     if rejections:
         lines += ["", f"## Rejected proposals ({len(rejections)})", ""] + [f"- {reason}" for reason in rejections]
     return "\n".join(lines) + "\n"
+
+
+def probe_section(programs: list[Program]) -> list[str]:
+    """The probes the loop added: each verification, then the run's verdict (kept, dropped, on trial) and why."""
+    checks = [check for program in programs for check in program.feedback.probe_checks]
+    verdicts = review_probes(programs)
+    if not checks and not verdicts:
+        return []
+    lines = ["", "## Probes proposed by the agent", ""] + [f"- {check}" for check in checks]
+    if verdicts:
+        lines += ["", "| probe | measures | added by | verdict | candidates | why |", "|---|---|---|---|---|---|"]
+        lines += [f"| {v.probe} | {v.measures} | `{v.added_by}` | {v.status} | {v.candidates} | {v.reason} |"
+                  for v in verdicts]  # fmt: skip
+    return lines
+
+
+def feedback_check_section(programs: list[Program]) -> list[str]:
+    """Feedback precision: of the edits that answered a flagged problem, the share that fixed it, per rule/proposer."""
+    groups = precision_by(programs)
+    if not groups:
+        return []
+    total = overall(programs)
+    lines = [
+        "", "## Feedback checks", "",
+        f"Of {total.targeted} flagged problems an edit answered, {total.checked} were measured in the child and "
+        f"{total.fixed} fixed (the signal fell by at least {MIN_MOVE}): feedback precision {_fmt(total.precision)}.",
+        "", "| rule / proposer | targeted | checked | fixed | precision |", "|---|---|---|---|---|",
+    ]  # fmt: skip
+    for name, found in sorted(groups.items(), key=lambda kv: -kv[1].targeted):
+        lines.append(f"| {name} | {found.targeted} | {found.checked} | {found.fixed} | {_fmt(found.precision)} |")
+    return lines
 
 
 def rung_section(db: ProgramDatabase, fitness: str) -> list[str]:

@@ -25,6 +25,7 @@ from recsys.candidate_api import ITEM_FEATURE, Batch
 MIN_SEPARATION = 0.05
 SHIFT = 1.5  # score deviations added per unit of offset
 COLLAPSE = 0.8  # how far the collapsed reference pulls every embedding towards one direction
+POPULARITY_BINS = 10  # the scattered-lists reference moves items within these popularity quantiles only
 
 Offset = Callable[[Batch, int], torch.Tensor]
 """``(batch, width) -> B X width`` (or ``width``) offset, in units of each user's score deviation."""
@@ -119,14 +120,25 @@ def _recency(ctx: DiagnosisContext) -> torch.Tensor:
     return 2 * _standardised(torch.from_numpy(ctx.years))
 
 
-def _away_from_taste(genres: torch.Tensor) -> Offset:
+def _away_from_taste(ctx: DiagnosisContext) -> Offset:
     """Scores pushed away from the genres of each user's own history, read from the batch: the lists
-    scatter over genres the user rarely watches."""
+    scatter over genres the user rarely watches. The push is standardised within each popularity decile, so
+    it moves items within their decile and no decile as a whole: the genres a user watches most are mostly
+    popular ones, and pushed away from them as they were, the lists also turned obscure (probes of obscurity
+    separated the pair nearly as well as probes of scatter, 0.72 against 0.78 on ml-latest-small)."""
+    genres = ctx.catalog.genres
+    popularity = torch.log1p(ctx.catalog.popularity[1:].double())
+    edges = torch.quantile(popularity, torch.linspace(0, 1, POPULARITY_BINS + 1, dtype=torch.float64)[1:-1])
+    deciles = [torch.nonzero(torch.bucketize(popularity, edges) == b).flatten() + 1 for b in range(POPULARITY_BINS)]
 
     def offset(batch: Batch, width: int) -> torch.Tensor:
         rows, items = _history_rows(batch)
         profile = torch.zeros(len(batch.users), genres.shape[1]).index_add_(0, rows, genres[items])
-        return -2 * _standardised(profile @ genres.T)
+        away = -(profile @ genres.T)
+        for members in (d for d in deciles if len(d) > 1):
+            part = away[:, members]
+            away[:, members] = (part - part.mean(1, keepdim=True)) / part.std(1, keepdim=True).clamp(min=1e-12)
+        return 2 * _standardised(away)
 
     return offset
 
@@ -152,7 +164,7 @@ REFERENCE_PAIRS: dict[str, Callable[[DiagnosisContext], Pair]] = {
     "genre_calibration": _shifted(_most_common_genre, away=False),
     "era_mismatch": _shifted(_recency, away=False),
     "obscure_lists": _shifted(lambda ctx: -2 * _popularity(ctx), away=False),
-    "scattered_lists": lambda ctx: (ReferenceModel(ctx.model, _away_from_taste(ctx.catalog.genres)), ctx.model),
+    "scattered_lists": lambda ctx: (ReferenceModel(ctx.model, _away_from_taste(ctx)), ctx.model),
     "repetition": lambda ctx: (ReferenceModel(ctx.model, _consumed), ReferenceModel(ctx.model, _unconsumed)),
     "sequence_insensitivity": lambda ctx: (ReferenceModel(ctx.model, rewrite=_first_item_only), ctx.model),
     "weak_ranking_margin": lambda ctx: (ReferenceModel(ctx.model, _noise(ctx.seed)), ctx.model),

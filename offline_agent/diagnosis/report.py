@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, cast
 
 import numpy as np
@@ -48,6 +48,12 @@ class DiagnosisReport:
         for finding in self.findings:
             out[finding.measures] = round(max(out.get(finding.measures, 0.0), finding.signal), 4)
         return out
+
+    def without(self, probes: set[str]) -> DiagnosisReport:
+        """The report with the findings of the candidate's own ``probes`` left out (the run dropped them as
+        redundant: :mod:`offline_agent.probe_review`); built-in probes always count."""
+        kept = [f for f in self.findings if f.source == "builtin" or f.probe not in probes]
+        return replace(self, findings=kept)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "lists": {str(u): items for u, items in self.lists.items()}}

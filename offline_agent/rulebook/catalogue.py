@@ -653,6 +653,7 @@ RULES: tuple[Rule, ...] = (
         ),
         edits=(add_probe,),
         addresses=tuple(PROBE_TEMPLATES),
+        fixes=False,
         source="this project's diagnosis design: a probe measures, it does not change the lists, prior 0",
     ),
     Rule(

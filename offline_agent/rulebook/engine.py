@@ -190,7 +190,9 @@ class Rule:
     """``prior``: the relative NDCG@10 gain the rule is known to bring where it applies, after training
     to convergence (from the literature it cites or this project's ML-1M runs); ``epoch_cost``: how many
     times longer an epoch takes after the edit (``python benchmarks/rule_costs.py``; edits within its
-    ±10% noise count 1.0); ``addresses``: the diagnosis signals and complaints it answers.
+    ±10% noise count 1.0); ``addresses``: the diagnosis signals and complaints it answers; ``fixes``: whether
+    its edit means to move them (False for an edit that only measures them, such as a new probe), so that its
+    children are checked for having fixed them (:mod:`offline_agent.feedback_checks`).
     :meth:`expected_value` combines them into the order rules are tried in. ``requires``: the
     preconditions, on the evidence and the code; ``edits``: the changes, applied in order. ``source``: the
     publication (or this project's benchmark) the edit and its prior come from, shown with the rationale."""
@@ -201,6 +203,7 @@ class Rule:
     requires: tuple[Condition, ...]
     edits: tuple[Transform, ...]
     addresses: tuple[str, ...] = ()
+    fixes: bool = True
     epoch_cost: float = 1.0
     source: str = ""
 
@@ -245,7 +248,7 @@ class Rule:
         elasticity = ctx.time_elasticity if ctx.time_budgeted else 0.0
         return (1 + self.prior) * self.epoch_cost**-elasticity - 1
 
-    def expected_value(self, ctx: RuleContext, gains: Sequence[float] = ()) -> float:
+    def expected_value(self, ctx: RuleContext, gains: Sequence[float] = (), checks: tuple[int, int] = (0, 0)) -> float:
         """The rule's expected relative gain plus the worth of the problem the feedback points at.
 
         The (budgeted) prior counts as one observation next to ``gains``, the relative fitness changes
@@ -253,8 +256,14 @@ class Rule:
         the best too and one that kept failing sinks. Ranking by evidence alone let signals that every
         model shows (say, top-10 coverage on a small catalogue) crowd out the edits known to matter
         most; ranking by the gain alone would ignore the feedback.
+
+        ``checks``: (fixed, checked) of the rule's earlier answers to flagged problems in this run
+        (:mod:`offline_agent.feedback_checks`). The worth of the problem is weighed by ``(fixed + 1) /
+        (checked + 1)``: full until the rule's fixes are seen not to fix, then falling towards zero.
         """
-        return (self.budgeted_prior(ctx) + sum(gains)) / (1 + len(gains)) + FEEDBACK_WEIGHT * self.evidence(ctx)
+        fixed, checked = checks
+        trust = (fixed + 1) / (checked + 1)
+        return (self.budgeted_prior(ctx) + sum(gains)) / (1 + len(gains)) + FEEDBACK_WEIGHT * trust * self.evidence(ctx)
 
 
 def applicable(rules: Sequence[Rule], ctx: RuleContext, tried: set[str]) -> list[Rule]:

@@ -7,12 +7,14 @@ from collections import Counter
 import pytest
 
 from offline_agent.api_text import candidate_api_text
+from offline_agent.bandit import Pull
 from offline_agent.diagnosis.report import DiagnosisReport, Finding
 from offline_agent.llm.base import BudgetExhausted, LLMConfig, Spend
 from offline_agent.llm.registry import build_llm
 from offline_agent.program_db import Program
 from offline_agent.proposers import (
     LLMProposer,
+    MixedProposer,
     NoProposal,
     ProposalRequest,
     RulebookProposer,
@@ -191,3 +193,23 @@ def test_exploration_draws_near_ties_far_more_often_than_edits_expected_to_lose(
     assert drawn[top] == 0  # exploring means another rule than the greedy choice
     assert drawn["higher_learning_rate"] > 10 * max(drawn["wider"], 1)
     assert len(drawn) >= 5  # yet exploration reaches many rules
+
+
+def test_a_mixed_run_draws_each_edit_from_the_origin_that_improved_most_per_cpu_second(seeds_dir, tmp_path):
+    replies = tmp_path / "replies.jsonl"
+    replies.write_text("\n".join(json.dumps({"text": f"idea {i}\nTargets: low_coverage"}) for i in range(3)))
+    llm = LLMProposer(build_llm(LLMConfig(provider="replay", replay_file=str(replies))), Spend())
+    found: list[Pull] = []
+    mixed = MixedProposer(RulebookProposer(explore=0.0), llm, lambda: found)
+    request = ProposalRequest(_parent(seeds_dir), [], [], [])
+    assert mixed.propose(request, random.Random(0)).proposer == "rulebook"  # cold start, in order
+    found.append(Pull("rulebook", 0.0, 100.0))
+    assert mixed.propose(request, random.Random(0)).text.startswith("idea 0")  # cold start of the model
+    found += [Pull(llm.name, 0.02, 10.0), Pull("rulebook", 0.0, 100.0)] * 3  # the model's edits paid, the rules' not
+    assert mixed.propose(request, random.Random(0)).proposer == llm.name
+    found += [Pull(llm.name, 0.0, 50.0), Pull("rulebook", 0.1, 10.0)] * 10  # now the rules pay more per CPU-second
+    assert mixed.propose(request, random.Random(0)).proposer == "rulebook"
+    every_rule = ProposalRequest(request.parent, [], [], [], tried_rules={rule.name for rule in RULES})
+    assert mixed.propose(every_rule, random.Random(0)).text.startswith("idea 2")  # no rule left: the model
+    with pytest.raises(NoProposal, match=r"rulebook: no rule applies.*all 3 recorded replies are used"):
+        mixed.propose(every_rule, random.Random(0))

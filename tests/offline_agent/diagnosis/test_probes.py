@@ -9,7 +9,7 @@ import pytest
 
 from offline_agent.diagnosis.context import DiagnosisContext, item_years, sample_users
 from offline_agent.diagnosis.probes import BUILTIN_PROBES, Measurement, probe
-from offline_agent.diagnosis.references import REFERENCE_PAIRS, verify_probe
+from offline_agent.diagnosis.references import MIN_SEPARATION, REFERENCE_PAIRS, verify_probe
 from offline_agent.diagnosis.report import DiagnosisReport, candidate_probes, run_diagnosis
 from offline_agent.edits import apply_change, parse_reply
 from offline_agent.records import Feedback
@@ -93,6 +93,20 @@ def test_each_rulebook_probe_is_verified_against_its_complaint_and_counted(ctx, 
     assert complaint in report.signals()
     finding = next(f for f in report.findings if f.source == "candidate")
     assert finding.probe == name and finding.values and finding.interpretation
+
+
+def test_lists_scattered_beyond_taste_are_not_confused_with_obscure_lists(ctx):
+    """The scattered-lists reference pair pushes lists off the user's genres without pushing them to obscure
+    titles, so the probe of scatter separates it and the probe of obscurity does not."""
+    towards, away = REFERENCE_PAIRS["scattered_lists"](ctx)
+    (scatter,) = _load_probes((TEMPLATES / "genre_focus_probe.py").read_text())
+    (obscurity,) = _load_probes((TEMPLATES / "obscurity_probe.py").read_text())
+    separation = {
+        found.name: found(replace(ctx, model=towards)).signal - found(replace(ctx, model=away)).signal
+        for found in (scatter, obscurity)
+    }
+    assert separation["off_taste_share"] >= 0.3
+    assert separation["popularity_shortfall"] < MIN_SEPARATION
 
 
 @pytest.mark.parametrize(
