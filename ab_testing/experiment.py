@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 
 from ab_testing.decision import MetricSpec
 from ab_testing.fidelity import SimulatorFidelity, simulator_fidelity
-from ab_testing.ground_truth import GroundTruth
+from ab_testing.ground_truth import FitSettings, GroundTruth
 from ab_testing.population import Population, PopulationConfig, simulate
 from recsys.data.prepared import PreparedDataset
 from recsys.errors import EvorecError
@@ -292,7 +292,7 @@ def run_experiment(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n")
     sequences = UserSequences.from_prepared(prepared)
-    truth = ground_truth or GroundTruth.fit(prepared, seed=plan.seed)
+    truth = ground_truth or GroundTruth.fit(prepared, FitSettings(seed=plan.seed))
     population = Population.sample(truth, sequences, plan.population_config())
     catalog = ItemCatalog.build(prepared, sequences)
     slate_size = population.config.slate_size

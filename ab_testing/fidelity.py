@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, ValidationError
 from scipy.stats import spearmanr
 
-from ab_testing.ground_truth import GroundTruth, next_item_ndcg
+from ab_testing.ground_truth import FitSettings, GroundTruth, next_item_ndcg
 from ab_testing.population import Policy, Population, PopulationConfig, first_unseen, random_policy, simulate
 from recsys.data.prepared import PreparedDataset
 from recsys.sequences import SPLIT_CODES, UserSequences
@@ -159,7 +159,9 @@ def quick_check(prepared: PreparedDataset, users: int = QUICK_USERS, days: int =
     sequences = UserSequences.from_prepared(prepared)
     catalog = ItemCatalog.build(prepared, sequences)
     truth = GroundTruth.fit(prepared)
-    held_out = GroundTruth.fit(prepared, last_split=SPLIT_CODES["valid"], choice_weights=truth.choice_weights)
+    held_out = GroundTruth.fit(
+        prepared, FitSettings(last_split=SPLIT_CODES["valid"], choice_weights=truth.choice_weights)
+    )
     slate = PopulationConfig().slate_size
     ranking = 1 + np.argsort(-sequences.train_counts()[1:], kind="stable")
     ease, knn = EASE(sequences), ItemKNN(sequences)

@@ -47,6 +47,33 @@ LIST_SIZE = 10  # the slate length whose ranking the blend is calibrated for (ND
 
 
 @dataclass(frozen=True)
+class FitSettings:
+    """How the world model is fitted: its taste, the events the users remember, and the blend.
+
+    Args:
+        factors: latent dimension F of the taste.
+        regularization: L2 penalty of both factor matrices.
+        iterations: alternating rounds (users then items).
+        seed: seeds the initial factors; the fit is otherwise deterministic.
+        alpha: confidence ``1 + alpha * rating / max rating`` (``1 + alpha`` without ratings).
+        quality_weight: logits of one standard deviation of an item's shrunk mean rating.
+        utility_scale: standard deviation of a user's factor utilities over the catalogue.
+        last_split: the events the users remember: 2 every split, 1 all but test, 0 train only.
+        choice_weights: blend weights calibrated before (none: calibrate them on the validation split).
+    """
+
+    factors: int = 32
+    regularization: float = 0.1
+    iterations: int = 15
+    seed: int = 0
+    alpha: float = 10.0
+    quality_weight: float = 0.5
+    utility_scale: float = 1.0
+    last_split: int = 2
+    choice_weights: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class GroundTruth:
     """The simulated users' choice model and what the simulation needs to know of items.
 
@@ -94,107 +121,52 @@ class GroundTruth:
         return self.transitions.window
 
     @classmethod
-    def fit(
-        cls,
-        prepared: PreparedDataset,
-        factors: int = 32,
-        regularization: float = 0.1,
-        iterations: int = 15,
-        seed: int = 0,
-        alpha: float = 10.0,
-        quality_weight: float = 0.5,
-        utility_scale: float = 1.0,
-        last_split: int = 2,
-        choice_weights: np.ndarray | None = None,
-    ) -> GroundTruth:
-        """Fit the world model on ``prepared`` (see the module): calibrate on valid, refit on splits ``<= last_split``.
-
-        Args:
-            factors: latent dimension F of the taste.
-            regularization: L2 penalty of both factor matrices.
-            iterations: alternating rounds (users then items).
-            seed: seeds the initial factors; the fit is otherwise deterministic.
-            alpha: confidence ``1 + alpha * rating / max rating`` (``1 + alpha`` without ratings).
-            quality_weight: logits of one standard deviation of an item's shrunk mean rating.
-            utility_scale: standard deviation of a user's factor utilities over the catalogue.
-            last_split: the events the users remember: 2 every split, 1 all but test, 0 train only.
-            choice_weights: blend weights calibrated before (none: calibrate them on the validation split).
+    def fit(cls, prepared: PreparedDataset, settings: FitSettings | None = None) -> GroundTruth:
+        """Fit the world model on ``prepared`` (see the module): calibrate on valid, refit on the events the users
+        remember.
 
         Example::
 
-            truth = GroundTruth.fit(prepared, factors=16, iterations=5)
+            truth = GroundTruth.fit(prepared, FitSettings(factors=16, iterations=5))
             truth.true_utility(np.array([0, 1]), np.array([[3, 4], [5, 6]]))  # 2 X 2
         """
         sequences = UserSequences.from_prepared(prepared)
-        genres = _genre_matrix(prepared.items, prepared.num_items + 1)
-        return cls.from_sequences(
-            sequences,
-            genres,
-            factors,
-            regularization,
-            iterations,
-            seed,
-            alpha,
-            quality_weight,
-            utility_scale,
-            last_split,
-            choice_weights,
-        )
+        return cls.from_sequences(sequences, _genre_matrix(prepared.items, prepared.num_items + 1), settings)
 
     @classmethod
     def from_sequences(
-        cls,
-        sequences: UserSequences,
-        item_genres: np.ndarray,
-        factors: int = 32,
-        regularization: float = 0.1,
-        iterations: int = 15,
-        seed: int = 0,
-        alpha: float = 10.0,
-        quality_weight: float = 0.5,
-        utility_scale: float = 1.0,
-        last_split: int = 2,
-        choice_weights: np.ndarray | None = None,
+        cls, sequences: UserSequences, item_genres: np.ndarray, settings: FitSettings | None = None
     ) -> GroundTruth:
         """``fit`` on sequences and a ``(N+1) X G`` genre matrix (``fit`` reads both from a prepared dataset)."""
-        settings = (factors, regularization, iterations, seed, alpha, quality_weight, utility_scale)
-        weights = choice_weights
+        settings = settings or FitSettings()
+        weights = settings.choice_weights
         if weights is None:
-            calibration = cls.fit_parts(sequences, item_genres, *settings, last_split=SPLIT_CODES["train"])
+            calibration = cls.fit_parts(sequences, item_genres, replace(settings, last_split=SPLIT_CODES["train"]))
             weights = fit_choice_weights(calibration, sequences)
-        truth = replace(cls.fit_parts(sequences, item_genres, *settings, last_split=last_split), choice_weights=weights)
-        recent = recent_items(sequences, truth.window, last_split)
+        truth = replace(cls.fit_parts(sequences, item_genres, settings), choice_weights=weights)
+        recent = recent_items(sequences, truth.window, settings.last_split)
         return replace(truth, user_log_normalisers=truth.log_normaliser(truth.user_factors, recent))
 
     @classmethod
-    def fit_parts(
-        cls,
-        sequences: UserSequences,
-        item_genres: np.ndarray,
-        factors: int,
-        regularization: float,
-        iterations: int,
-        seed: int,
-        alpha: float,
-        quality_weight: float,
-        utility_scale: float,
-        last_split: int,
-    ) -> GroundTruth:
-        """Every part fitted on the events of splits ``<= last_split``, blended with the default weights."""
-        keep = sequences.split <= last_split
+    def fit_parts(cls, sequences: UserSequences, item_genres: np.ndarray, settings: FitSettings) -> GroundTruth:
+        """Every part fitted on the events of splits ``<= settings.last_split``, blended with the default weights
+        (``settings.choice_weights`` is not read)."""
+        keep = sequences.split <= settings.last_split
         owners = np.repeat(np.arange(sequences.num_users), np.diff(sequences.offsets))[keep]
         items, ratings = sequences.items[keep], sequences.ratings[keep]
         width = sequences.num_items + 1
-        confidence = _confidence_matrix(owners, items, ratings, sequences.num_users, width, alpha)
-        users, item_vectors = weighted_als(confidence, factors, regularization, iterations, seed)
-        user_factors, item_factors = _standardise(users, item_vectors, utility_scale)
+        confidence = _confidence_matrix(owners, items, ratings, sequences.num_users, width, settings.alpha)
+        users, item_vectors = weighted_als(
+            confidence, settings.factors, settings.regularization, settings.iterations, settings.seed
+        )
+        user_factors, item_factors = _standardise(users, item_vectors, settings.utility_scale)
         return cls(
             user_factors=user_factors.astype(np.float32),
             item_factors=item_factors.astype(np.float32),
-            item_bias=(quality_weight * _item_quality(items, ratings, width)).astype(np.float32),
+            item_bias=(settings.quality_weight * _item_quality(items, ratings, width)).astype(np.float32),
             item_genres=item_genres,
             item_popularity=np.bincount(items, minlength=width),
-            transitions=Transitions.fit(sequences, last_split),
+            transitions=Transitions.fit(sequences, settings.last_split),
             choice_weights=np.array(DEFAULT_CHOICE_WEIGHTS),
             user_log_normalisers=np.zeros(sequences.num_users),
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ab_testing.experiment import ExperimentError, ExperimentPlan, assign, simulated_user_ids
-from ab_testing.ground_truth import GroundTruth
+from ab_testing.ground_truth import FitSettings, GroundTruth
 from ab_testing.population import Population, oracle_policy, popularity_policy, random_policy, simulate
 from recsys.data.prepared import PreparedDataset
 from recsys.event_log import EventLog
@@ -25,7 +25,7 @@ def simulate_reference_log(
     unknown = [arm.name for arm in plan.arms if arm.name not in REFERENCE_POLICIES]
     if unknown:
         raise ExperimentError(f"arm(s) {', '.join(unknown)}: a reference log's arms are among {REFERENCE_POLICIES}")
-    truth = ground_truth or GroundTruth.fit(prepared, seed=plan.seed)
+    truth = ground_truth or GroundTruth.fit(prepared, FitSettings(seed=plan.seed))
     population = Population.sample(truth, UserSequences.from_prepared(prepared), plan.population_config())
     slate = population.config.slate_size
     policies = {

@@ -313,7 +313,7 @@ def main() -> None:
 
     import torch
 
-    from ab_testing.ground_truth import GroundTruth
+    from ab_testing.ground_truth import FitSettings, GroundTruth
     from recsys.data.lookup import prepared_dataset
     from recsys.sequences import UserSequences
     from recsys.settings import get_settings
@@ -322,7 +322,7 @@ def main() -> None:
     prepared = prepared_dataset(args.dataset, get_settings())
     sequences = UserSequences.from_prepared(prepared)
     begun = time.monotonic()
-    truth = GroundTruth.fit(prepared, seed=0)
+    truth = GroundTruth.fit(prepared, FitSettings(seed=0))
     fit_seconds = time.monotonic() - begun
     config = EMBEDDED_ONLINE.model_copy(update={"users": args.users, "days": args.days})
     base = plan_for(config, "aa", ("control", "treatment"), args.dataset)

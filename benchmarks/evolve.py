@@ -56,19 +56,21 @@ def train_finals(
 ) -> dict[str, Any]:
     """Train each finalist on towards convergence until ``deadline`` (monotonic), from its kept checkpoint;
     the record in ``folder/finals.json`` says which finished, with what, in how many seconds."""
-    from offline_agent.evaluator import content_key, evaluate_candidate
+    from offline_agent.evaluator import content_key
+    from offline_agent.multifidelity import train_on
 
     path = folder / FINALS
     record: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     for sources in finalists:
         key = content_key(sources)
         before = record.get(key, {})
-        remaining = deadline - time.monotonic() - evaluation.overhead_seconds
-        if before.get("finished") or remaining < 60:
+        if before.get("finished"):
             continue
-        config = evaluation.model_copy(update={"max_epochs": final_epochs, "smoke": False, "train_seconds": remaining})
-        outcome = evaluate_candidate(sources, config)
-        seconds = before.get("seconds", 0.0) + outcome.seconds
+        trained = train_on(sources, evaluation, final_epochs, final=True, deadline=deadline)
+        if trained is None:  # too little time left for this invocation
+            continue
+        outcome, spent = trained
+        seconds = before.get("seconds", 0.0) + spent
         if outcome.status != "evaluated" or not outcome.valid or not outcome.test:
             record[key] = {"finished": False, "reason": outcome.reason, "seconds": round(seconds, 1)}
         else:

@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     args = parser.parse_args()
 
-    from ab_testing.ground_truth import GroundTruth
+    from ab_testing.ground_truth import FitSettings, GroundTruth
     from ab_testing.population import (
         Population,
         PopulationConfig,
@@ -48,7 +48,7 @@ def main() -> None:
     prepared = prepared_dataset(args.dataset, get_settings())
     sequences = UserSequences.from_prepared(prepared)
     started = time.monotonic()
-    truth = GroundTruth.fit(prepared, seed=0)
+    truth = GroundTruth.fit(prepared, FitSettings(seed=0))
     fit_seconds = time.monotonic() - started
     config = PopulationConfig(users=args.users, days=args.days, pre_period_days=0)
     everyone = np.zeros(args.users, dtype=np.int64)

@@ -148,7 +148,7 @@ def main() -> None:
     import torch
 
     from ab_testing.fidelity import FIDELITY_BAR, GATED_NORTH_STARS, random_ndcg
-    from ab_testing.ground_truth import CHOICE_FEATURES, GroundTruth, next_item_ndcg
+    from ab_testing.ground_truth import CHOICE_FEATURES, FitSettings, GroundTruth, next_item_ndcg
     from ab_testing.population import PopulationConfig
     from recsys.data.lookup import prepared_dataset
     from recsys.sequences import UserSequences
@@ -171,7 +171,7 @@ def main() -> None:
         write_result(NAME, record, f"{args.dataset} (prepared)")
 
     begun = time.monotonic()
-    truth = GroundTruth.fit(prepared, seed=args.seed)
+    truth = GroundTruth.fit(prepared, FitSettings(seed=args.seed))
     record["world_model"] = {
         "parts": "next-item ridge regression on the last 20 items (recency decay 0.8) + weighted ALS taste with item "
         "quality + log popularity, blended by a multinomial logit over the catalogue",
@@ -183,7 +183,9 @@ def main() -> None:
         "fit_seconds": round(time.monotonic() - begun, 1),
     }
     if "world_model_test_ndcg10" not in record:
-        held_out = GroundTruth.fit(prepared, seed=args.seed, last_split=1, choice_weights=truth.choice_weights)
+        held_out = GroundTruth.fit(
+            prepared, FitSettings(seed=args.seed, last_split=1, choice_weights=truth.choice_weights)
+        )
         record["world_model_test_ndcg10"] = round(next_item_ndcg(held_out, sequences, "test"), 4)
         print(f"world model test NDCG@10 {record['world_model_test_ndcg10']}", flush=True)
     save()

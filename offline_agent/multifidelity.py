@@ -11,6 +11,7 @@ and the diagnosis (the proposers read its rung-0 record).
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from offline_agent.evaluator import EvaluationConfig, EvaluationOutcome, evaluate_candidate
@@ -19,6 +20,7 @@ from offline_agent.rungs import Fidelity, RungConfig, finalists, promotions, pro
 
 log = logging.getLogger(__name__)
 FIDELITY_STATE = "proxy_fidelity"
+MIN_TRAIN_SECONDS = 60  # an invocation with less time than this before its deadline is not started
 
 
 class MultiFidelity:
@@ -103,19 +105,42 @@ class MultiFidelity:
                 )  # fmt: skip
 
     def _train(self, pending: RungResult) -> RungResult:
-        """Train one candidate on to its rung's cap; a final goes on over as many invocations as its
-        per-invocation time budget needs (each resumes from the checkpoint the last one kept)."""
+        """Train one candidate on to its rung's cap (see ``train_on``)."""
         sources = self.db.by_content(pending.content_hash).blocks
         config = self.evaluation.model_copy(
-            update={
-                "max_epochs": pending.epochs, "smoke": False, "diagnose": False, "list_users": (),
-                "alignment_logs": (), "export_dir": None,
-            }
-        )  # fmt: skip
-        seconds = 0.0
-        for _ in range(pending.epochs):  # each invocation trains at least one epoch
-            outcome = evaluate_candidate(sources, config)
-            seconds += outcome.seconds
-            if pending.rung < self.config.final_rung or outcome.status == "failed" or outcome.stopped != "budget":
-                break
+            update={"diagnose": False, "list_users": (), "alignment_logs": (), "export_dir": None}
+        )
+        trained = train_on(sources, config, pending.epochs, final=pending.rung >= self.config.final_rung)
+        assert trained is not None  # without a deadline the first invocation always runs
+        outcome, seconds = trained
         return self.db.record_rung(self.result(pending.content_hash, pending.rung, outcome, seconds))
+
+
+def train_on(
+    sources: dict[str, str], config: EvaluationConfig, epochs: int, final: bool, deadline: float | None = None
+) -> tuple[EvaluationOutcome, float] | None:
+    """Train a candidate on from its kept checkpoint up to ``epochs``, without the smoke run it passed before.
+
+    A rung below the finals is one invocation. A final goes on over as many invocations as its per-invocation time
+    budget needs (each resumes from the checkpoint the last one kept), until early stopping, the epoch cap or a
+    failure ends it. With a monotonic ``deadline``, each invocation's ``train_seconds`` is the time left before it
+    less ``config.overhead_seconds``, and none starts with under ``MIN_TRAIN_SECONDS`` left.
+
+    Returns:
+        The last invocation's outcome and the wall seconds of all of them; None when the deadline left too little
+        time for the first.
+    """
+    config = config.model_copy(update={"max_epochs": epochs, "smoke": False})
+    outcome: EvaluationOutcome | None = None
+    seconds = 0.0
+    for _ in range(epochs):  # each invocation trains at least one epoch
+        if deadline is not None:
+            remaining = deadline - time.monotonic() - config.overhead_seconds
+            if remaining < MIN_TRAIN_SECONDS:
+                break
+            config = config.model_copy(update={"train_seconds": remaining})
+        outcome = evaluate_candidate(sources, config)
+        seconds += outcome.seconds
+        if not final or outcome.status == "failed" or outcome.stopped != "budget":
+            break
+    return None if outcome is None else (outcome, seconds)

@@ -31,7 +31,7 @@ from ab_testing.analysis import analyse
 from ab_testing.decision import MetricSpec
 from ab_testing.experiment import ArmPlan, ExperimentPlan, ServedPolicy, run_experiment
 from ab_testing.fidelity import SimulatorFidelity, simulator_fidelity
-from ab_testing.ground_truth import GroundTruth
+from ab_testing.ground_truth import FitSettings, GroundTruth
 from ab_testing.interleaving import InterleavingResult, interleave
 from ab_testing.population import Population, PopulationConfig
 from ab_testing.report import write_report
@@ -127,7 +127,7 @@ def experiment_versions(
         log.warning(reason)
         return [QueueOutcome(version.id, "queued", reason, None) for version in versions]
     control = load_artifact(production.artifact_uri)
-    truth = GroundTruth.fit(prepared, seed=config.seed)
+    truth = GroundTruth.fit(prepared, FitSettings(seed=config.seed))
     return [
         _experiment(config, registry, prepared, production, control, truth, fidelity, version) for version in versions
     ]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ab_testing.ground_truth import GroundTruth
+from ab_testing.ground_truth import FitSettings, GroundTruth
 from recsys.data.prepared import PreparedDataset
 from recsys.sequences import UserSequences
 
 
 @pytest.fixture(scope="module")
 def truth(prepared_small: PreparedDataset) -> GroundTruth:
-    return GroundTruth.fit(prepared_small, factors=16, iterations=8)
+    return GroundTruth.fit(prepared_small, FitSettings(factors=16, iterations=8))
 
 
 @pytest.fixture(scope="module")

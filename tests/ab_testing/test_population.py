@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from ab_testing.ground_truth import GroundTruth
+from ab_testing.ground_truth import FitSettings, GroundTruth
 from ab_testing.population import (
     Policy,
     Population,
@@ -49,9 +49,9 @@ def test_ground_truth_scores_held_in_interactions_above_random_items(
 
 
 def test_ground_truth_is_deterministic_for_a_seed(prepared_small: PreparedDataset) -> None:
-    first = GroundTruth.fit(prepared_small, factors=8, iterations=3, seed=1)
-    again = GroundTruth.fit(prepared_small, factors=8, iterations=3, seed=1)
-    other = GroundTruth.fit(prepared_small, factors=8, iterations=3, seed=2)
+    first = GroundTruth.fit(prepared_small, FitSettings(factors=8, iterations=3, seed=1))
+    again = GroundTruth.fit(prepared_small, FitSettings(factors=8, iterations=3, seed=1))
+    other = GroundTruth.fit(prepared_small, FitSettings(factors=8, iterations=3, seed=2))
     np.testing.assert_array_equal(first.user_factors, again.user_factors)
     np.testing.assert_array_equal(first.item_factors, again.item_factors)
     assert not np.allclose(first.user_factors, other.user_factors)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ab_testing.fidelity import random_ndcg
-from ab_testing.ground_truth import GroundTruth, next_item_ndcg, recent_items
+from ab_testing.ground_truth import FitSettings, GroundTruth, next_item_ndcg, recent_items
 from ab_testing.population import Population, PopulationConfig
 from recsys.data.prepared import PreparedDataset
 from recsys.sequences import UserSequences
@@ -39,7 +39,7 @@ def _series_sequences(seed: int = 0) -> UserSequences:
 def test_a_user_who_just_watched_a_series_prefers_its_next_part_over_an_equally_liked_item() -> None:
     sequences = _series_sequences()
     genres = np.zeros((sequences.num_items + 1, 1), dtype=np.float32)
-    truth = GroundTruth.from_sequences(sequences, genres, factors=4, iterations=5)
+    truth = GroundTruth.from_sequences(sequences, genres, FitSettings(factors=4, iterations=5))
     assert truth.item_popularity[SERIES[2]] == truth.item_popularity[UNRELATED]
 
     watched = np.arange(300, 400)  # the users whose last items are parts 1 and 2
@@ -65,9 +65,9 @@ def test_the_world_model_predicts_held_out_next_items_and_is_fitted_without_them
     prepared_small: PreparedDataset,
 ) -> None:
     sequences = UserSequences.from_prepared(prepared_small)
-    truth = GroundTruth.fit(prepared_small, factors=8, iterations=4)
+    truth = GroundTruth.fit(prepared_small, FitSettings(factors=8, iterations=4))
     held_out = GroundTruth.fit(
-        prepared_small, factors=8, iterations=4, last_split=1, choice_weights=truth.choice_weights
+        prepared_small, FitSettings(factors=8, iterations=4, last_split=1, choice_weights=truth.choice_weights)
     )
     test_events = int((sequences.split == 2).sum())
     assert held_out.item_popularity.sum() == len(sequences.items) - test_events

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from offline_agent.program_db import DatabaseConfig, ProgramDatabase
 from recsys.candidate import load_candidate
+from tests.offline_agent.processes import kill_when, run_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1500)]
 
@@ -39,16 +36,12 @@ def _evorec(*args: str, **kwargs) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _db(tmp_path: Path, islands: int = 1) -> ProgramDatabase:
-    return ProgramDatabase(DatabaseConfig(url=f"sqlite:///{tmp_path / 'run' / 'evolution.db'}", islands=islands))
-
-
 def test_evolve_improves_on_nothing_silently_and_reports_everything(tmp_path, prepared_small, seeds_dir):
     config = _config(tmp_path, prepared_small.path, seeds_dir, iterations=2)
     done = _evorec("evolve", "--config", str(config))
     _, err = done.communicate(timeout=900)
     assert done.returncode == 0, err[-3000:]
-    db = _db(tmp_path)
+    db = run_database(tmp_path / "run")
     programs = db.programs()
     assert db.get_state("iteration") == 2 and not db.pending()
     assert [p.origin for p in programs].count("initial") == 1
@@ -75,26 +68,18 @@ def test_evolve_improves_on_nothing_silently_and_reports_everything(tmp_path, pr
 def test_a_run_killed_mid_evaluation_resumes_without_loss_or_repetition(tmp_path, prepared_small, seeds_dir):
     config = _config(tmp_path, prepared_small.path, seeds_dir, iterations=3, islands=2)
     run = _evorec("evolve", "--config", str(config))
-    deadline = time.monotonic() + 600
-    db_file = tmp_path / "run" / "evolution.db"
-    while time.monotonic() < deadline:  # wait until a proposed child is being evaluated
-        if db_file.exists():
-            pending = [p for p in _db(tmp_path, 2).pending() if p.origin == "proposed"]
-            if pending:
-                break
-        time.sleep(0.5)
-    else:
-        pytest.fail("the run never reached a proposed candidate")
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait()
-    before = {p.key: p for p in _db(tmp_path, 2).programs()}
+    kill_when(  # once a proposed child is being evaluated
+        run, tmp_path / "run", lambda db: any(p.origin == "proposed" for p in db.pending()),
+        islands=2, timeout=600, failure="the run never reached a proposed candidate",
+    )  # fmt: skip
+    before = {p.key: p for p in run_database(tmp_path / "run", 2).programs()}
     interrupted = {key for key, p in before.items() if p.status == "pending"}
     assert interrupted
 
     resumed = _evorec("evolve", "--config", str(config), "--resume")
     _, err = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, err[-3000:]
-    after = {p.key: p for p in _db(tmp_path, 2).programs()}
+    after = {p.key: p for p in run_database(tmp_path / "run", 2).programs()}
     assert set(before) <= set(after)  # no candidate lost
     assert not [p for p in after.values() if p.status == "pending"]
     for key, program in before.items():  # finished evaluations were not redone
@@ -103,4 +88,4 @@ def test_a_run_killed_mid_evaluation_resumes_without_loss_or_repetition(tmp_path
             assert after[key].feedback.evaluated_at == program.feedback.evaluated_at
     assert all(after[key].status in ("evaluated", "failed") for key in interrupted)
     assert [p.origin for p in after.values()].count("initial") == 2  # one per island, never re-added
-    assert _db(tmp_path, 2).get_state("iteration") == 3
+    assert run_database(tmp_path / "run", 2).get_state("iteration") == 3

@@ -4,18 +4,16 @@ with SIGKILL while a promotion is pending, then resumed."""
 from __future__ import annotations
 
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from offline_agent.evolve import Evolution, load_evolution_config
-from offline_agent.program_db import DatabaseConfig, ProgramDatabase, RungResult
+from offline_agent.program_db import RungResult
 from offline_agent.report import write_report
+from tests.offline_agent.processes import kill_when, run_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1500)]
 FRACTION = 0.5
@@ -36,10 +34,6 @@ def _config(tmp_path: Path, prepared: Path, iterations: int, extra: str = "") ->
         f"  rungs: {{epochs: [1, 2], promote_fraction: {FRACTION}, finals: 2, final_epochs: 3}}\n" + extra
     )
     return path
-
-
-def _db(tmp_path: Path) -> ProgramDatabase:
-    return ProgramDatabase(DatabaseConfig(url=f"sqlite:///{tmp_path / 'run' / 'evolution.db'}", islands=1))
 
 
 def _check_promotions(results: list[RungResult]) -> None:
@@ -103,24 +97,17 @@ def test_a_run_killed_while_a_promotion_is_pending_resumes_without_loss_or_repet
     config = _config(tmp_path, prepared_small.path, iterations=3)
     command = [sys.executable, "-m", "evorec", "evolve", "--config", str(config)]
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:  # wait until a promoted candidate is being trained
-        if (tmp_path / "run" / "evolution.db").exists() and [
-            r for r in _db(tmp_path).rung_results("pending") if r.rung == 1
-        ]:
-            break
-        time.sleep(0.3)
-    else:
-        pytest.fail("the run never promoted a candidate")
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait()
-    before = {(r.content_hash, r.rung): r for r in _db(tmp_path).rung_results()}
+    kill_when(  # once a promoted candidate is being trained
+        run, tmp_path / "run", lambda db: any(r.rung == 1 for r in db.rung_results("pending")),
+        timeout=900, failure="the run never promoted a candidate",
+    )  # fmt: skip
+    before = {(r.content_hash, r.rung): r for r in run_database(tmp_path / "run").rung_results()}
     interrupted = {key for key, r in before.items() if r.status == "pending"}
     assert interrupted
 
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    after = {(r.content_hash, r.rung): r for r in _db(tmp_path).rung_results()}
+    after = {(r.content_hash, r.rung): r for r in run_database(tmp_path / "run").rung_results()}
     assert set(before) <= set(after)  # nothing lost
     assert all(r.status == "evaluated" for r in after.values())
     for key, result in before.items():  # nothing repeated: finished rung evaluations stand as they were

@@ -21,7 +21,6 @@ import pytest
 
 from offline_agent.program_db import DatabaseConfig, ProgramDatabase
 from tests.offline_agent.llm.stub_server import (
-    StubServer,
     cut_short,
     drop,
     gemini_blocked_prompt,
@@ -127,13 +126,11 @@ def _carriers(root: Path) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def stubs():
-    proposer, critic = StubServer(), StubServer()
+def stubs(stub_servers):
+    proposer, critic = stub_servers(), stub_servers()
     proposer.script.extend(PROPOSER_SCRIPT)
     critic.script.extend(CRITIC_SCRIPT)
-    yield proposer, critic
-    proposer.close()
-    critic.close()
+    return proposer, critic
 
 
 def test_a_key_hunting_candidate_and_faulting_models_leave_no_key_and_end_the_run_cleanly(

@@ -15,7 +15,6 @@ from offline_agent.llm.base import BudgetExhausted, LLMConfig, LLMError, LLMRepl
 from offline_agent.llm.registry import build_llm
 from recsys.errors import ConfigError
 from tests.offline_agent.llm.stub_server import (
-    StubServer,
     cut_short,
     drop,
     gemini_blocked_prompt,
@@ -30,13 +29,6 @@ from tests.offline_agent.llm.stub_server import (
 GEMINI_KEY = "AIzaSy-test-gemini-key-0123456789"
 OPENAI_KEY = "sk-test-openai-key-9876543210"
 FAST = {"backoff_seconds": 0.01, "timeout_seconds": 0.5}
-
-
-@pytest.fixture
-def stub():
-    server = StubServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -187,25 +179,21 @@ def test_gemini_through_an_unconfigured_base_url_sends_no_key(stub, keys, monkey
     assert not any(_carries(request, key) for key in (GEMINI_KEY, OPENAI_KEY, "AIzaSy-another-google-key-555"))
 
 
-def test_a_configured_key_goes_to_its_base_url_and_no_further(keys):
-    first, second = StubServer(), StubServer()
-    try:
-        config = LLMConfig(provider="openai", model="m", base_url=first.url + "/v1", api_key_env="OPENAI_API_KEY")
-        llm = build_llm(config)
-        first.script.append((200, openai_body("ok")))
-        assert llm.generate("s", "p").text == "ok"
-        assert first.requests[0]["headers"]["Authorization"] == f"Bearer {OPENAI_KEY}"
-        first.script.append(raw(307, b"", {"Location": second.url + "/v1/chat/completions"}))
-        with pytest.raises(LLMError, match=r"307 to http://127\.0\.0\.1:.*redirects are not followed"):
-            llm.generate("s", "p")
-        gemini = build_llm(LLMConfig(provider="gemini", base_url=first.url, api_key_env="GEMINI_API_KEY", **FAST))
-        first.script.append(raw(307, b"", {"Location": second.url + "/v1beta/models/x:generateContent"}))
-        with pytest.raises(LLMError):
-            gemini.generate("s", "p")
-        assert first.requests[-1]["headers"]["x-goog-api-key"] == GEMINI_KEY and second.requests == []
-    finally:
-        first.close()
-        second.close()
+def test_a_configured_key_goes_to_its_base_url_and_no_further(keys, stub_servers):
+    first, second = stub_servers(), stub_servers()
+    config = LLMConfig(provider="openai", model="m", base_url=first.url + "/v1", api_key_env="OPENAI_API_KEY")
+    llm = build_llm(config)
+    first.script.append((200, openai_body("ok")))
+    assert llm.generate("s", "p").text == "ok"
+    assert first.requests[0]["headers"]["Authorization"] == f"Bearer {OPENAI_KEY}"
+    first.script.append(raw(307, b"", {"Location": second.url + "/v1/chat/completions"}))
+    with pytest.raises(LLMError, match=r"307 to http://127\.0\.0\.1:.*redirects are not followed"):
+        llm.generate("s", "p")
+    gemini = build_llm(LLMConfig(provider="gemini", base_url=first.url, api_key_env="GEMINI_API_KEY", **FAST))
+    first.script.append(raw(307, b"", {"Location": second.url + "/v1beta/models/x:generateContent"}))
+    with pytest.raises(LLMError):
+        gemini.generate("s", "p")
+    assert first.requests[-1]["headers"]["x-goog-api-key"] == GEMINI_KEY and second.requests == []
 
 
 def test_openai_compatible_endpoint_with_retry_and_malformed_reply(stub, openai):

@@ -15,7 +15,6 @@ from offline_agent.simulator.cache import ReplyCache
 from offline_agent.simulator.critiques import LLMCritic, critique_users, measured_critique
 from offline_agent.simulator.personas import Persona, ShownItem
 from tests.offline_agent.llm.stub_server import (
-    StubServer,
     drop,
     gemini_blocked_prompt,
     gemini_blocked_reply,
@@ -64,13 +63,6 @@ ASSESSMENT = {
     "signals_to_track": ["popularity"],
     "summary": "Too many blockbusters for offbeat users.",
 }
-
-
-@pytest.fixture
-def stub():
-    server = StubServer()
-    yield server
-    server.server.shutdown()
 
 
 @pytest.fixture
