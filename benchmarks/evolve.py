@@ -131,7 +131,7 @@ def main() -> None:
 
     from benchmarks.hpo_arm import HyperbandArm
     from benchmarks.race_evorec import EvorecArm
-    from offline_agent.evaluator import EvaluationConfig, content_key
+    from offline_agent.evaluator import EvaluationConfig, content_key, warm_up
     from offline_agent.rungs import RungConfig
     from recsys.candidate import load_candidate
     from recsys.data.lookup import prepared_dataset
@@ -156,6 +156,7 @@ def main() -> None:
         )
         return HyperbandArm(name, sampler, seed_sources, checkpoints, rungs, folder), checkpoints
 
+    warm_up(evaluation)  # one-time loading, charged to no arm
     arms = {name: arm(name) for name in ARMS if name in args.arms.split(",")}
     with ThreadPoolExecutor(max_workers=len(arms)) as pool:
         futures = {

@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated; 'random' may be added")
     args = parser.parse_args()
 
-    from offline_agent.evaluator import EvaluationConfig
+    from offline_agent.evaluator import EvaluationConfig, warm_up
     from offline_agent.rungs import RungConfig
     from recsys.data.lookup import prepared_dataset
     from recsys.settings import get_settings
@@ -210,6 +210,7 @@ def main() -> None:
     state.mkdir(parents=True, exist_ok=True)
     rungs = RungConfig(epochs=tuple(int(e) for e in args.rungs.split(",")))
     evaluation = EvaluationConfig(dataset=str(prepared.path), work_dir=str(state / "sandboxes"))
+    warm_up(evaluation)  # one-time loading, charged to no arm
     arms = args.arms.split(",")
     runs = [
         Run(arm, seed, build_arm(arm, seed, state / f"{arm}_seed{seed}", prepared.path, evaluation, rungs,

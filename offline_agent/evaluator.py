@@ -353,6 +353,24 @@ def _verify_artifact(artifact: Path, judge: Judge, valid: dict[str, float], test
     return None
 
 
+def _sandbox_root(config: EvaluationConfig) -> Path:
+    """Where this config's sandboxes and the dataset's view for them live (created if missing)."""
+    root = (Path(config.work_dir) if config.work_dir else Path(tempfile.gettempdir())) / SANDBOXES
+    (root / ".views").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def warm_up(config: EvaluationConfig) -> None:
+    """Load the dataset, write the sandboxes' view of it and build the warm compile cache now. These are
+    one-time costs of a process: otherwise the first evaluation's time holds them (and, evaluations
+    waiting for the first to load, theirs too), which a benchmark holding searchers to equal CPU time
+    would charge to whichever evaluated first."""
+    root = _sandbox_root(config)
+    with _LOADING:
+        _heldout_data(config.dataset, None, root / ".views")
+        _warm_compile_cache(config.threads)
+
+
 def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> EvaluationOutcome:
     """Run the cascade; the outcome says where it stopped and why, redacted of secret values."""
     return _cascade(sources, config).redacted()
@@ -363,8 +381,7 @@ def _cascade(sources: dict[str, str], config: EvaluationConfig) -> EvaluationOut
     problem = static_check(sources)
     if problem is not None:
         return EvaluationOutcome("failed", "static", problem)
-    root = (Path(config.work_dir) if config.work_dir else Path(tempfile.gettempdir())) / SANDBOXES
-    (root / ".views").mkdir(parents=True, exist_ok=True)
+    root = _sandbox_root(config)
     common = {"seed": config.seed, "threads": config.threads}
     extra: dict[str, Any] = {"export": config.export_dir is not None}
     if config.checkpoint_dir:
