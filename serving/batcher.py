@@ -36,13 +36,19 @@ class _Request:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-def rank(model: LoadedModel, users: np.ndarray, histories: list[np.ndarray], ks: list[int]) -> list[Ranking]:
-    """Top-k of each user with consumed items and padding masked."""
+def top_k(model: LoadedModel, users: np.ndarray, histories: list[np.ndarray], k: int) -> torch.return_types.topk:
+    """Each user's ``k`` best items (at most the catalogue), best first, with consumed items and padding masked."""
     scores = model.scores(users, histories)
     scores[:, 0] = -torch.inf
-    for row, history in enumerate(histories):
-        scores[row, torch.from_numpy(history)] = -torch.inf
-    top = torch.topk(scores, min(max(ks), scores.shape[1] - 1), dim=1)
+    rows = np.repeat(np.arange(len(histories)), [len(history) for history in histories])
+    consumed = np.concatenate([*histories, np.zeros(0, dtype=np.int64)]).astype(np.int64)
+    scores[torch.from_numpy(rows), torch.from_numpy(consumed)] = -torch.inf
+    return torch.topk(scores, min(k, scores.shape[1] - 1), dim=1)
+
+
+def rank(model: LoadedModel, users: np.ndarray, histories: list[np.ndarray], ks: list[int]) -> list[Ranking]:
+    """Top-k of each user with consumed items and padding masked."""
+    top = top_k(model, users, histories, max(ks))
     return [Ranking(top.indices[row, :k].tolist(), top.values[row, :k].tolist()) for row, k in enumerate(ks)]
 
 

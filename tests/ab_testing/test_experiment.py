@@ -24,6 +24,7 @@ from ab_testing.report import write_report
 from ab_testing.statistics import power_analysis
 from recsys.event_log import EventLog
 from serving.artifacts import load_artifact
+from serving.batcher import top_k
 
 pytestmark = pytest.mark.integration
 
@@ -196,4 +197,50 @@ def test_a_served_arm_scores_a_user_again_only_when_their_history_grew(prepared_
     grown = [np.append(histories[0], first[0, 0]), *histories[1:10]]
     after = policy(users[:10], grown)
     assert len(policy.latencies_ms) == 21 and first[0, 0] not in after[0]
+    np.testing.assert_array_equal(after[0], top_k(models["treatment"], users[:1], grown[:1], 10).indices[0].numpy())
     np.testing.assert_array_equal(after[1:], first[1:10])
+
+
+def test_cached_slates_are_the_slates_of_scoring_every_user_every_day(prepared_small, models, truth, sequences):
+    from ab_testing.experiment import ServedPolicy
+    from ab_testing.population import Population, PopulationConfig, simulate
+    from recsys.evaluation import ItemCatalog
+
+    config = PopulationConfig(users=300, days=4, pre_period_days=2, seed=3)
+    catalog = ItemCatalog.build(prepared_small, sequences)
+    assignment = assign(PLAN, simulated_user_ids(config.users))
+
+    def served_days(make_policy):
+        """Every call of every arm's policy over the pre-period and the experiment: (users, slates)."""
+        population = Population.sample(truth, sequences, config)
+        calls: list[tuple[np.ndarray, np.ndarray]] = []
+
+        def recorded(policy):
+            def serve(users, histories):
+                slates = np.asarray(policy(users, histories))
+                calls.append((users.copy(), slates))
+                return slates
+
+            return serve
+
+        simulate(population, {name: recorded(make_policy(model, population)) for name, model in models.items()},
+                 assignment)  # fmt: skip
+        return calls
+
+    cached: list[ServedPolicy] = []
+
+    def cached_policy(model, population):
+        cached.append(ServedPolicy(model, population.source_user, catalog, config.slate_size))
+        return cached[-1]
+
+    def every_user(model, population):
+        return lambda users, histories: top_k(model, population.source_user[users], histories, 10).indices.numpy()
+
+    fast, reference = served_days(cached_policy), served_days(every_user)
+    assert len(fast) == len(reference) == config.pre_period_days + 2 * config.days  # pre-period: the control only
+    for (users, slates), (users_again, slates_again) in zip(fast, reference, strict=True):
+        np.testing.assert_array_equal(users, users_again)
+        np.testing.assert_array_equal(slates, slates_again)
+    visits = sum(len(users) for users, _ in fast)
+    scored = sum(len(policy.latencies_ms) for policy in cached)
+    assert 0 < scored < visits  # the cache served the users whose history had not grown
