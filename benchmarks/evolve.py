@@ -45,6 +45,9 @@ SEED = ROOT.parent / "offline_agent" / "seeds" / "sasrec_bce"
 ARMS = ("evorec", "optuna", "random")
 PUBLISHED_SASREC_PLUS_3000 = 0.1857  # ../shared/PROTOCOL.md, ML-1M test NDCG@10
 FINALS = "finals.json"
+FINALS_OVERHEAD = 600
+"""Seconds a final's sandbox is given past its training budget (start-up, the last epoch's and the final scoring):
+180 s was too few at load 10, and a final killed at the wall limit loses its invocation's training."""
 
 
 def _result_name(dataset: str) -> str:
@@ -143,7 +146,9 @@ def main() -> None:
     rungs = RungConfig(
         epochs=tuple(int(e) for e in args.rungs.split(",")), finals=args.finals, final_epochs=args.final_epochs
     )
-    evaluation = EvaluationConfig(dataset=str(prepared.path), seed=args.seed, work_dir=str(state / "sandboxes"))
+    evaluation = EvaluationConfig(
+        dataset=str(prepared.path), seed=args.seed, work_dir=str(state / "sandboxes"), overhead_seconds=FINALS_OVERHEAD
+    )
     seed_sources = dict(load_candidate(SEED).sources)
 
     def arm(name: str) -> tuple[Arm, EvaluationConfig]:
