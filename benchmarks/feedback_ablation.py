@@ -19,9 +19,10 @@ from the same candidate with the same seed), their mean with a 95% t confidence 
 t-test (scipy).
 
 Resumable: each run lives under ``benchmarks/state/feedback_ablation_rungs_<dataset>/<arm>_seed<k>/`` (its
-evolution database or Optuna study: committed; checkpoints: this machine only). Runs advance one step (a
-generation, or a rung evaluation) at a time, the run that has spent the least CPU first, ``--parallel`` side by
-side; an invocation stops starting steps after ``--budget-seconds`` and the next goes on.
+evolution database or Optuna study: committed; checkpoints: this machine only). Runs advance one step (one
+evaluation: evorec's promotion due or new child, Optuna's rung) at a time, the run that has spent the least CPU
+first, ``--parallel`` side by side; an invocation stops starting steps after ``--budget-seconds`` and the next
+goes on.
 
     python benchmarks/feedback_ablation.py --dataset ml-1m --cpu-budget 3600 --rungs 1,3,9 --budget-seconds 7200
     python benchmarks/feedback_ablation.py --dataset ml-latest-small --cpu-budget 120 --rungs 1,2 --seeds 2

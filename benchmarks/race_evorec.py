@@ -1,10 +1,10 @@
-"""The race's evorec arm: an evolution run with rungs, tuning and directional feedback, one generation a step.
+"""The race's evorec arm: an evolution run with rungs, tuning and directional feedback, one evaluation a step.
 
 The arm is an :class:`~offline_agent.evolve.Evolution` on its own database (resumable as any run): the
 rulebook proposer with the diagnosis probes and simulated users' critiques, multi-fidelity selection
 over the race's rungs, tune children and the bandit between edit kinds, one island, one candidate per
-generation. The race decides when selection ends (equal CPU time for every arm) and trains the finals
-itself, as it does for the other arms.
+generation; a promotion due is trained before the next child is proposed. The race decides when selection
+ends (equal CPU time for every arm) and trains the finals itself, as it does for the other arms.
 """
 
 from __future__ import annotations
@@ -53,16 +53,21 @@ class EvorecArm:
         return sum(1 for r in self.evolution.db.rung_results() if r.status != "pending")
 
     def step(self) -> None:
-        """The first step of an invocation evaluates what waits (the seed; children and promotions a stopped
-        invocation left); every later one is a generation."""
+        """One evaluation a step, as an Optuna arm's step is one rung evaluation, so that no step overruns the
+        CPU budget by more than one training: the first step of an invocation evaluates what waits (the seed;
+        children a stopped invocation left); then a promotion due if there is one, else a new child's rung 0."""
+        assert self.evolution.rungs is not None
         if not self._started:
             self._started = True
             waiting = self.evolution.start()
             if waiting or not self.evolution.db.rung_results():
                 self.evolution.evaluate(waiting)
-                self.evolution.end_generation()
                 return
-        self.evolution.generation()
+        if self.evolution.rungs.promote_one():
+            return
+        children, _ = self.evolution.propose_generation(1)
+        self.evolution.evaluate(children)
+        self.evolution.db.migrate(int(self.evolution.db.get_state("iteration", 0)))
 
     def best(self) -> TopRung | None:
         """The best of the highest rung reached: the run's result before any finals."""

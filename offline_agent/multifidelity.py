@@ -50,16 +50,27 @@ class MultiFidelity:
 
     def promote(self) -> list[Fidelity]:
         """Evaluate every promotion due, rung after rung, until none is; store and return the proxy fidelity."""
-        while True:
-            results = self.db.rung_results()
-            fidelity = proxy_fidelity(results, self.config)
-            due = promotions(results, self.config, fidelity)
-            self.db.add_rungs([(content_hash, rung, self.epochs(rung)) for content_hash, rung in due])
-            pending = [r for r in self.db.rung_results("pending") if r.rung < self.config.final_rung]
-            if not pending:
-                return self._fidelity()
+        while pending := self._due():
             log.info("%d candidate(s) promoted to a higher rung", len(pending))
             self._evaluate(pending)
+        return self._fidelity()
+
+    def promote_one(self) -> bool:
+        """Evaluate one promotion due (the others stay pending, for later calls), if any; whether one was.
+        For callers that account compute one evaluation at a time, such as a benchmark holding searchers
+        to equal CPU time."""
+        pending = self._due()
+        if pending:
+            self._evaluate(pending[:1])
+            self._fidelity()
+        return bool(pending)
+
+    def _due(self) -> list[RungResult]:
+        """The promotions due written as pending, with those left pending before: what waits for training."""
+        results = self.db.rung_results()
+        due = promotions(results, self.config, proxy_fidelity(results, self.config))
+        self.db.add_rungs([(content_hash, rung, self.epochs(rung)) for content_hash, rung in due])
+        return [r for r in self.db.rung_results("pending") if r.rung < self.config.final_rung]
 
     def finals(self) -> list[Fidelity]:
         """Train the top ``finals`` of the highest rung to convergence, once: the finals are chosen (and

@@ -160,3 +160,38 @@ def test_code_evaluated_on_another_island_keeps_its_rung_zero_result(tmp_path, p
     later = evolution.db.add(blocks, "c" * 64, other_island, 2)
     assert later is not None and evolution.record(later, outcome(0.5)).fitness == 0.2
     assert [(r.rung, r.fitness) for r in evolution.db.rung_results() if r.content_hash == "c" * 64] == [(0, 0.2)]
+
+
+def test_promotions_can_be_trained_one_at_a_time_the_others_staying_pending(tmp_path, prepared_small):
+    """A benchmark holding searchers to equal CPU time steps one evaluation at a time: promote_one trains one
+    promotion due and leaves the rest pending, so none is lost and none trained twice."""
+    from offline_agent.evaluator import EvaluationOutcome
+    from offline_agent.evolve import Evolution
+
+    config = EvolutionConfig.model_validate({
+        "seed_candidate": "mf_bpr", "run_dir": str(tmp_path / "run"), "feedback": {"mode": "scalar", "personas": 0},
+        "database": {"islands": 1}, "rungs": {"epochs": [1, 2], "promote_fraction": 0.5},
+        "evaluation": {"dataset": "", "diagnose": False, "train_seconds": 120},
+    })  # fmt: skip
+    evolution = Evolution(config, prepared_small.path)
+    [seed] = evolution.start()
+    assert evolution.rungs is not None
+
+    def outcome(ndcg: float) -> EvaluationOutcome:
+        return EvaluationOutcome("evaluated", "train", None, valid={"ndcg@10": ndcg}, test={"ndcg@10": 0.0}, seconds=1)
+
+    evolution.record(seed, outcome(0.1))
+    for index, ndcg in enumerate([0.2, 0.3, 0.05], start=1):
+        blocks = {**seed.blocks, "loss": seed.blocks["loss"] + f"\n# variant {index}\n"}
+        child = evolution.db.add(blocks, f"{index}" * 64, evolution.db.get(seed.key), index)
+        assert child is not None
+        evolution.record(child, outcome(ndcg))
+
+    def at_rung_one(status: str) -> list[str]:
+        return [r.content_hash[:1] for r in evolution.db.rung_results(status) if r.rung == 1]
+
+    assert evolution.rungs.promote_one()  # the top half of four is due: two promotions
+    assert len(at_rung_one("evaluated")) == 1 and len(at_rung_one("pending")) == 1
+    assert evolution.rungs.promote_one()
+    assert sorted(at_rung_one("evaluated")) == ["1", "2"] and not at_rung_one("pending")  # 0.2 and 0.3
+    assert not evolution.rungs.promote_one()
