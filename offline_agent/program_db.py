@@ -44,12 +44,14 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 
 from offline_agent.records import Feedback
 from recsys.errors import ConfigError
 from recsys.redaction import redact_json
 
 Status = Literal["pending", "evaluated", "failed"]
+CREATE_ATTEMPTS = 10  # a new database's tables: tries when other processes create them at the same moment
 
 
 class FeedbackColumn(TypeDecorator[Feedback]):
@@ -223,7 +225,7 @@ class ProgramDatabase:
         self.engine: Engine = create_engine(config.url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        _create_tables(self.engine)
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -540,6 +542,22 @@ class ProgramDatabase:
             current = program.parent_key
 
 
+def _create_tables(engine: Engine) -> None:
+    """The tables, where missing. Processes opening a new database at once (a run and its watcher, parallel
+    pipeline tasks) race between ``create_all``'s check and its CREATE: the loser finds the table made by the
+    other, or SQLite refuses its lock upgrade at once (busy, to avoid a deadlock, whatever the timeout); either
+    way it checks again. Each retry means another opener got further, so a few suffice."""
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            metadata.create_all(engine)
+            return
+        except OperationalError as exc:
+            lost = "already exists" in str(exc) or "database is locked" in str(exc)
+            if not lost or attempt == CREATE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 def _set_state(conn: Connection, name: str, value: Any) -> None:
     value = redact_json(value)
     if conn.execute(select(state.c.name).where(state.c.name == name)).first():
@@ -591,9 +609,10 @@ def _json(value: Any) -> Any:
 
 def _sqlite_pragmas(connection: Any, _: Any) -> None:
     """WAL lets readers (the review console) work while the loop writes; a busy timeout makes
-    concurrent writers wait instead of failing."""
+    concurrent writers wait instead of failing. The timeout comes first: switching a new database to WAL
+    takes a lock that another opener may hold at that moment."""
     cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -162,3 +163,30 @@ def test_no_secret_value_is_written_to_the_database_file(tmp_path, monkeypatch):
     stored = db.get(child.key)
     assert stored.reason == "crashed: [REDACTED $SERVICE_TOKEN]"
     assert db.get_state("rejections") == ["iteration 1: the reply echoed [REDACTED $SERVICE_TOKEN]"]
+
+
+def _open_at_once(url: str, openers: int) -> list[str]:
+    """Open the database at ``url`` from ``openers`` threads released together; the errors they met."""
+    ready, errors = threading.Barrier(openers), []
+
+    def open_it() -> None:
+        ready.wait()
+        try:
+            ProgramDatabase(DatabaseConfig(url=url)).counts()
+        except Exception as exc:  # what the test reports
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=open_it) for _ in range(openers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_processes_opening_a_new_database_at_once_all_get_it(tmp_path):
+    """A run and its watcher (or parallel pipeline tasks) opening a database that does not exist yet race between
+    the check for each table and its creation; every opener must come away with the tables."""
+    for attempt in range(5):
+        errors = _open_at_once(f"sqlite:///{tmp_path / f'new{attempt}.db'}", openers=6)
+        assert not errors, errors[0]
