@@ -104,19 +104,25 @@ def advance(runs: Sequence[Run], parallel: int, deadline: float) -> bool:
                       f"{run.searcher.cpu_seconds():.0f} of {run.budget:.0f} CPU-s", flush=True)  # fmt: skip
 
 
-def feedback_figures(searcher: Arm) -> dict[str, Any]:
-    """An evorec run's feedback precision (overall and per rule or proposer) and its added probes' verdicts."""
+def feedback_figures(searchers: Sequence[Arm]) -> dict[str, Any]:
+    """The evorec runs' feedback precision (over all of them, per seed, per rule or proposer) and their added
+    probes' verdicts; nothing for searchers without feedback."""
     from benchmarks.race_evorec import EvorecArm
     from offline_agent.feedback_checks import overall, precision_by
     from offline_agent.probe_review import review_probes
 
-    if not isinstance(searcher, EvorecArm):
+    runs = [s.evolution.db.programs() for s in searchers if isinstance(s, EvorecArm)]
+    if not runs:
         return {}
-    programs = searcher.evolution.db.programs()
     return {
-        "feedback_precision": overall(programs).to_json(),
-        "feedback_precision_by_rule": {name: found.to_json() for name, found in precision_by(programs).items()},
-        "probes": [verdict.to_json() for verdict in review_probes(programs)],
+        "feedback_precision": {
+            **overall(p for programs in runs for p in programs).to_json(),
+            "per_seed": [overall(programs).to_json() for programs in runs],
+        },
+        "feedback_precision_by_rule": [
+            {name: found.to_json() for name, found in precision_by(programs).items()} for programs in runs
+        ],
+        "probes": [[verdict.to_json() for verdict in review_probes(programs)] for programs in runs],
     }
 
 
@@ -124,32 +130,23 @@ def _mean(values: Sequence[float]) -> float | None:
     return round(statistics.mean(values), 4) if values else None
 
 
-def arm_figures(runs: Sequence[Run]) -> dict[str, Any]:
-    """One arm over its seeds: the best at the top rung of each run and their means."""
-    bests = [run.searcher.best() for run in runs]
-    found = [best for best in bests if best is not None]
-    test = [best.to_json()["test_ndcg10"] for best in found]
-    figures: dict[str, Any] = {
+def arm_figures(runs: Sequence[Run], bests: Sequence[TopRung | None]) -> dict[str, Any]:
+    """One arm over its seeds: the best at the top rung of each run (``bests``, in the order of ``runs``) and
+    their means."""
+    shown = [best.to_json() if best else None for best in bests]
+    found = [figures for figures in shown if figures is not None]
+    test = [figures["test_ndcg10"] for figures in found]
+    return {
         "runs": len(found),
         "mean_test_ndcg10": _mean(test),
         "std_test_ndcg10": round(statistics.stdev(test), 4) if len(test) > 1 else None,
-        "mean_valid_ndcg10": _mean([best.to_json()["valid_ndcg10"] for best in found]),
-        "per_seed_test_ndcg10": [best.to_json()["test_ndcg10"] if best else None for best in bests],
-        "per_seed": [best.to_json() if best else None for best in bests],
+        "mean_valid_ndcg10": _mean([figures["valid_ndcg10"] for figures in found]),
+        "per_seed_test_ndcg10": [figures["test_ndcg10"] if figures else None for figures in shown],
+        "per_seed": shown,
         "evaluations": [run.searcher.evaluations() for run in runs],
         "cpu_seconds": [round(run.searcher.cpu_seconds(), 1) for run in runs],
+        **feedback_figures([run.searcher for run in runs]),
     }
-    per_run = [feedback_figures(run.searcher) for run in runs]
-    if any(per_run):
-        totals = [f["feedback_precision"] for f in per_run]
-        checked, fixed = sum(t["checked"] for t in totals), sum(t["fixed"] for t in totals)
-        figures["feedback_precision"] = {
-            "targeted": sum(t["targeted"] for t in totals), "checked": checked, "fixed": fixed,
-            "precision": round(fixed / checked, 4) if checked else None, "per_seed": totals,
-        }  # fmt: skip
-        figures["feedback_precision_by_rule"] = [f["feedback_precision_by_rule"] for f in per_run]
-        figures["probes"] = [f["probes"] for f in per_run]
-    return figures
 
 
 def paired(first: Sequence[TopRung | None], second: Sequence[TopRung | None]) -> dict[str, Any]:
@@ -173,7 +170,7 @@ def paired(first: Sequence[TopRung | None], second: Sequence[TopRung | None]) ->
 def summarise(runs: Sequence[Run], arms: Sequence[str], seeds: int) -> dict[str, Any]:
     by_arm = {arm: [run for run in runs if run.arm == arm] for arm in arms}
     bests = {arm: [run.searcher.best() for run in found] for arm, found in by_arm.items()}
-    figures: dict[str, Any] = {"seeds": seeds, "arms": {arm: arm_figures(found) for arm, found in by_arm.items()}}
+    figures: dict[str, Any] = {"seeds": seeds, "arms": {arm: arm_figures(by_arm[arm], bests[arm]) for arm in by_arm}}
     figures["paired"] = {f"{a} - {b}": paired(bests[a], bests[b]) for a, b in PAIRS if a in bests and b in bests}
     figures["directional_against"] = {b: figures["paired"][f"directional - {b}"] for a, b in PAIRS[:2]
                                       if f"{a} - {b}" in figures["paired"]}  # fmt: skip

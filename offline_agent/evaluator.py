@@ -214,6 +214,13 @@ def _warm_compile_cache(threads: int) -> Path | None:
     return warm_cache(threads) if bf16_is_fast(torch.device("cpu")) else None
 
 
+def _loaded(config: EvaluationConfig, root: Path, max_users: int | None) -> tuple[_HeldOutData, Path | None]:
+    """The held-out data and the warm compile cache, loaded once per process: evaluations run side by side in
+    threads, so the first loads and the others wait for it."""
+    with _LOADING:
+        return _heldout_data(config.dataset, max_users, root / ".views"), _warm_compile_cache(config.threads)
+
+
 def _load_judge(judged: Path, data: _HeldOutData) -> Judge:
     """A judge that goes on from its record of an earlier invocation (kept beside the checkpoint)."""
     import numpy as np
@@ -249,9 +256,7 @@ def _stage(
     With ``checkpoint`` its files are copied into the work dir first and, after a run that ended
     cleanly, back, with the judge's record beside them: the candidate writes only inside its
     sandbox, and a run killed mid-write leaves the last good checkpoint in place."""
-    with _LOADING:  # evaluations run side by side in threads: the first loads, the others wait for it
-        data = _heldout_data(config.dataset, job.get("max_users"), root / ".views")
-        warm = _warm_compile_cache(config.threads)
+    data, warm = _loaded(config, root, job.get("max_users"))
     judged = checkpoint / JUDGED if checkpoint is not None else None
     judge = _load_judge(judged, data) if judged is not None and judged.exists() else Judge(data.sequences, data.catalog)
     workdir = Path(tempfile.mkdtemp(prefix="evaluation-", dir=root))
@@ -365,10 +370,7 @@ def warm_up(config: EvaluationConfig) -> None:
     one-time costs of a process: otherwise the first evaluation's time holds them (and, evaluations
     waiting for the first to load, theirs too), which a benchmark holding searchers to equal CPU time
     would charge to whichever evaluated first."""
-    root = _sandbox_root(config)
-    with _LOADING:
-        _heldout_data(config.dataset, None, root / ".views")
-        _warm_compile_cache(config.threads)
+    _loaded(config, _sandbox_root(config), None)
 
 
 def evaluate_candidate(sources: dict[str, str], config: EvaluationConfig) -> EvaluationOutcome:

@@ -124,8 +124,8 @@ def _away_from_taste(ctx: DiagnosisContext) -> Offset:
     """Scores pushed away from the genres of each user's own history, read from the batch: the lists
     scatter over genres the user rarely watches. The push is standardised within each popularity decile, so
     it moves items within their decile and no decile as a whole: the genres a user watches most are mostly
-    popular ones, and pushed away from them as they were, the lists also turned obscure (probes of obscurity
-    separated the pair nearly as well as probes of scatter, 0.72 against 0.78 on ml-latest-small)."""
+    popular ones, and pushed away from them as they were, the lists also turned obscure, so that a probe of
+    obscurity separated this pair nearly as well as a probe of scatter."""
     genres = ctx.catalog.genres
     popularity = torch.log1p(ctx.catalog.popularity[1:].double())
     edges = torch.quantile(popularity, torch.linspace(0, 1, POPULARITY_BINS + 1, dtype=torch.float64)[1:-1])
