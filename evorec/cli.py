@@ -179,6 +179,9 @@ def train(
     precision: Annotated[
         str, typer.Option(help="auto (bfloat16 where the device has bf16 matrix units), float32 or bfloat16.")
     ] = "auto",
+    bucketing: Annotated[
+        bool, typer.Option(help="Batch users of similar history length together (off: random batches, padded).")
+    ] = True,
     data_dir: DataDir = None,
 ) -> None:
     """Train one candidate with early stopping on validation NDCG@10; test metrics once, at the end.
@@ -208,6 +211,7 @@ def train(
         resume=resume,
         device=device,
         precision=precision,  # type: ignore[arg-type]
+        bucketing=bucketing,
     )
     trained = train_diagnose_export(
         loaded, prepared, config,

@@ -148,7 +148,8 @@ class Trainer:
         if self.world.world_size > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", self.world.rank % torch.cuda.device_count())
         self.precision = Precision.choose(self.config.precision, self.device)
-        log.info("%s trains on %s", candidate.name, self.precision.describe())
+        batches = "batches bucketed by history length" if self.config.bucketing else "random batches"
+        log.info("%s trains on %s, %s", candidate.name, self.precision.describe(), batches)
         if self.world.world_size > 1 and self.config.resume:
             raise TrainingError("resuming is supported in single-process training only")
         plan: TrainingPlan = candidate.function("optim", "training_plan")()

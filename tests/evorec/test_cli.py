@@ -106,6 +106,18 @@ def test_train_prints_the_metric_set_as_json_and_writes_it(tmp_path, prepared_sm
     assert (out / "diagnosis.md").exists() and (out / "artifact" / "model.pt2").exists()
 
 
+@pytest.mark.integration
+def test_train_on_the_plain_float32_path_says_so(tmp_path, prepared_small, seeds_dir):
+    result = _evorec(
+        "train", "--candidate", str(seeds_dir / "sasrec_bce"), "--dataset", str(prepared_small.path),
+        "--max-epochs", "1", "--out", str(tmp_path / "run"), "--precision", "float32", "--no-bucketing",
+        "--no-diagnose",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    logged = " ".join(result.stderr.split())  # the console wraps long lines
+    assert "trains on cpu float32 (float32 asked for), random batches" in logged
+
+
 def test_train_names_a_broken_candidate(tmp_path):
     (tmp_path / "c").mkdir()
     result = _evorec("train", "--candidate", str(tmp_path / "c"))
