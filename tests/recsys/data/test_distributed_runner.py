@@ -13,11 +13,6 @@ from recsys.data.prepared import PreparedDataset
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="apache-beam 2.77's DaskRunner gives wrong k-core counts for this pipeline (549 rows out on "
-    "FnApiRunner, 1309 on Dask): its global item counts, a side input, come out too large (see the next test)",
-)
 def test_dask_workers_prepare_the_same_dataset_as_the_fn_api_runner(tmp_path, small_latest):
     source = layout_source("ml-latest-small", "grouplens", small_latest)
     with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
