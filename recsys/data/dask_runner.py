@@ -40,9 +40,11 @@ class FreshReceiverParDo(transform_evaluator.ParDo):  # type: ignore[misc]
         main_input = next(iter(self.applied.main_inputs.values()))
         window_fn = main_input.windowing.windowfn if hasattr(main_input, "windowing") else None
         invoker = {"side_inputs": side_inputs, "input_args": list(args), "input_kwargs": kwargs}
-        return input_bag.map(transform_evaluator.get_windowed_value, window_fn).map_partitions(
+        windowed = input_bag.map(transform_evaluator.get_windowed_value, window_fn)  # type: ignore[no-untyped-call]
+        bundles: db.Bag = windowed.map_partitions(
             run_bundle, DoFnSignature(transform.fn), window_fn, transform.label, invoker
         )
+        return bundles
 
 
 def run_bundle(
