@@ -1,6 +1,6 @@
 """Beam's DaskRunner with its ParDo translation fixed, so that a pipeline gives the same outputs as on FnApiRunner.
 
-Two defects of apache-beam 2.77's translation (``apache_beam/runners/dask/transform_evaluator.py``):
+Three defects of apache-beam 2.77's translation (``apache_beam/runners/dask/transform_evaluator.py``):
 
 - Outputs of earlier bundles come out again. The translation makes one output receiver per transform
   while the Dask graph is built, and each bundle returns everything that receiver has collected so far.
@@ -12,11 +12,13 @@ Two defects of apache-beam 2.77's translation (``apache_beam/runners/dask/transf
   lineage submitted to the same scheduler: the lineage runs again for every such task, and its keys
   collide with the main graph's optimized ones (the scheduler warns of keys submitted twice with
   different tasks, which "can cause failures and deadlocks").
+- What a DoFn emits from ``finish_bundle`` is lost: the bundle's outputs are collected before it runs.
 
 No pipeline can avoid them (every multi-partition ParDo and every side input is exposed), so while
 :class:`DaskRunner` translates a pipeline it registers :class:`BundleParDo` for ``beam.ParDo`` in
-Beam's translation table: each bundle builds its own receivers, and each side input is one value of
-the graph (its elements gathered once), passed to every bundle that reads it.
+Beam's translation table: each bundle builds its own receivers and returns their contents after
+``finish_bundle``, and each side input is one value of the graph (its elements gathered once),
+passed to every bundle that reads it.
 
 ``tests/recsys/data/test_distributed_runner.py`` keeps strict expected-failure tests of Beam's own
 runner, so this module can go once an upgrade fixes the defects upstream.
@@ -30,7 +32,7 @@ from typing import Any
 
 import apache_beam as beam
 import dask.bag as db
-from apache_beam.runners.common import DoFnContext, DoFnSignature, _OutputHandler
+from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, _OutputHandler
 from apache_beam.runners.dask import dask_runner, transform_evaluator
 from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.transforms.window import WindowFn
@@ -71,7 +73,8 @@ def run_bundle(
     views: list[tuple[Any, dict[str, Any], Any]],
     *side_values: list[Any],
 ) -> list[Any]:
-    """One partition through the DoFn, with receivers that hold this bundle's outputs only."""
+    """One partition through the DoFn, with receivers that hold this bundle's outputs only, those of
+    ``finish_bundle`` included."""
     receivers = transform_evaluator.OneReceiver()
     handler = _OutputHandler(
         window_fn=window_fn,
@@ -94,8 +97,14 @@ def run_bundle(
         "user_state_context": None,
         "bundle_finalizer_param": beam.DoFn.BundleFinalizerParam(),
     }
-    result: list[Any] = transform_evaluator.apply_dofn_to_bundle(items, [signature, handler], invoker, receivers)
-    return result
+    dofn = DoFnInvoker.create_invoker(signature, handler, **invoker)
+    dofn.invoke_setup()
+    dofn.invoke_start_bundle()
+    for item in items:
+        dofn.invoke_process(item)
+    dofn.invoke_finish_bundle()  # Beam's translation collects the outputs before this, losing finish_bundle's
+    dofn.invoke_teardown()
+    return [output.value for output in receivers.values]
 
 
 class DaskRunner(dask_runner.DaskRunner):  # type: ignore[misc]
