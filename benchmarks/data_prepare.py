@@ -142,7 +142,8 @@ def main() -> None:
             "beam_over_pandas_seconds": round(beam["seconds"] / reference["seconds"], 2),
             "beam_over_pandas_peak_mb": round(beam["peak_mb"] / reference["peak_mb"], 2),
             "same_split": same_split,
-            "distributed_runner": "DaskRunner (apache-beam 2.77), dask.distributed LocalCluster of 2 worker processes",
+            "distributed_runner": "DaskRunner (apache-beam 2.77, bundles fixed by recsys.data.dask_runner), "
+            "dask.distributed LocalCluster of 2 worker processes",
             "distributed_seconds": round(distributed["seconds"], 2) if "seconds" in distributed else None,
             "distributed_timed_out_after_seconds": distributed.get("timed_out_after_seconds"),
             "distributed_peak_mb": distributed["peak_mb"],

@@ -536,8 +536,6 @@ def build_pipeline(
         | "GroupShards" >> beam.GroupByKey()
         | "WriteShards" >> beam.Map(write_shard, staging=staging, shards=config.shards)
     )
-    # the vocabularies are built again from the counts: a collection read both as a side input and
-    # as the main input of its own descendant gets its elements twice on the DaskRunner (2.77)
     items = item_counts | "WriteItems" >> beam.Map(write_items, metadata=load_items(source), staging=staging)
     users = user_counts | "WriteUsers" >> beam.Map(write_users, attributes=load_users(source), staging=staging)
     totals = counts | "AllCounts" >> beam.Flatten() | "SumCounts" >> beam.CombinePerKey(sum)

@@ -311,7 +311,7 @@ def numeric_summary(values: pd.Series) -> NumericSummary:
     return NumericSummary(
         len(present),
         float(present.sum()),
-        float(np.dot(present, present)),
+        float((present * present).sum()),  # not np.dot: BLAS sums in an order set by its thread count
         int((present == 0).sum()),
         float(present.min()),
         float(present.max()),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.fs
 
 from recsys.data.config import PrepareConfig
 from recsys.data.fetch import file_digest
@@ -20,6 +21,14 @@ from recsys.data.sources import DatasetSource
 from recsys.errors import DataError
 
 MANIFEST = "manifest.json"
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """A Parquet file read by Arrow's own file system. Given a local path alone, pandas opens the file and
+    hands Arrow the Python file object, which Arrow's I/O threads then call into (and release) under the
+    GIL; one still doing so while the interpreter exits is ended by CPython mid-C++, which aborts the
+    process ("terminate called without an active exception", apache/arrow#39862 and #45017)."""
+    return pd.read_parquet(path, filesystem=pyarrow.fs.LocalFileSystem())
 
 
 @dataclass(frozen=True)
@@ -65,16 +74,16 @@ class PreparedDataset:
         """All kept interactions, sorted by user then time: user_idx, item_idx, timestamp, rating,
         position, split."""
         files = sorted(self.path.glob("interactions-*.parquet"))
-        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        frame = pd.concat([_read_parquet(f) for f in files], ignore_index=True)
         return frame.sort_values(["user_idx", "position"], kind="stable", ignore_index=True)
 
     @cached_property
     def items(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "items.parquet")
+        return _read_parquet(self.path / "items.parquet")
 
     @cached_property
     def users(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "users.parquet")
+        return _read_parquet(self.path / "users.parquet")
 
 
 def is_up_to_date(source: DatasetSource, out_dir: Path, config: PrepareConfig) -> bool:
