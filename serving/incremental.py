@@ -113,10 +113,11 @@ class IncrementalScorer:
     Example::
 
         scorer = IncrementalScorer.attach(model)  # None: not a SASRec, score with model.scores
-        scores = scorer.scores(np.array([7]), [np.array([3, 9, 4])])  # 1 X (N+1)
+        scores = scorer.scores(np.array([7]), np.array([2]), [np.array([3, 9, 4])])  # 1 X (N+1)
     """
 
-    def __init__(self, weights: SASRecWeights) -> None:
+    def __init__(self, model: LoadedModel, weights: SASRecWeights) -> None:
+        self.model = model
         self.weights = weights
         # key -> (blocks*2 X heads X room X D/heads keys and values per position, positions filled)
         self._cache: dict[int, tuple[torch.Tensor, int]] = {}
@@ -137,38 +138,50 @@ class IncrementalScorer:
         expected = model.scores(users, histories)
         spread = float(expected.std().clamp(min=1e-12))
         for heads in (head for head in (1, 2, 4, 8, 16) if weights.dim % head == 0):
-            scorer = cls(replace(weights, heads=heads))
-            whole = scorer.scores(users, histories)
-            scorer.scores(users + len(users), [history[:-1] for history in histories])
-            grown = scorer.scores(users + len(users), histories)
+            scorer = cls(model, replace(weights, heads=heads))
+            whole = scorer.scores(users, users, histories)
+            scorer.scores(users + len(users), users, [history[:-1] for history in histories])
+            grown = scorer.scores(users + len(users), users, histories)
             gap = max(float((whole - expected).abs().max()), float((grown - expected).abs().max())) / spread
             if gap <= AGREEMENT:
-                return cls(scorer.weights)
+                return cls(model, scorer.weights)
         return None
 
     @torch.no_grad()
-    def scores(self, keys: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
-        """``B X (N+1)`` scores (column 0 is padding) after each history, as the program would give them."""
+    def scores(self, keys: np.ndarray, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
+        """``B X (N+1)`` scores (column 0 is padding) after each history, as the program would give them.
+
+        ``keys`` name the cache entries (one per simulated user); ``users`` are what the program
+        reads, for the histories too long to cache, which it scores in full.
+        """
         if any(len(history) == 0 for history in histories):
             raise ValueError("every history needs at least one item")
         lengths = np.fromiter((len(history) for history in histories), dtype=np.int64, count=len(histories))
         cached = np.fromiter((self._cache.get(int(key), (None, 0))[1] for key in keys), dtype=np.int64, count=len(keys))
-        step = (cached == lengths - 1) & (cached > 0) & (lengths <= self.weights.max_len)
+        fits = lengths <= self.weights.max_len
+        step = (cached == lengths - 1) & (cached > 0) & fits
         last = torch.empty(len(histories), self.weights.dim)
         rows = np.flatnonzero(step)
         if len(rows):
             last[rows] = self._step(keys[rows], [int(histories[row][-1]) for row in rows.tolist()], cached[rows])
-        rows = np.flatnonzero(~step)
+        rows = np.flatnonzero(fits & ~step)
         if len(rows):
             last[rows] = self._full(keys[rows], [histories[row] for row in rows.tolist()])
+        out = torch.empty(len(histories), self.weights.items.shape[0])
+        out[fits] = F.layer_norm(last[fits], (self.weights.dim,), *self.weights.final_norm) @ self.weights.items.T
+        rows = np.flatnonzero(~fits)
+        if len(rows):  # the window slides from now on: nothing to reuse, and the program is the faster full pass
+            out[rows] = self.model.scores(users[rows], [histories[row] for row in rows.tolist()])
+            for key in keys[rows].tolist():
+                self._cache.pop(key, None)
         self.steps += int(step.sum())
         self.full += int((~step).sum())
-        return F.layer_norm(last, (self.weights.dim,), *self.weights.final_norm) @ self.weights.items.T
+        return out
 
     def _full(self, keys: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
-        """``B X D`` last states by a pass over every position; caches the keys and values of what fits."""
+        """``B X D`` last states of histories of at most ``max_len`` items by a pass over every position, cached."""
         weights = self.weights
-        cut = [torch.from_numpy(np.asarray(history[-weights.max_len :], dtype=np.int64)) for history in histories]
+        cut = [torch.from_numpy(np.asarray(history, dtype=np.int64)) for history in histories]
         lengths = [len(history) for history in cut]
         ids = torch.nn.utils.rnn.pad_sequence(cut, batch_first=True)  # right-padded: causal, pads reach nothing real
         batch, length = ids.shape
@@ -183,9 +196,6 @@ class IncrementalScorer:
             memory.extend([k, v])
         kept = torch.stack(memory, dim=1)  # B X blocks*2 X heads X L X D/heads
         for row, key in enumerate(keys.tolist()):
-            if len(histories[row]) > weights.max_len:
-                self._cache.pop(key, None)  # the window slides from now on: nothing can be reused
-                continue
             self._cache[key] = (self._room_for(kept[row, :, :, : lengths[row]], lengths[row]), lengths[row])
         return x[torch.arange(batch), torch.tensor(lengths) - 1]
 
