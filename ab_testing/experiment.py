@@ -244,7 +244,7 @@ class ServedPolicy(InstrumentedPolicy):
             if self.incremental is None:
                 scores = self.model.scores(self.source_user[users[rows]], batch)
             else:
-                scores = self.incremental.scores(users[rows], self.source_user[users[rows]], batch)
+                scores = self.incremental.scores(users[rows], batch)
             top = masked_top_k(scores, batch, self.slate_size)
             self._cached[users[rows], : top.indices.shape[1]] = top.indices.numpy()
             self.latencies_ms.extend([(time.perf_counter() - began) * 1000 / len(rows)] * len(rows))

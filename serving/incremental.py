@@ -113,11 +113,10 @@ class IncrementalScorer:
     Example::
 
         scorer = IncrementalScorer.attach(model)  # None: not a SASRec, score with model.scores
-        scores = scorer.scores(np.array([7]), np.array([2]), [np.array([3, 9, 4])])  # 1 X (N+1)
+        scores = scorer.scores(np.array([7]), [np.array([3, 9, 4])])  # 1 X (N+1)
     """
 
-    def __init__(self, model: LoadedModel, weights: SASRecWeights) -> None:
-        self.model = model
+    def __init__(self, weights: SASRecWeights) -> None:
         self.weights = weights
         # key -> (blocks*2 X heads X room X D/heads keys and values per position, positions filled)
         self._cache: dict[int, tuple[torch.Tensor, int]] = {}
@@ -138,21 +137,21 @@ class IncrementalScorer:
         expected = model.scores(users, histories)
         spread = float(expected.std().clamp(min=1e-12))
         for heads in (head for head in (1, 2, 4, 8, 16) if weights.dim % head == 0):
-            scorer = cls(model, replace(weights, heads=heads))
-            whole = scorer.scores(users, users, histories)
-            scorer.scores(users + len(users), users, [history[:-1] for history in histories])
-            grown = scorer.scores(users + len(users), users, histories)
+            scorer = cls(replace(weights, heads=heads))
+            whole = scorer.scores(users, histories)
+            scorer.scores(users + len(users), [history[:-1] for history in histories])
+            grown = scorer.scores(users + len(users), histories)
             gap = max(float((whole - expected).abs().max()), float((grown - expected).abs().max())) / spread
             if gap <= AGREEMENT:
-                return cls(model, scorer.weights)
+                return cls(scorer.weights)
         return None
 
     @torch.no_grad()
-    def scores(self, keys: np.ndarray, users: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
+    def scores(self, keys: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
         """``B X (N+1)`` scores (column 0 is padding) after each history, as the program would give them.
 
-        ``keys`` name the cache entries (one per simulated user); ``users`` are what the program
-        reads, for the histories too long to cache, which it scores in full.
+        ``keys`` name the cache entries (one per simulated user). A history longer than ``max_len``
+        slides its window, which moves every position: it is scored in full and nothing is kept.
         """
         if any(len(history) == 0 for history in histories):
             raise ValueError("every history needs at least one item")
@@ -161,43 +160,50 @@ class IncrementalScorer:
         fits = lengths <= self.weights.max_len
         step = (cached == lengths - 1) & (cached > 0) & fits
         last = torch.empty(len(histories), self.weights.dim)
+        for rows, keep in ((np.flatnonzero(fits & ~step), True), (np.flatnonzero(~fits), False)):
+            if len(rows):
+                last[rows] = self._full(keys[rows], [histories[row] for row in rows.tolist()], keep)
         rows = np.flatnonzero(step)
         if len(rows):
             last[rows] = self._step(keys[rows], [int(histories[row][-1]) for row in rows.tolist()], cached[rows])
-        rows = np.flatnonzero(fits & ~step)
-        if len(rows):
-            last[rows] = self._full(keys[rows], [histories[row] for row in rows.tolist()])
-        out = torch.empty(len(histories), self.weights.items.shape[0])
-        out[fits] = F.layer_norm(last[fits], (self.weights.dim,), *self.weights.final_norm) @ self.weights.items.T
-        rows = np.flatnonzero(~fits)
-        if len(rows):  # the window slides from now on: nothing to reuse, and the program is the faster full pass
-            out[rows] = self.model.scores(users[rows], [histories[row] for row in rows.tolist()])
-            for key in keys[rows].tolist():
-                self._cache.pop(key, None)
+        for key in keys[~fits].tolist():
+            self._cache.pop(key, None)
         self.steps += int(step.sum())
         self.full += int((~step).sum())
-        return out
+        return F.layer_norm(last, (self.weights.dim,), *self.weights.final_norm) @ self.weights.items.T
 
-    def _full(self, keys: np.ndarray, histories: list[np.ndarray]) -> torch.Tensor:
-        """``B X D`` last states of histories of at most ``max_len`` items by a pass over every position, cached."""
+    def _full(self, keys: np.ndarray, histories: list[np.ndarray], keep: bool) -> torch.Tensor:
+        """``B X D`` last states by a pass over every position (each history cut to ``max_len``).
+
+        Only the last position's state is read, so the last block runs its attention, projection
+        and feed-forward for that position alone (its keys and values still cover every position).
+        ``keep``: cache the keys and values for the next request.
+        """
         weights = self.weights
-        cut = [torch.from_numpy(np.asarray(history, dtype=np.int64)) for history in histories]
-        lengths = [len(history) for history in cut]
+        cut = [torch.from_numpy(np.asarray(history[-weights.max_len :], dtype=np.int64)) for history in histories]
+        ends = torch.tensor([len(history) for history in cut]) - 1
         ids = torch.nn.utils.rnn.pad_sequence(cut, batch_first=True)  # right-padded: causal, pads reach nothing real
         batch, length = ids.shape
+        rows = torch.arange(batch)
         x = weights.embed(ids, torch.arange(length))
         memory = []
-        for block in weights.blocks:
+        for index, block in enumerate(weights.blocks):
             h = F.layer_norm(x, (weights.dim,), *block.attention_norm)
             q, k, v = (self._heads(part) for part in F.linear(h, *block.qkv).chunk(3, dim=-1))
-            attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            x = x + F.linear(attended.transpose(1, 2).reshape(batch, length, weights.dim), *block.out)
-            x = block.feed_forward(x)
             memory.extend([k, v])
-        kept = torch.stack(memory, dim=1)  # B X blocks*2 X heads X L X D/heads
-        for row, key in enumerate(keys.tolist()):
-            self._cache[key] = (self._room_for(kept[row, :, :, : lengths[row]], lengths[row]), lengths[row])
-        return x[torch.arange(batch), torch.tensor(lengths) - 1]
+            if index < len(weights.blocks) - 1:
+                attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                x = x + F.linear(attended.transpose(1, 2).reshape(batch, length, weights.dim), *block.out)
+            else:
+                visible = (torch.arange(length) <= ends[:, None])[:, None, None, :]  # B X 1 X 1 X L
+                attended = F.scaled_dot_product_attention(q[rows, :, ends][:, :, None], k, v, attn_mask=visible)
+                x = x[rows, ends] + F.linear(attended.reshape(batch, weights.dim), *block.out)
+            x = block.feed_forward(x)
+        if keep:
+            kept = torch.stack(memory, dim=1)  # B X blocks*2 X heads X L X D/heads
+            for row, (key, end) in enumerate(zip(keys.tolist(), ends.tolist(), strict=True)):
+                self._cache[key] = (self._room_for(kept[row, :, :, : end + 1], end + 1), end + 1)
+        return x
 
     def _step(self, keys: np.ndarray, items: list[int], positions: np.ndarray) -> torch.Tensor:
         """``B X D`` last states of histories that each grew by one item at ``positions``, from the cache."""

@@ -33,12 +33,12 @@ def test_histories_grown_one_item_at_a_time_score_as_a_full_pass_of_the_program(
     histories = [sequences.history(int(user), "test") for user in users]
     assert max(len(h) for h in histories) > sasrec.manifest.max_len  # some windows slide: those are scored in full
     rng = np.random.default_rng(0)
-    scorer.scores(users, users, histories)
+    scorer.scores(users, histories)
     for _ in range(3):  # three visits, each adding one consumed item
         histories = [np.append(h, rng.integers(1, sasrec.manifest.num_items + 1)) for h in histories]
         fitting = sum(len(h) <= sasrec.manifest.max_len for h in histories)
         steps = scorer.steps
-        fast, exact = scorer.scores(users, users, histories), sasrec.scores(users, histories)
+        fast, exact = scorer.scores(users, histories), sasrec.scores(users, histories)
         assert scorer.steps - steps == fitting > 0  # every history that fits the window came from its cache
         assert float((fast - exact).abs().max()) <= AGREEMENT * float(exact.std())
         top, top_exact = masked_top_k(fast, histories, 10), masked_top_k(exact.clone(), histories, 10)
@@ -49,7 +49,7 @@ def test_a_history_that_is_not_its_cached_one_plus_an_item_is_scored_in_full(sas
     scorer = IncrementalScorer.attach(sasrec)
     assert scorer is not None
     history = np.array([5, 9, 2, 7])
-    scorer.scores(np.array([1]), np.array([1]), [history[:2]])
-    skipped = scorer.scores(np.array([1]), np.array([1]), [history])  # two items later: no step from the cache
+    scorer.scores(np.array([1]), [history[:2]])
+    skipped = scorer.scores(np.array([1]), [history])  # two items later: no step from the cache
     assert scorer.steps == 0 and scorer.full == 2
     assert float((skipped - sasrec.scores(np.array([1]), [history])).abs().max()) <= 1e-4
