@@ -35,7 +35,8 @@ from recsys.evaluation import ItemCatalog, list_diversity
 from recsys.event_log import EventLog
 from recsys.sequences import UserSequences
 from serving.artifacts import LoadedModel
-from serving.batcher import top_k
+from serving.batcher import masked_top_k
+from serving.incremental import IncrementalScorer
 from serving.routing import assign_arm
 
 SCORING_CHUNK = 128  # users scored in one batch (larger batches of long histories fall out of the CPU caches)
@@ -215,16 +216,20 @@ class ServedPolicy(InstrumentedPolicy):
     The model sees the real user the simulated one was drawn from (``source_user``: user-id based
     models need a known id) and the simulated history. A deterministic model gives the same slate
     to the same history, so a user is scored again only when their history has grown since their
-    last slate (histories only grow); the others get that slate again. The users to score are
-    sorted by the length of the history the model reads (the trainer's length bucketing: a batch is
-    padded to its longest history, so batches of like lengths waste little) and go in batches of
-    ``SCORING_CHUNK``; latency is recorded per scored request (its share of the batch).
+    last slate (histories only grow); the others get that slate again. A SASRec artifact is scored
+    by :class:`~serving.incremental.IncrementalScorer`, which keeps each user's keys and values, so
+    a history grown by one item costs one position (other models: their program, in full). The
+    users to score are sorted by the length of the history the model reads (the trainer's length
+    bucketing: a batch is padded to its longest history, so batches of like lengths waste little)
+    and go in batches of ``SCORING_CHUNK``; latency is recorded per scored request (its share of the
+    batch).
     """
 
     def __init__(self, model: LoadedModel, source_user: np.ndarray, catalog: ItemCatalog, slate_size: int) -> None:
         super().__init__(catalog, slate_size)
         self.model = model
         self.source_user = source_user
+        self.incremental = IncrementalScorer.attach(model)
         self._scored_length = np.full(len(source_user), -1, dtype=np.int64)  # history length of the cached slate
         self._cached = np.zeros((len(source_user), slate_size), dtype=np.int64)
 
@@ -236,7 +241,11 @@ class ServedPolicy(InstrumentedPolicy):
             rows = stale[start : start + SCORING_CHUNK]
             began = time.perf_counter()
             batch = [histories[row] for row in rows.tolist()]
-            top = top_k(self.model, self.source_user[users[rows]], batch, self.slate_size)
+            if self.incremental is None:
+                scores = self.model.scores(self.source_user[users[rows]], batch)
+            else:
+                scores = self.incremental.scores(users[rows], batch)
+            top = masked_top_k(scores, batch, self.slate_size)
             self._cached[users[rows], : top.indices.shape[1]] = top.indices.numpy()
             self.latencies_ms.extend([(time.perf_counter() - began) * 1000 / len(rows)] * len(rows))
             self._scored_length[users[rows]] = lengths[rows]

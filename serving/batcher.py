@@ -38,7 +38,11 @@ class _Request:
 
 def top_k(model: LoadedModel, users: np.ndarray, histories: list[np.ndarray], k: int) -> torch.return_types.topk:
     """Each user's ``k`` best items (at most the catalogue), best first, with consumed items and padding masked."""
-    scores = model.scores(users, histories)
+    return masked_top_k(model.scores(users, histories), histories, k)
+
+
+def masked_top_k(scores: torch.Tensor, histories: list[np.ndarray], k: int) -> torch.return_types.topk:
+    """The ``k`` best of ``B X (N+1)`` scores per row, padding and each row's history masked (``scores`` is changed)."""
     scores[:, 0] = -torch.inf
     rows = np.repeat(np.arange(len(histories)), [len(history) for history in histories])
     consumed = np.concatenate([*histories, np.zeros(0, dtype=np.int64)]).astype(np.int64)

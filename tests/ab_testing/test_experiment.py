@@ -201,7 +201,9 @@ def test_a_served_arm_scores_a_user_again_only_when_their_history_grew(prepared_
     np.testing.assert_array_equal(after[1:], first[1:10])
 
 
-def test_cached_slates_are_the_slates_of_scoring_every_user_every_day(prepared_small, models, truth, sequences):
+def test_cached_and_incremental_slates_are_the_slates_of_scoring_every_user_every_day(
+    prepared_small, models, truth, sequences
+):
     from ab_testing.experiment import ServedPolicy
     from ab_testing.population import Population, PopulationConfig, simulate
     from recsys.evaluation import ItemCatalog
@@ -244,3 +246,5 @@ def test_cached_slates_are_the_slates_of_scoring_every_user_every_day(prepared_s
     visits = sum(len(users) for users, _ in fast)
     scored = sum(len(policy.latencies_ms) for policy in cached)
     assert 0 < scored < visits  # the cache served the users whose history had not grown
+    [sasrec] = [policy.incremental for policy in cached if policy.incremental is not None]  # mf_bpr: its program
+    assert sasrec.steps > 0  # histories grown by one item were scored from the transformer's cache
