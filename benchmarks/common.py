@@ -36,11 +36,22 @@ def priority() -> dict[str, int | None]:
     """This process's scheduling weight: Linux shares the CPU between autogroups (sessions) by their nice value,
     so a benchmark at autogroup nice -10 beside other work at 19 gets nearly the whole machine even though the
     load average counts that work too."""
+    return {"nice": os.nice(0), "autogroup_nice": autogroup_nice("self")}
+
+
+def autogroup_nice(process: str) -> int | None:
+    """The autogroup nice of a process (``/proc/<process>/autogroup`` reads ``/autogroup-<n> nice <value>``), or
+    None where the kernel has no autogroups or does not show them (some sandboxes give an empty file)."""
     try:
-        autogroup: int | None = int(Path("/proc/self/autogroup").read_text().split()[-1])
-    except (OSError, ValueError, IndexError):
-        autogroup = None
-    return {"nice": os.nice(0), "autogroup_nice": autogroup}
+        words = Path(f"/proc/{process}/autogroup").read_text().split()
+    except OSError:
+        return None
+    if len(words) != 3 or words[1] != "nice":
+        return None
+    try:
+        return int(words[2])
+    except ValueError:
+        return None
 
 
 def peak_rss_mb() -> float:

@@ -13,6 +13,7 @@ declare -A previous
 for folder in /proc/[0-9]*; do
   [ "${folder#/proc/}" = "$$" ] && continue
   group=$(cat "$folder/autogroup" 2>/dev/null) || continue
+  [ -n "$group" ] || continue  # a kernel that does not show autogroups
   previous[${folder#/proc/}]=${group##* }
   echo 19 2>/dev/null > "$folder/autogroup"
 done
