@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.arms import Arm
 from benchmarks.common import RESULTS, write_result
+from benchmarks.invocations import InvocationLog
 
 ROOT = Path(__file__).resolve().parent
 SEED = ROOT.parent / "offline_agent" / "seeds" / "sasrec_bce"
@@ -127,9 +128,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arms", default=",".join(ARMS), help="which arms to run (all three for the result)")
     args = parser.parse_args()
-    started = time.monotonic()
-    deadline = started + args.budget_seconds
+    deadline = time.monotonic() + args.budget_seconds
+    state = ROOT / "state" / f"race_{args.dataset}"
+    race = {"cpu_budget": args.cpu_budget, "rungs": [int(e) for e in args.rungs.split(",")], "seed": args.seed}
+    previous_path = RESULTS / f"{_result_name(args.dataset)}.json"
+    previous = json.loads(previous_path.read_text()) if previous_path.exists() else {}
+    with InvocationLog(state / "invocations.jsonl", race, previous if previous.get("race") == race else None) as log:
+        _race(args, state, race, deadline, log)
 
+
+def _race(args: argparse.Namespace, state: Path, race: dict[str, Any], deadline: float, log: InvocationLog) -> None:
     import optuna
 
     from benchmarks.hpo_arm import HyperbandArm
@@ -141,8 +149,6 @@ def main() -> None:
     from recsys.settings import get_settings
 
     prepared = prepared_dataset(args.dataset, get_settings())
-    state = ROOT / "state" / f"race_{args.dataset}"
-    state.mkdir(parents=True, exist_ok=True)
     rungs = RungConfig(
         epochs=tuple(int(e) for e in args.rungs.split(",")), finals=args.finals, final_epochs=args.final_epochs
     )
@@ -172,9 +178,6 @@ def main() -> None:
         }
         figures = {name: future.result() for name, future in futures.items()}
 
-    previous_path = RESULTS / f"{_result_name(args.dataset)}.json"
-    previous = json.loads(previous_path.read_text()) if previous_path.exists() else {}
-    same_race = previous.get("race") == {"cpu_budget": args.cpu_budget, "rungs": list(rungs.epochs), "seed": args.seed}
     finished = all(f["finals_finished"] for f in figures.values()) and set(figures) == set(ARMS)
     if finished:  # the race is over: keep the finals' checkpoints only
         for name, (built, _) in arms.items():
@@ -183,13 +186,12 @@ def main() -> None:
                 if folder.name not in keep:
                     shutil.rmtree(folder)
     result = {
-        "race": {"cpu_budget": args.cpu_budget, "rungs": list(rungs.epochs), "seed": args.seed},
+        "race": race,
         "arms": figures,
         "proxy_fidelity": figures.get("evorec", {}).get("proxy_fidelity"),
         "published_sasrec_plus_3000_test_ndcg10": PUBLISHED_SASREC_PLUS_3000 if args.dataset == "ml-1m" else None,
         "finished": finished,
-        "sessions": (previous.get("sessions", 0) if same_race else 0) + 1,
-        "seconds": round((previous.get("seconds", 0.0) if same_race else 0.0) + time.monotonic() - started, 1),
+        **log.totals(),
     }
     path = write_result(_result_name(args.dataset), result, args.dataset)
     print(path.read_text())

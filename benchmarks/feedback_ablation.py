@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.arms import Arm, TopRung
 from benchmarks.common import RESULTS, write_result
+from benchmarks.invocations import InvocationLog
 
 ROOT = Path(__file__).resolve().parent
 ARMS = ("directional", "scalar_only", "optuna")
@@ -197,6 +198,17 @@ def main() -> None:
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated; 'random' may be added")
     args = parser.parse_args()
 
+    arms = args.arms.split(",")
+    setup = {"cpu_budget": args.cpu_budget, "rungs": [int(e) for e in args.rungs.split(",")], "seeds": args.seeds,
+             "arms": arms, "personas": args.personas, "seed_candidate": "sasrec_bce"}  # fmt: skip
+    state = ROOT / "state" / f"feedback_ablation_rungs_{args.dataset}"
+    previous_path = RESULTS / f"{_result_name(args.dataset)}.json"
+    previous = json.loads(previous_path.read_text()) if previous_path.exists() else {}
+    with InvocationLog(state / "invocations.jsonl", setup, previous if previous.get("setup") == setup else None) as log:
+        _ablate(args, arms, setup, state, log)
+
+
+def _ablate(args: argparse.Namespace, arms: list[str], setup: dict[str, Any], state: Path, log: InvocationLog) -> None:
     from offline_agent.evaluator import EvaluationConfig, warm_up
     from offline_agent.rungs import RungConfig
     from recsys.data.lookup import prepared_dataset
@@ -204,32 +216,22 @@ def main() -> None:
 
     started = time.monotonic()
     prepared = prepared_dataset(args.dataset, get_settings())
-    state = ROOT / "state" / f"feedback_ablation_rungs_{args.dataset}"
-    state.mkdir(parents=True, exist_ok=True)
-    rungs = RungConfig(epochs=tuple(int(e) for e in args.rungs.split(",")))
+    rungs = RungConfig(epochs=tuple(setup["rungs"]))
     evaluation = EvaluationConfig(dataset=str(prepared.path), work_dir=str(state / "sandboxes"))
     warm_up(evaluation)  # one-time loading, charged to no arm
-    arms = args.arms.split(",")
     runs = [
         Run(arm, seed, build_arm(arm, seed, state / f"{arm}_seed{seed}", prepared.path, evaluation, rungs,
                                  args.personas), args.cpu_budget)
         for seed in range(args.seeds) for arm in arms
     ]  # fmt: skip
     finished = advance(runs, args.parallel, started + args.budget_seconds)
-
-    setup = {"cpu_budget": args.cpu_budget, "rungs": list(rungs.epochs), "seeds": args.seeds, "arms": arms,
-             "personas": args.personas, "seed_candidate": "sasrec_bce"}  # fmt: skip
-    previous_path = RESULTS / f"{_result_name(args.dataset)}.json"
-    previous = json.loads(previous_path.read_text()) if previous_path.exists() else {}
-    same = previous.get("setup") == setup
     figures = {
         **summarise(runs, arms, args.seeds),
         "setup": setup,
         "selection": "each run's best at the highest rung it reached, by validation NDCG@10; test reported, "
         "never used to select",
         "finished": finished,
-        "sessions": (previous.get("sessions", 0) if same else 0) + 1,
-        "seconds": round((previous.get("seconds", 0.0) if same else 0.0) + time.monotonic() - started, 1),
+        **log.totals(),
     }
     path = write_result(_result_name(args.dataset), figures, args.dataset)
     print(path.read_text())

@@ -4,7 +4,8 @@ Training to convergence takes hours on 2 CPU cores, more than one session. Every
 checkpoints after each epoch under ``benchmarks/state/reproduce_ml1m/<model>/`` (committed with
 the results), and each invocation resumes where the last one stopped and spends at most
 ``--budget-seconds``. The result file says which models finished, in how many sessions and
-seconds; test metrics appear only for finished models (they are computed once, on the best
+seconds (an invocation killed before it could write is counted from ``invocations.jsonl`` in the state
+folder, as ``killed_sessions``); test metrics appear only for finished models (they are computed once, on the best
 validation epoch).
 
 These figures are the float32 path's (``precision="float32"``, no length bucketing: the trainer
@@ -29,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import RESULTS, write_result
+from benchmarks.invocations import InvocationLog
 
 ROOT = Path(__file__).resolve().parent
 SEEDS = ROOT.parent / "offline_agent" / "seeds"
@@ -100,6 +102,13 @@ def main() -> None:
     args = parser.parse_args()
     names = (args.models or ("sasrec_ce" if args.fast else "ease,most_popular,sasrec_ce,mf_bpr,sasrec_bce")).split(",")
 
+    record = _previous(args.fast)
+    log = InvocationLog(ROOT / "state" / _result_name(args.fast) / "invocations.jsonl", carried=record)
+    with log:
+        _reproduce(names, record["models"], args.budget_seconds, args.fast, log)
+
+
+def _reproduce(names: list[str], models: dict[str, Any], budget: float, fast: bool, log: InvocationLog) -> None:
     from recsys.data.beam_prepare import run_prepare
     from recsys.data.catalog import builtin_source
     from recsys.data.config import PrepareConfig
@@ -115,29 +124,25 @@ def main() -> None:
         run_prepare(source, out)
     prepared = PreparedDataset.open(out)
 
-    record = _previous(args.fast)
-    models: dict[str, Any] = record["models"]
     for name in names:
         if models.get(name, {}).get("finished"):
             continue
-        remaining = args.budget_seconds - (time.monotonic() - started)
+        remaining = budget - (time.monotonic() - started)
         if remaining <= 60:
             break
         if name in NEURAL:
-            models[name] = _train_neural(name, prepared, remaining, args.fast)
+            models[name] = _train_neural(name, prepared, remaining, fast)
         else:
             models[name] = _baseline(name, prepared)
-        _write(record, models, started, args.fast, len(names))
-    _write(record, models, started, args.fast, len(names))
+        _write(models, log, fast, len(names))
+    _write(models, log, fast, len(names))
 
 
-def _write(record: dict[str, Any], models: dict[str, Any], started: float, fast: bool, expected: int) -> None:
-    spent = time.monotonic() - started
+def _write(models: dict[str, Any], log: InvocationLog, fast: bool, expected: int) -> None:
     figures = {
         "models": models,
         "finished": all(m.get("finished") for m in models.values()) and len(models) >= expected,
-        "sessions": record["sessions"] + 1,
-        "seconds": round(record["seconds"] + spent, 1),
+        **log.totals(),
     }
     if fast:
         figures["path"] = "fast: bfloat16 autocast where the CPU has bf16 units, length-bucketed batches"
