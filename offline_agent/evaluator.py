@@ -36,13 +36,13 @@ from recsys.candidate import BLOCKS, REQUIRED, REQUIRED_VALUES, parse_block
 from recsys.compile_cache import CACHE_ENV, copy_cache, warm_cache
 from recsys.data.view import copy_view
 from recsys.evaluation import LIST_AGREEMENT, SELECTION_METRIC, IntegrityError, list_agreement
-from recsys.heldout import Judge
+from recsys.heldout import SAVED_EPOCH, Judge
 from recsys.redaction import redact_json
 from reward_lib.candidate import candidate_alignment
 
 Stage = Literal["static", "smoke", "train"]
 CHECKPOINT = "checkpoint"  # inside the work dir
-CHECKPOINT_FILES = ("last.pt", "best.pt")
+CHECKPOINT_FILES = ("last.pt", "best.pt", SAVED_EPOCH)
 
 ENTRY = "from offline_agent.sandbox_entry import main\n\nmain()\n"
 SANDBOXES = "evorec-sandboxes"  # under the work root: every work dir, hidden from every other sandbox
@@ -254,8 +254,9 @@ def _stage(
     ``artifact_to`` before the work dir goes.
 
     With ``checkpoint`` its files are copied into the work dir first and, after a run that ended
-    cleanly, back, with the judge's record beside them: the candidate writes only inside its
-    sandbox, and a run killed mid-write leaves the last good checkpoint in place."""
+    cleanly or was killed from outside with a checkpoint of exactly the epochs the judge scored, back, with the
+    judge's record beside them: the candidate writes only inside its sandbox, a final stopped at its wall limit
+    keeps its hours of training, and a run killed mid-write leaves the last good checkpoint in place."""
     data, warm = _loaded(config, root, job.get("max_users"))
     judged = checkpoint / JUDGED if checkpoint is not None else None
     judge = _load_judge(judged, data) if judged is not None and judged.exists() else Judge(data.sequences, data.catalog)
@@ -279,13 +280,37 @@ def _stage(
         if artifact_to is not None and outcome.status == "ok" and exported.is_dir() and not exported.is_symlink():
             shutil.rmtree(artifact_to, ignore_errors=True)
             shutil.copytree(exported, artifact_to, symlinks=True)
-        if checkpoint is not None and judged is not None and outcome.status == "ok" and judge.violation is None:
+        kept_whole = outcome.status == "ok" or _saved_as_judged(workdir / CHECKPOINT, judge, outcome.status)
+        if checkpoint is not None and judged is not None and kept_whole and judge.violation is None:
             _copy_checkpoint(workdir / CHECKPOINT, checkpoint)
             sample = judge.best_sample.tolist() if judge.best_sample is not None else None
             judged.write_text(json.dumps({"history": judge.history, "best_sample": sample}))
         return outcome, judge
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+KILLED_FROM_OUTSIDE = ("timeout", "out_of_memory")
+
+
+def _saved_as_judged(folder: Path, judge: Judge, status: str) -> bool:
+    """Whether a run killed from outside left a checkpoint of the epochs the judge scored: its note of the saved
+    epoch (written after both model files) names the judge's last epoch and best epoch. A kill between the
+    judge's scoring and the save leaves the note an epoch behind, and the kept checkpoint stays as it was."""
+    note = folder / SAVED_EPOCH
+    if status not in KILLED_FROM_OUTSIDE or not note.is_file() or note.is_symlink() or not judge.history:
+        return False
+    try:
+        if note.stat().st_size > 1024:  # the note is two numbers; the candidate could have written anything
+            return False
+        saved = json.loads(note.read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(saved, dict)
+        and saved.get("epoch") == len(judge.history)
+        and (saved.get("best_epoch") == judge.best_epoch)
+    )
 
 
 def _judged_history(judge: Judge, claimed: Any) -> list[dict[str, Any]]:

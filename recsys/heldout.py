@@ -58,6 +58,12 @@ class HeldOut(Protocol):
     def resumed(self, epochs: int, best_epoch: int, best_valid: dict[str, float]) -> None: ...
 
 
+SAVED_EPOCH = "saved_epoch.json"
+"""Beside a training checkpoint, written last: the epoch and best epoch that ``last.pt`` and ``best.pt`` hold
+once both are whole. A run killed at its wall limit keeps its checkpoint only where this matches the epochs
+the judge recorded (see ``offline_agent.evaluator``)."""
+
+
 @dataclass
 class Judge:
     """Trusted: holds the full sequences, scores lists in the fixed order, and keeps its own record.

@@ -45,7 +45,7 @@ from recsys.distributed import (
 from recsys.errors import EvorecError
 from recsys.evaluation import SELECTION_METRIC, ItemCatalog, RankedLists, rank_lists
 from recsys.event_table import from_interactions
-from recsys.heldout import HeldOut, LocalHeldOut
+from recsys.heldout import SAVED_EPOCH, HeldOut, LocalHeldOut
 from recsys.precision import Precision, PrecisionName, resolve_device
 from recsys.scoring import Scorer
 from recsys.sequences import SPLIT_CODES, Stage, UserSequences
@@ -263,9 +263,7 @@ class Trainer:
             state.history.append(line)
             self._log_epoch(line)
             if checkpoint is not None:
-                state.save(checkpoint / "last.pt", model, optimizer, generator, scheduler)
-                if improved:
-                    torch.save(state.best_state, checkpoint / "best.pt")
+                _save_checkpoint(checkpoint, state, model, optimizer, generator, scheduler, improved)
             if partial:
                 stopped = "budget"
                 break
@@ -351,6 +349,31 @@ class Trainer:
                 handle.write(text + "\n")
 
 
+def _save_checkpoint(
+    folder: Path,
+    state: _TrainState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: np.random.Generator,
+    scheduler: Any,
+    improved: bool,
+) -> None:
+    """``last.pt``, ``best.pt`` when the epoch improved, then the note of the epoch both hold; each file is
+    written aside and moved into place, so a kill at any moment leaves whole files and a note that is not
+    ahead of them."""
+    state.save(folder / "last.pt", model, optimizer, generator, scheduler)
+    if improved:
+        _replace_with(folder / "best.pt", lambda path: torch.save(state.best_state, path))
+    note = json.dumps({"epoch": state.epoch, "best_epoch": state.best_epoch})
+    _replace_with(folder / SAVED_EPOCH, lambda path: path.write_text(note))
+
+
+def _replace_with(path: Path, write: Callable[[Path], object]) -> None:
+    temporary = path.with_suffix(".tmp")
+    write(temporary)
+    temporary.replace(path)
+
+
 @dataclass
 class _TrainState:
     """Everything needed to resume training exactly where it stopped."""
@@ -380,9 +403,7 @@ class _TrainState:
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": generator.bit_generator.state,
         }
-        temporary = path.with_suffix(".tmp")
-        torch.save(payload, temporary)
-        temporary.replace(path)
+        _replace_with(path, lambda temporary: torch.save(payload, temporary))
 
     @classmethod
     def load(

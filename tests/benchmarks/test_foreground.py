@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,30 @@ def test_the_command_gets_the_foreground_and_the_others_get_their_priority_back(
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.mark.skipif(not MAY_SET_AUTOGROUPS, reason="needs the rights to set autogroups")
+def test_sessions_started_during_the_run_are_settled_and_given_back(tmp_path: Path) -> None:
+    """A sandbox the command starts runs in a session of its own and gets the foreground too; a session someone
+    else starts meanwhile gets 19, and its own value back at the end."""
+    started_by_us = (
+        "import subprocess, sys; subprocess.run([sys.executable, '-c', "
+        "\"import time, pathlib; time.sleep(5); print(pathlib.Path('/proc/self/autogroup').read_text().split()[-1])\""
+        "], start_new_session=True, check=True)"
+    )
+    foreground = subprocess.Popen([str(SCRIPT), sys.executable, "-c", started_by_us], stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    neighbour = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        before = _nice_of(neighbour.pid)
+        time.sleep(3)
+        assert _nice_of(neighbour.pid) == 19
+        out, _ = foreground.communicate(timeout=60)
+        assert int(out.split()[-1]) == -10
+        assert _nice_of(neighbour.pid) == before
+    finally:
+        neighbour.kill()
+        neighbour.wait()
 
 
 def test_the_exit_status_passes_through() -> None:

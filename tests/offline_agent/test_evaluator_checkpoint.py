@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from offline_agent.evaluator import EvaluationConfig, content_key, evaluate_candidate
 from recsys.candidate import load_candidate
+from recsys.heldout import Judge
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,7 +25,7 @@ def test_a_second_invocation_goes_on_from_the_epoch_the_first_ended(prepared_sma
     first = evaluate_candidate(sources, _config(prepared_small, tmp_path, epochs=1))
     assert first.status == "evaluated", first.reason
     kept = tmp_path / "kept" / content_key(sources)
-    assert sorted(p.name for p in kept.iterdir()) == ["best.pt", "judged.json", "last.pt"]  # the judge's record beside
+    assert sorted(p.name for p in kept.iterdir()) == ["best.pt", "judged.json", "last.pt", "saved_epoch.json"]
 
     second = evaluate_candidate(sources, _config(prepared_small, tmp_path, epochs=2))
     assert second.status == "evaluated", second.reason
@@ -45,6 +48,46 @@ def test_a_run_that_fails_leaves_the_kept_checkpoint_as_it_was(prepared_small, s
     failed = evaluate_candidate(sources, _config(prepared_small, tmp_path, epochs=2))
     assert failed.status == "failed" and failed.stage == "train" and "hostile candidate" in (failed.reason or "")
     assert kept.read_bytes() == before
+
+
+def test_a_training_killed_at_its_wall_limit_keeps_the_epochs_the_judge_scored(prepared_small, seeds_dir, tmp_path):
+    """A final stopped by its sandbox's wall limit keeps its training: the next invocation goes on from it."""
+    sources = dict(load_candidate(seeds_dir / "mf_bpr").sources)
+    sources["loss"] = (
+        "import json as _json, pathlib as _pathlib, time as _time\n"
+        "_NOTE = _pathlib.Path('checkpoint/saved_epoch.json')\n"
+        "_START = _json.loads(_NOTE.read_text())['epoch'] if _NOTE.exists() else 0\n"
+        "def _stall_after_a_saved_epoch():  # in the invocation asked for 3 epochs: hangs once epoch 1 is saved\n"
+        "    if _json.loads(_pathlib.Path('job.json').read_text())['max_epochs'] == 3 and _NOTE.exists():\n"
+        "        if _json.loads(_NOTE.read_text())['epoch'] > _START:\n"
+        "            _time.sleep(3600)\n"
+    ) + sources["loss"].replace("states = model(batch)", "_stall_after_a_saved_epoch()\n        states = model(batch)")
+    stalled = _config(prepared_small, tmp_path, epochs=3).model_copy(
+        update={"train_seconds": 40, "overhead_seconds": 40, "smoke": False}
+    )
+    killed = evaluate_candidate(sources, stalled)
+    assert killed.status == "failed" and "wall-clock limit" in (killed.reason or ""), killed.reason
+    kept = tmp_path / "kept" / content_key(sources)
+    assert len(json.loads((kept / "judged.json").read_text())["history"]) == 1
+    assert json.loads((kept / "saved_epoch.json").read_text())["epoch"] == 1
+
+    resumed = evaluate_candidate(sources, _config(prepared_small, tmp_path, epochs=2))
+    assert resumed.status == "evaluated", resumed.reason
+    assert [h["epoch"] for h in resumed.history] == [1, 2]  # epoch 1 came from the killed invocation
+
+
+def test_a_checkpoint_whose_note_is_behind_the_judge_is_not_kept_after_a_kill(tmp_path):
+    """Killed between the judge's scoring of an epoch and the save: the note names the epoch before."""
+    from offline_agent.evaluator import _saved_as_judged
+
+    judge = Judge(sequences=None, catalog=None, history=[{"ndcg@10": 0.1}, {"ndcg@10": 0.2}])
+    (tmp_path / "saved_epoch.json").write_text(json.dumps({"epoch": 1, "best_epoch": 1}))
+    assert not _saved_as_judged(tmp_path, judge, "timeout")
+    (tmp_path / "saved_epoch.json").write_text(json.dumps({"epoch": 2, "best_epoch": 2}))
+    assert _saved_as_judged(tmp_path, judge, "timeout")
+    assert not _saved_as_judged(tmp_path, judge, "crashed")  # a candidate's own failure keeps nothing new
+    (tmp_path / "saved_epoch.json").write_text("{not json")
+    assert not _saved_as_judged(tmp_path, judge, "timeout")
 
 
 def test_evaluations_started_side_by_side_on_a_fresh_work_dir_all_run(prepared_small, seeds_dir, tmp_path):
