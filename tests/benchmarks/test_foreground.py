@@ -67,6 +67,20 @@ def test_sessions_started_during_the_run_are_settled_and_given_back(tmp_path: Pa
         neighbour.wait()
 
 
+def test_a_second_foreground_benchmark_waits_for_the_first(tmp_path: Path) -> None:
+    timed = "import time; print(time.monotonic()); time.sleep(1.5); print(time.monotonic())"
+    outside = {k: v for k, v in os.environ.items() if not k.startswith("EVOREC_FOREGROUND")}  # as if run by hand
+    runs = [
+        subprocess.Popen([str(SCRIPT), sys.executable, "-c", timed], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**outside, "TMPDIR": str(tmp_path)})
+        for _ in range(2)
+    ]  # fmt: skip
+    outputs = [run.communicate(timeout=60) for run in runs]
+    (_, first_end), (second_start, _) = sorted(tuple(float(v) for v in out.split()) for out, _ in outputs)
+    assert second_start >= first_end
+    assert any("waiting for another foreground benchmark" in err for _, err in outputs)
+
+
 def test_the_exit_status_passes_through() -> None:
     assert subprocess.run([str(SCRIPT), "sh", "-c", "exit 7"], check=False).returncode == 7
 
