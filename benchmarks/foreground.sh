@@ -27,7 +27,7 @@ descends_from_us() {  # whether process $1 is this script's descendant (its pare
     pid=0
     while read -r line; do
       if [ "${line%%:*}" = "PPid" ]; then pid=${line##*[[:space:]]}; break; fi
-    done < "/proc/$1/status" 2>/dev/null || return 1
+    done 2>/dev/null < "/proc/$1/status" || return 1  # the process may have ended
     set -- "$pid"
   done
   return 1
