@@ -18,6 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "foreground.sh"
 SHOWS_AUTOGROUPS = autogroup_nice("self") is not None
 MAY_SET_AUTOGROUPS = SHOWS_AUTOGROUPS and os.geteuid() == 0  # the rights to raise its own weight, lower the others'
+OUTER = pytest.mark.skipif(
+    "EVOREC_FOREGROUND" in os.environ,
+    reason="these tests run inside foreground.sh, which settles the same processes as the one under test",
+)
 
 
 def _nice_of(pid: int) -> int:
@@ -26,6 +30,7 @@ def _nice_of(pid: int) -> int:
     return nice
 
 
+@OUTER
 @pytest.mark.skipif(not SHOWS_AUTOGROUPS, reason="the kernel has no autogroups or does not show them")
 def test_the_command_gets_the_foreground_and_the_others_get_their_priority_back() -> None:
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)  # another session, as a benchmark's neighbour
@@ -43,6 +48,7 @@ def test_the_command_gets_the_foreground_and_the_others_get_their_priority_back(
         other.wait()
 
 
+@OUTER
 @pytest.mark.skipif(not MAY_SET_AUTOGROUPS, reason="needs the rights to set autogroups")
 def test_sessions_started_during_the_run_are_settled_and_given_back(tmp_path: Path) -> None:
     """A sandbox the command starts runs in a session of its own and gets the foreground too; a session someone
