@@ -4,11 +4,19 @@
 # to -10; the previous values are restored afterwards. Sessions started meanwhile are settled every 2 s: those
 # the command starts (sandboxes run in sessions of their own) get -10, all others 19. Without the rights to do
 # so (not root), the command runs as it is. The result file records the priority the benchmark actually had.
+# Two foreground benchmarks would only share the machine again: a second one waits for the first to end.
 #
 #   benchmarks/foreground.sh python benchmarks/serving.py --concurrency 16 --seconds 20
 set -u
 if [ "${EVOREC_FOREGROUND:-}" != "1" ]; then
   EVOREC_FOREGROUND=1 exec setsid -w "$0" "$@"  # a session (autogroup) of its own
+fi
+if [ "${EVOREC_FOREGROUND_HELD:-}" != "1" ]; then  # one at a time (a call inside the command holds it already)
+  exec 9>"${TMPDIR:-/tmp}/evorec-foreground.lock"
+  if ! flock -n 9; then
+    echo "foreground.sh: waiting for another foreground benchmark to end" >&2
+    flock 9
+  fi
 fi
 declare -A previous wanted
 
@@ -19,7 +27,7 @@ descends_from_us() {  # whether process $1 is this script's descendant (its pare
     pid=0
     while read -r line; do
       if [ "${line%%:*}" = "PPid" ]; then pid=${line##*[[:space:]]}; break; fi
-    done < "/proc/$1/status" 2>/dev/null || return 1
+    done 2>/dev/null < "/proc/$1/status" || return 1  # the process may have ended
     set -- "$pid"
   done
   return 1
@@ -44,7 +52,7 @@ restore() {
 }
 
 settle
-"$@" &
+EVOREC_FOREGROUND_HELD=1 "$@" 9>&- &
 command=$!
 trap 'kill -TERM "$command" 2>/dev/null' INT TERM
 while kill -0 "$command" 2>/dev/null; do

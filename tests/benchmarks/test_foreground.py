@@ -18,6 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "foreground.sh"
 SHOWS_AUTOGROUPS = autogroup_nice("self") is not None
 MAY_SET_AUTOGROUPS = SHOWS_AUTOGROUPS and os.geteuid() == 0  # the rights to raise its own weight, lower the others'
+OUTER = pytest.mark.skipif(
+    "EVOREC_FOREGROUND" in os.environ,
+    reason="these tests run inside foreground.sh, which settles the same processes as the one under test",
+)
 
 
 def _nice_of(pid: int) -> int:
@@ -26,6 +30,7 @@ def _nice_of(pid: int) -> int:
     return nice
 
 
+@OUTER
 @pytest.mark.skipif(not SHOWS_AUTOGROUPS, reason="the kernel has no autogroups or does not show them")
 def test_the_command_gets_the_foreground_and_the_others_get_their_priority_back() -> None:
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)  # another session, as a benchmark's neighbour
@@ -43,6 +48,7 @@ def test_the_command_gets_the_foreground_and_the_others_get_their_priority_back(
         other.wait()
 
 
+@OUTER
 @pytest.mark.skipif(not MAY_SET_AUTOGROUPS, reason="needs the rights to set autogroups")
 def test_sessions_started_during_the_run_are_settled_and_given_back(tmp_path: Path) -> None:
     """A sandbox the command starts runs in a session of its own and gets the foreground too; a session someone
@@ -65,6 +71,20 @@ def test_sessions_started_during_the_run_are_settled_and_given_back(tmp_path: Pa
     finally:
         neighbour.kill()
         neighbour.wait()
+
+
+def test_a_second_foreground_benchmark_waits_for_the_first(tmp_path: Path) -> None:
+    timed = "import time; print(time.monotonic()); time.sleep(1.5); print(time.monotonic())"
+    outside = {k: v for k, v in os.environ.items() if not k.startswith("EVOREC_FOREGROUND")}  # as if run by hand
+    runs = [
+        subprocess.Popen([str(SCRIPT), sys.executable, "-c", timed], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**outside, "TMPDIR": str(tmp_path)})
+        for _ in range(2)
+    ]  # fmt: skip
+    outputs = [run.communicate(timeout=60) for run in runs]
+    (_, first_end), (second_start, _) = sorted(tuple(float(v) for v in out.split()) for out, _ in outputs)
+    assert second_start >= first_end
+    assert any("waiting for another foreground benchmark" in err for _, err in outputs)
 
 
 def test_the_exit_status_passes_through() -> None:
