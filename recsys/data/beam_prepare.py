@@ -158,22 +158,9 @@ class Block:
 class Summary:
     """Rows per user and per item id over all partitions, and the statistics of numeric fields."""
 
-    users: dict[str, int]
-    items: dict[str, int]
+    users: columnar.IdCounts
+    items: columnar.IdCounts
     numeric: dict[str, NumericSummary]
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    """The item and user files' metadata, loaded (and checked) by the driver before the run.
-
-    One object rather than bare dicts, so that Beam's type inference of a transform's arguments
-    does not walk thousands of entries at construction time.
-    """
-
-    items: dict[str, ItemInfo]
-    user_attributes: list[str]
-    users: dict[str, dict[str, str]]
 
 
 def plan_blocks(inputs: list[InputFile]) -> list[Block]:
@@ -313,7 +300,7 @@ class Deduplicate(beam.DoFn):  # type: ignore[misc]
         yield ROWS, (keyed[0], columnar.in_file_order(rows))
 
 
-Accumulator = tuple[dict[str, int], dict[str, int], dict[int, dict[str, NumericSummary]]]
+Accumulator = tuple[list[columnar.IdCounts], list[columnar.IdCounts], dict[int, dict[str, NumericSummary]]]
 
 
 class Summarize(beam.CombineFn):  # type: ignore[misc]
@@ -325,23 +312,23 @@ class Summarize(beam.CombineFn):  # type: ignore[misc]
         self.numeric_fields = numeric_fields
 
     def create_accumulator(self) -> Accumulator:
-        return {}, {}, {}
+        return [], [], {}
 
     def add_input(self, acc: Accumulator, pair: tuple[str, Any]) -> Accumulator:
         if pair[0] != ROWS:
             return acc
         slot, table = pair[1]
-        _add_counts(acc[0], columnar.value_counts(table.column("user")))
-        _add_counts(acc[1], columnar.value_counts(table.column("item")))
+        acc[0].append(columnar.IdCounts.of(table.column("user")))
+        acc[1].append(columnar.IdCounts.of(table.column("item")))
         if self.numeric_fields:
             acc[2][slot] = {name: columnar.numeric_summary(columnar.numbers(table, name)) for name in self.numeric_fields}
         return acc
 
     def merge_accumulators(self, accs: Iterable[Accumulator]) -> Accumulator:
-        merged: Accumulator = {}, {}, {}
+        merged: Accumulator = [], [], {}
         for users, items, numeric in accs:
-            _add_counts(merged[0], users)
-            _add_counts(merged[1], items)
+            merged[0].extend(users)
+            merged[1].extend(items)
             merged[2].update(numeric)
         return merged
 
@@ -351,12 +338,7 @@ class Summarize(beam.CombineFn):  # type: ignore[misc]
             name: columnar.merge_numeric(numeric[slot][name] for slot in sorted(numeric))
             for name in self.numeric_fields
         }
-        return Summary(users, items, stats)
-
-
-def _add_counts(total: dict[str, int], counts: dict[str, int]) -> None:
-    for token, count in counts.items():
-        total[token] = total.get(token, 0) + count
+        return Summary(columnar.IdCounts.merge(users), columnar.IdCounts.merge(items), stats)
 
 
 class KeepFrequent(RowStage):
@@ -376,9 +358,12 @@ class KeepFrequent(RowStage):
             yield ROWS, (part[0], rows)
 
 
-def vocabularies(summary: Summary) -> tuple[dict[str, int], dict[str, int]]:
+def vocabularies(summary: Summary) -> tuple[columnar.Vocabulary, columnar.Vocabulary]:
     """Dense user ids from 0 and item ids from 1 (0 pads sequences)."""
-    return build_vocab(summary.users, start=0), build_vocab(summary.items, start=1)
+    return (
+        columnar.Vocabulary.build(summary.users.ids.to_pylist(), start=0),
+        columnar.Vocabulary.build(summary.items.ids.to_pylist(), start=1),
+    )
 
 
 class BuildSequences(RowStage):
@@ -388,7 +373,7 @@ class BuildSequences(RowStage):
         self.config = config
 
     def rows(
-        self, part: tuple[int, pa.Table], vocabs: tuple[dict[str, int], dict[str, int]]
+        self, part: tuple[int, pa.Table], vocabs: tuple[columnar.Vocabulary, columnar.Vocabulary]
     ) -> Iterator[tuple[str, Any]]:
         rows = columnar.sequences(part[1], *vocabs, self.config.split)
         yield COUNT, ("rows_out", rows.num_rows)
@@ -415,9 +400,14 @@ def write_shard(shard: tuple[int, Iterable[pa.Table]], staging: str, shards: int
     return path
 
 
-def write_vocabularies(summary: Summary, catalogue: Catalogue, staging: str) -> list[str]:
-    """The item and user vocabularies with their interaction counts and metadata."""
-    return [write_items(summary.items, catalogue.items, staging), write_users(summary.users, catalogue, staging)]
+def write_vocabularies(summary: Summary, source: DatasetSource, staging: str) -> list[str]:
+    """The item and user vocabularies with their interaction counts and metadata.
+
+    The metadata files are read here, again after the driver's check: thousands of entries pickled
+    into the transform would cost more to serialize and load than the files take to read.
+    """
+    items, users = summary.items.as_dict(), summary.users.as_dict()
+    return [write_items(items, load_items(source), staging), write_users(users, load_users(source), staging)]
 
 
 def write_items(counts: dict[str, int], metadata: dict[str, ItemInfo], staging: str) -> str:
@@ -441,7 +431,7 @@ def write_items(counts: dict[str, int], metadata: dict[str, ItemInfo], staging: 
     return path
 
 
-def write_users(counts: dict[str, int], catalogue: Catalogue, staging: str) -> str:
+def write_users(counts: dict[str, int], attributes: tuple[list[str], dict[str, dict[str, str]]], staging: str) -> str:
     """The user vocabulary with interaction counts and the user file's attributes."""
     vocab = build_vocab(counts, start=0)
     tokens = sorted(vocab, key=vocab.__getitem__)
@@ -450,8 +440,9 @@ def write_users(counts: dict[str, int], catalogue: Catalogue, staging: str) -> s
         "user_id": pa.array(tokens, pa.string()),
         "interactions": pa.array([counts[t] for t in tokens], pa.int64()),
     }
-    for name in catalogue.user_attributes:
-        columns[name] = pa.array([catalogue.users.get(t, {}).get(name) for t in tokens], pa.string())
+    names, by_user = attributes
+    for name in names:
+        columns[name] = pa.array([by_user.get(t, {}).get(name) for t in tokens], pa.string())
     path = f"{staging}/users.parquet"
     _write_parquet(pa.table(columns), path)
     return path
@@ -469,8 +460,9 @@ def write_reports(
     row accounting (the notes' counts), once every other output is ``written``."""
     schema = schema_pb2.Schema.FromString(schema_bytes)
     save_schema(schema, Path(staging) / SCHEMA_FILE)
-    valid_rows = sum(valid.users.values())
-    ids = {"user_id": columnar.id_summary(valid.users), "item_id": columnar.id_summary(valid.items)}
+    users, items = valid.users.as_dict(), valid.items.as_dict()
+    valid_rows = sum(users.values())
+    ids = {"user_id": columnar.id_summary(users), "item_id": columnar.id_summary(items)}
     save_statistics(statistics_proto(dataset, valid_rows, valid.numeric, ids), Path(staging) / "statistics.pbtxt")
     dead = [value for tag, value in notes if tag == DEAD]
     ordered = sorted(dead, key=lambda d: (d["file"], d["line"], d["reason"]))
@@ -516,7 +508,6 @@ def build_pipeline(
     spec = source.interactions
     paths = {i.src: i.path for i in inputs}
     parquet_columns = {k: str(v) for k, v in spec.columns.model_dump().items() if v is not None}
-    catalogue = Catalogue(load_items(source), *load_users(source))
     blocks = pipeline | "Blocks" >> beam.Create(plan_blocks(inputs))
     parsed = blocks | "ParseBlocks" >> beam.ParDo(ParseBlock(parquet_columns, config.max_field_chars))
     if saved_schema is not None:
@@ -552,7 +543,7 @@ def build_pipeline(
         | "GroupShards" >> beam.GroupByKey()
         | "WriteShards" >> beam.Map(write_shard, staging=staging, shards=config.shards)
     )
-    vocab_files = final | "WriteVocabularies" >> beam.FlatMap(write_vocabularies, catalogue=catalogue, staging=staging)
+    vocab_files = final | "WriteVocabularies" >> beam.FlatMap(write_vocabularies, source=source, staging=staging)
     notes = (validated[NOTES], built[NOTES]) | "AllNotes" >> beam.Flatten()
     written = (shards, vocab_files) | "AllWritten" >> beam.Flatten()
     _ = valid | "WriteReports" >> beam.Map(
@@ -603,6 +594,7 @@ def run_prepare(
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = plan_inputs(source, config.max_field_chars)
+    load_items(source), load_users(source)  # a bad metadata file is an error before any work starts
     schema_path = out_dir / SCHEMA_FILE
     saved_schema = load_schema(schema_path) if schema_path.exists() and not infer_new_schema else None
     staging = out_dir / ".staging"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import heapq
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from recsys.data.rows import (
     parse_line,
 )
 from recsys.data.schema import FieldRule, profile_value, validate_record
-from recsys.data.splits import SPLITS, assign_splits
+from recsys.data.splits import SPLITS, assign_splits, build_vocab
 from recsys.data.statistics import IdSummary, NumericSummary
 
 # Characters str.strip() removes (str.isspace); a field starting or ending with one takes the per-row path.
@@ -296,24 +297,52 @@ def in_file_order(frame: pd.DataFrame) -> pa.Table:
     return to_table(frame.drop(columns=["src", "line"]))
 
 
-Column = pd.Series | pa.Array | pa.ChunkedArray
+@dataclass(frozen=True)
+class IdCounts:
+    """Rows per id, as two Arrow arrays: one object however many ids, as Beam sizes a side input (the
+    runner's state cache) object by object."""
+
+    ids: pa.Array  # strings
+    counts: pa.Array  # int64
+
+    @classmethod
+    def of(cls, column: pa.ChunkedArray) -> IdCounts:
+        counts = pc.value_counts(column)
+        return cls(counts.field("values"), counts.field("counts").cast(pa.int64()))
+
+    @classmethod
+    def merge(cls, parts: Iterable[IdCounts]) -> IdCounts:
+        """The counts of all ``parts`` (exact, so the order of parts does not matter)."""
+        tables = [pa.table({"id": part.ids, "count": part.counts}) for part in parts]
+        if not tables:
+            return cls(pa.array([], pa.string()), pa.array([], pa.int64()))
+        summed = pa.concat_tables(tables).group_by("id").aggregate([("count", "sum")])
+        return cls(summed.column("id").combine_chunks(), summed.column("count_sum").combine_chunks())
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(zip(self.ids.to_pylist(), self.counts.to_pylist(), strict=True))
+
+    def per_row(self, column: pa.ChunkedArray) -> np.ndarray:
+        """The count of each row's id (0 for ids not counted)."""
+        index = pc.fill_null(pc.index_in(column, value_set=self.ids), -1).to_numpy()
+        return np.append(self.counts.to_numpy(), 0)[index]
 
 
-def _arrow(column: Column) -> pa.Array | pa.ChunkedArray:
-    return pa.array(column) if isinstance(column, pd.Series) else column
+@dataclass(frozen=True)
+class Vocabulary:
+    """Dense indices from ``start`` in :func:`recsys.data.splits.build_vocab` order, the ids as one Arrow array."""
 
+    tokens: pa.Array
+    start: int
 
-def value_counts(column: Column) -> dict[str, int]:
-    """Rows per id of an id column."""
-    counts = pc.value_counts(_arrow(column))
-    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+    @classmethod
+    def build(cls, ids: Iterable[str], start: int) -> Vocabulary:
+        return cls(pa.array(list(build_vocab(ids, start)), pa.string()), start)
 
-
-def lookup(column: Column, mapping: dict[str, int], missing: int = 0) -> np.ndarray:
-    """``mapping[id]`` for each id of an id column (``missing`` for ids it lacks), without Python objects."""
-    index = pc.fill_null(pc.index_in(_arrow(column), value_set=pa.array(list(mapping), pa.string())), -1)
-    values = np.append(np.fromiter(mapping.values(), np.int64, len(mapping)), missing)
-    return values[index.to_numpy()]
+    def indices(self, column: pa.ChunkedArray) -> np.ndarray:
+        """The dense index of each row's id (-1 for ids not in the vocabulary)."""
+        index = pc.fill_null(pc.index_in(column, value_set=self.tokens), -1).to_numpy()
+        return np.where(index < 0, -1, index + self.start)
 
 
 def numbers(table: pa.Table, name: str) -> np.ndarray:
@@ -322,13 +351,13 @@ def numbers(table: pa.Table, name: str) -> np.ndarray:
 
 
 def keep_frequent(
-    table: pa.Table, item_counts: dict[str, int], min_items: int, min_users: int
+    table: pa.Table, item_counts: IdCounts, min_items: int, min_users: int
 ) -> tuple[pa.Table, int, int]:
     """One k-core round on a partition: drop rare items (counted over all partitions), then rare users.
 
     Returns the kept rows (in their order) and how many rows each side dropped.
     """
-    frequent = lookup(table.column("item"), item_counts) >= min_items
+    frequent = item_counts.per_row(table.column("item")) >= min_items
     kept = table.filter(frequent)
     users = kept.column("user")
     codes = pc.index_in(users, value_set=pc.unique(users)).to_numpy()
@@ -374,10 +403,10 @@ def id_summary(counts: dict[str, int]) -> IdSummary:
     return IdSummary(unique, tuple((token, count) for count, token in ranked), length / max(unique, 1))
 
 
-def sequences(table: pa.Table, users: dict[str, int], items: dict[str, int], split: SplitConfig) -> pa.Table:
+def sequences(table: pa.Table, users: Vocabulary, items: Vocabulary, split: SplitConfig) -> pa.Table:
     """A partition's rows (in file order) as interaction rows: dense ids, time order per user (ties in
     file order), positions and split labels."""
-    user_idx = lookup(table.column("user"), users, -1)
+    user_idx = users.indices(table.column("user"))
     timestamp = table.column("timestamp").to_numpy()
     order = np.lexsort((timestamp, user_idx))  # stable: rows of one user and time keep their file order
     user_idx = user_idx[order]
@@ -397,7 +426,7 @@ def sequences(table: pa.Table, users: dict[str, int], items: dict[str, int], spl
         codes = np.fromiter((SPLITS.index(label) for label in labels), np.int8, len(labels))
     columns = {
         "user_idx": user_idx.astype(np.int32),
-        "item_idx": lookup(table.column("item"), items, -1)[order].astype(np.int32),
+        "item_idx": items.indices(table.column("item"))[order].astype(np.int32),
         "timestamp": timestamp[order].astype(np.int64),
         "rating": numbers(table, "rating")[order].astype(np.float32),  # NaN: no rating
         "position": position.astype(np.int32),
