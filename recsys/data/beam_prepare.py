@@ -320,8 +320,9 @@ class Summarize(beam.CombineFn):  # type: ignore[misc]
         slot, table = pair[1]
         acc[0].append(columnar.IdCounts.of(table.column("user")))
         acc[1].append(columnar.IdCounts.of(table.column("item")))
-        if self.numeric_fields:
-            acc[2][slot] = {name: columnar.numeric_summary(columnar.numbers(table, name)) for name in self.numeric_fields}
+        numeric = {name: columnar.numeric_summary(columnar.numbers(table, name)) for name in self.numeric_fields}
+        if numeric:
+            acc[2][slot] = numeric
         return acc
 
     def merge_accumulators(self, accs: Iterable[Accumulator]) -> Accumulator:
@@ -537,7 +538,8 @@ def build_pipeline(
 
     final = kept | "SummarizeKept" >> beam.CombineGlobally(Summarize())
     vocabs = final | "Vocabularies" >> beam.Map(vocabularies)
-    built = _route(kept | "BuildSequences" >> beam.ParDo(BuildSequences(config), beam.pvalue.AsSingleton(vocabs)), "Built")
+    sequences = kept | "BuildSequences" >> beam.ParDo(BuildSequences(config), beam.pvalue.AsSingleton(vocabs))
+    built = _route(sequences, "Built")
     shards = (
         built[ROWS]
         | "GroupShards" >> beam.GroupByKey()

@@ -350,9 +350,7 @@ def numbers(table: pa.Table, name: str) -> np.ndarray:
     return pc.fill_null(table.column(name).cast(pa.float64(), safe=False), np.nan).to_numpy()
 
 
-def keep_frequent(
-    table: pa.Table, item_counts: IdCounts, min_items: int, min_users: int
-) -> tuple[pa.Table, int, int]:
+def keep_frequent(table: pa.Table, item_counts: IdCounts, min_items: int, min_users: int) -> tuple[pa.Table, int, int]:
     """One k-core round on a partition: drop rare items (counted over all partitions), then rare users.
 
     Returns the kept rows (in their order) and how many rows each side dropped.
