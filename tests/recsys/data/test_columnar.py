@@ -121,7 +121,8 @@ def test_a_vocabulary_gives_the_indices_of_build_vocab_and_minus_one_for_unknown
     vocab = Vocabulary.build(ids, start=1)
     column = pa.chunked_array([["abc", "7", "nope"], ["007", "x y", "10"]])
     expected = build_vocab(ids, start=1)
-    assert list(vocab.indices(column)) == [expected["abc"], expected["7"], -1, expected["007"], expected["x y"], expected["10"]]
+    wanted = [expected["abc"], expected["7"], -1, expected["007"], expected["x y"], expected["10"]]
+    assert list(vocab.indices(column)) == wanted
 
 
 def test_id_counts_of_parts_add_up_whatever_the_order_and_unknown_ids_count_zero():
