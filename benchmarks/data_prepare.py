@@ -2,11 +2,14 @@
 
 Each implementation runs in its own process, on the protocol's filter and leave-one-out split; the
 parent samples the resident memory of each child's whole process tree (Beam's SDK workers and the
-Dask workers are processes of their own), and checks that they produce the same split. The Beam
-pipeline runs on FnApiRunner (both cores) and on a distributed runner: Beam's DaskRunner on a
+Dask workers are processes of their own), and checks that they produce the same split. Beam and
+pandas run ``--repeats`` times each, alternately, so that a burst of other work on the machine
+touches both sides; the recorded seconds are each side's median, and every run's seconds are kept.
+The Beam pipeline runs on FnApiRunner and on a distributed runner: Beam's DaskRunner on a
 ``dask.distributed`` cluster of worker processes started here.
 
-    python benchmarks/data_prepare.py [--dataset ml-1m] [--runner FnApiRunner] [--distributed-timeout 1200]
+    python benchmarks/data_prepare.py [--dataset ml-1m] [--runner FnApiRunner] [--repeats 3]
+        [--distributed-timeout 1200]
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,6 +84,12 @@ def _run_child(kind: str, dataset: str, out: Path, runner: str, beam_args: str, 
     return {**json.loads(stdout.strip().splitlines()[-1]), "peak_mb": round(peak / 2**20, 1)}
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median seconds of a side's runs, and the highest peak memory of any of them."""
+    seconds = statistics.median(run["seconds"] for run in runs)
+    return {"seconds": seconds, "peak_mb": max(run["peak_mb"] for run in runs)}
+
+
 def _tree_rss(process: psutil.Process) -> int:
     total = 0
     for member in [process, *process.children(recursive=True)]:
@@ -103,6 +113,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--runner", default="FnApiRunner")
     parser.add_argument("--beam-args", default="", help="extra Beam flags of the FnApiRunner run, space-separated")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each side (Beam, pandas), alternately")
     parser.add_argument("--distributed-timeout", type=float, default=1200.0)
     parser.add_argument("--child", choices=("beam", "pandas", "distributed"))
     parser.add_argument("--out", type=Path)
@@ -122,8 +133,11 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         outs = {kind: Path(tmp) / kind for kind in ("beam", "pandas", "distributed")}
-        beam = _run_child("beam", args.dataset, outs["beam"], args.runner, args.beam_args, 3600)
-        reference = _run_child("pandas", args.dataset, outs["pandas"], args.runner, "", 3600)
+        beams, references = [], []
+        for _ in range(args.repeats):
+            beams.append(_run_child("beam", args.dataset, outs["beam"], args.runner, args.beam_args, 3600))
+            references.append(_run_child("pandas", args.dataset, outs["pandas"], args.runner, "", 3600))
+        beam, reference = _median_run(beams), _median_run(references)
         load_mid = os.getloadavg()[0]
         distributed = _run_child("distributed", args.dataset, outs["distributed"], "", "", args.distributed_timeout)
         prepared = PreparedDataset.open(outs["beam"])
@@ -135,9 +149,13 @@ def main() -> None:
             "rows": prepared.manifest["rows"],
             "runner": args.runner,
             "runner_options": beam_args,
+            "repeats": args.repeats,
+            "seconds_are": "the median of each side's runs; Beam and pandas ran alternately",
             "beam_seconds": round(beam["seconds"], 2),
+            "beam_seconds_runs": [round(run["seconds"], 2) for run in beams],
             "beam_peak_mb": beam["peak_mb"],
             "pandas_seconds": round(reference["seconds"], 2),
+            "pandas_seconds_runs": [round(run["seconds"], 2) for run in references],
             "pandas_peak_mb": reference["peak_mb"],
             "beam_over_pandas_seconds": round(beam["seconds"] / reference["seconds"], 2),
             "beam_over_pandas_peak_mb": round(beam["peak_mb"] / reference["peak_mb"], 2),

@@ -24,7 +24,6 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -132,14 +131,17 @@ def plan_inputs(source: DatasetSource, max_field_chars: int = MAX_FIELD_CHARS) -
 
 
 # --- transforms -----------------------------------------------------------------------------------
-# Elements are batches (pyarrow tables, pandas frames). Every stage has one output of tagged pairs
-# (ROWS, DEAD or COUNT, value), split by ``_route``: runners without multi-output ParDos (Beam's
-# DaskRunner merges them) then run it unchanged, and counts travel as data, so no runner metrics
-# are needed either.
+# Elements are batches (pyarrow tables, pandas frames). Every stage has one output of tagged pairs:
+# (ROWS, batch), and the notes (DEAD, letter) and (COUNT, (name, n)). Row stages pass the notes
+# through, so the stream is split only where rows are shuffled (``_route``): runners without
+# multi-output ParDos (Beam's DaskRunner merges them) then run it unchanged, and counts travel as
+# data, so no runner metrics are needed either. Few transforms and stages keep Beam's fixed cost
+# per transform (construction, translation, one bundle per stage) small next to the work.
 
 BLOCK_BYTES = 4 << 20  # text parsed per element
 PARTITIONS = 8  # per-user partitions: the unit of parallel work after the one shuffle of rows
 ROWS, DEAD, COUNT = "rows", "dead", "count"
+NOTES = "notes"  # dead letters and counts, as routed
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,15 @@ class Block:
     start: int
     size: int
     first_line: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Rows per user and per item id over all partitions, and the statistics of numeric fields."""
+
+    users: columnar.IdCounts
+    items: columnar.IdCounts
+    numeric: dict[str, NumericSummary]
 
 
 def plan_blocks(inputs: list[InputFile]) -> list[Block]:
@@ -176,11 +187,11 @@ def plan_blocks(inputs: list[InputFile]) -> list[Block]:
     return blocks
 
 
-def _route(tagged: beam.PCollection, label: str, tags: tuple[str, ...] = (ROWS, DEAD, COUNT)) -> dict[str, Any]:
-    """The values of each tag in a stage's tagged output, as one collection per tag."""
+def _route(tagged: beam.PCollection, label: str) -> dict[str, Any]:
+    """A stage's tagged output as the rows' values (to shuffle) and the notes (tagged pairs still)."""
     return {
-        tag: tagged | f"{label}{tag.title()}" >> beam.FlatMap(lambda pair, t=tag: [pair[1]] if pair[0] == t else [])
-        for tag in tags
+        ROWS: tagged | f"{label}Rows" >> beam.FlatMap(lambda pair: [pair[1]] if pair[0] == ROWS else []),
+        NOTES: tagged | f"{label}Notes" >> beam.Filter(lambda pair: pair[0] != ROWS),
     }
 
 
@@ -215,8 +226,21 @@ class ParseBlock(beam.DoFn):  # type: ignore[misc]
             yield ROWS, table
 
 
+class RowStage(beam.DoFn):  # type: ignore[misc]
+    """A stage over tagged pairs: :meth:`rows` turns each batch of rows into tagged pairs; notes pass through."""
+
+    def process(self, pair: tuple[str, Any], *side: Any) -> Iterator[tuple[str, Any]]:
+        if pair[0] == ROWS:
+            yield from self.rows(pair[1], *side)
+        else:
+            yield pair
+
+    def rows(self, *batch_and_side: Any) -> Iterator[tuple[str, Any]]:
+        raise NotImplementedError
+
+
 class ProfileFn(beam.CombineFn):  # type: ignore[misc]
-    """Profile of raw field values, from which the first run infers the schema."""
+    """Profile of raw field values (of the tagged rows), from which the first run infers the schema."""
 
     def __init__(self, fields: tuple[str, ...]) -> None:
         self.fields = fields
@@ -224,8 +248,8 @@ class ProfileFn(beam.CombineFn):  # type: ignore[misc]
     def create_accumulator(self) -> dict[str, list[float]]:
         return empty_profile()
 
-    def add_input(self, accumulator: dict[str, list[float]], table: pa.Table) -> dict[str, list[float]]:
-        return columnar.profile_table(accumulator, table, self.fields)
+    def add_input(self, accumulator: dict[str, list[float]], pair: tuple[str, Any]) -> dict[str, list[float]]:
+        return columnar.profile_table(accumulator, pair[1], self.fields) if pair[0] == ROWS else accumulator
 
     def merge_accumulators(self, accumulators: Iterable[dict[str, list[float]]]) -> dict[str, list[float]]:
         return profile_merge(accumulators)
@@ -234,7 +258,7 @@ class ProfileFn(beam.CombineFn):  # type: ignore[misc]
         return accumulator
 
 
-class Validate(beam.DoFn):  # type: ignore[misc]
+class Validate(RowStage):
     """Type and range-check a raw table against the schema (a side input); typed rows by user partition."""
 
     def __init__(self, paths: dict[int, str], latest_timestamp: int) -> None:
@@ -243,7 +267,7 @@ class Validate(beam.DoFn):  # type: ignore[misc]
         self._rules: tuple[Any, ...] | None = None
         self._schema_bytes: bytes | None = None
 
-    def process(self, table: pa.Table, schema_bytes: bytes) -> Iterator[Any]:
+    def rows(self, table: pa.Table, schema_bytes: bytes) -> Iterator[tuple[str, Any]]:
         if schema_bytes != self._schema_bytes:
             self._rules = rules_from_schema(schema_pb2.Schema.FromString(schema_bytes))
             self._schema_bytes = schema_bytes
@@ -257,104 +281,109 @@ class Validate(beam.DoFn):  # type: ignore[misc]
 
 
 class Deduplicate(beam.DoFn):  # type: ignore[misc]
-    """A partition's rows in file order, exact repeats within a user dead-lettered when configured."""
+    """A partition's rows in file order, exact repeats within a user dead-lettered when configured.
+
+    From here on a partition's row order stands for the rows' file and line, which are dropped.
+    """
 
     def __init__(self, paths: dict[int, str], drop: bool) -> None:
         self.paths = paths
         self.drop = drop
 
-    def process(self, keyed: tuple[int, Iterable[pd.DataFrame]]) -> Iterator[Any]:
+    def process(self, keyed: tuple[int, Iterable[pa.Table]]) -> Iterator[tuple[str, Any]]:
         rows = columnar.concat_rows(keyed[1])
         if self.drop:
             rows, dead = columnar.drop_duplicates(rows, self.paths)
             yield COUNT, ("dead_duplicate", len(dead))
             for letter in dead:
                 yield DEAD, letter
-        yield ROWS, (keyed[0], rows)
+        yield ROWS, (keyed[0], columnar.in_file_order(rows))
 
 
-class KeepFrequent(beam.DoFn):  # type: ignore[misc]
-    """One k-core round on a partition, with the item counts of all partitions as a side input."""
+Accumulator = tuple[list[columnar.IdCounts], list[columnar.IdCounts], dict[int, dict[str, NumericSummary]]]
+
+
+class Summarize(beam.CombineFn):  # type: ignore[misc]
+    """A :class:`Summary` of the tagged partitions. Id counts are exact, so merge order does not matter;
+    numeric partial sums are kept per partition and added in partition order, so the floating-point
+    result does not depend on how work was bundled."""
+
+    def __init__(self, numeric_fields: tuple[str, ...] = ()) -> None:
+        self.numeric_fields = numeric_fields
+
+    def create_accumulator(self) -> Accumulator:
+        return [], [], {}
+
+    def add_input(self, acc: Accumulator, pair: tuple[str, Any]) -> Accumulator:
+        if pair[0] != ROWS:
+            return acc
+        slot, table = pair[1]
+        acc[0].append(columnar.IdCounts.of(table.column("user")))
+        acc[1].append(columnar.IdCounts.of(table.column("item")))
+        numeric = {name: columnar.numeric_summary(columnar.numbers(table, name)) for name in self.numeric_fields}
+        if numeric:
+            acc[2][slot] = numeric
+        return acc
+
+    def merge_accumulators(self, accs: Iterable[Accumulator]) -> Accumulator:
+        merged: Accumulator = [], [], {}
+        for users, items, numeric in accs:
+            merged[0].extend(users)
+            merged[1].extend(items)
+            merged[2].update(numeric)
+        return merged
+
+    def extract_output(self, acc: Accumulator) -> Summary:
+        users, items, numeric = acc
+        stats = {
+            name: columnar.merge_numeric(numeric[slot][name] for slot in sorted(numeric))
+            for name in self.numeric_fields
+        }
+        return Summary(columnar.IdCounts.merge(users), columnar.IdCounts.merge(items), stats)
+
+
+class KeepFrequent(RowStage):
+    """One k-core round on a partition, with the item counts of all partitions (a summary) as a side input."""
 
     def __init__(self, min_items: int, min_users: int) -> None:
         self.min_items = min_items
         self.min_users = min_users
 
-    def process(self, part: tuple[int, pd.DataFrame], item_counts: dict[str, int]) -> Iterator[Any]:
+    def rows(self, part: tuple[int, pa.Table], summary: Summary) -> Iterator[tuple[str, Any]]:
         rows, dropped_items, dropped_users = columnar.keep_frequent(
-            part[1], item_counts, self.min_items, self.min_users
+            part[1], summary.items, self.min_items, self.min_users
         )
         yield COUNT, ("filtered_item", dropped_items)
         yield COUNT, ("filtered_user", dropped_users)
-        if len(rows):
+        if rows.num_rows:
             yield ROWS, (part[0], rows)
 
 
-class CountIds(beam.CombineFn):  # type: ignore[misc]
-    """Rows per id of one column over all partitions (exact, so merge order does not matter)."""
-
-    def __init__(self, column: str) -> None:
-        self.column = column
-
-    def create_accumulator(self) -> dict[str, int]:
-        return {}
-
-    def add_input(self, acc: dict[str, int], part: tuple[int, pd.DataFrame]) -> dict[str, int]:
-        for token, count in columnar.value_counts(part[1][self.column]).items():
-            acc[token] = acc.get(token, 0) + count
-        return acc
-
-    def merge_accumulators(self, accs: Iterable[dict[str, int]]) -> dict[str, int]:
-        merged: dict[str, int] = {}
-        for acc in accs:
-            for token, count in acc.items():
-                merged[token] = merged.get(token, 0) + count
-        return merged
-
-    def extract_output(self, acc: dict[str, int]) -> dict[str, int]:
-        return acc
+def vocabularies(summary: Summary) -> tuple[columnar.Vocabulary, columnar.Vocabulary]:
+    """Dense user ids from 0 and item ids from 1 (0 pads sequences)."""
+    return (
+        columnar.Vocabulary.build(summary.users.ids.to_pylist(), start=0),
+        columnar.Vocabulary.build(summary.items.ids.to_pylist(), start=1),
+    )
 
 
-class NumericStatsFn(beam.CombineFn):  # type: ignore[misc]
-    """Per numeric field, the sufficient statistics of the rows; partial sums are kept per partition and
-    added in partition order, so the floating-point result does not depend on how work was bundled."""
-
-    def __init__(self, fields: tuple[str, ...]) -> None:
-        self.fields = fields
-
-    def create_accumulator(self) -> dict[int, dict[str, NumericSummary]]:
-        return {}
-
-    def add_input(
-        self, acc: dict[int, dict[str, NumericSummary]], part: tuple[int, pd.DataFrame]
-    ) -> dict[int, dict[str, NumericSummary]]:
-        acc[part[0]] = {name: columnar.numeric_summary(part[1][name]) for name in self.fields}
-        return acc
-
-    def merge_accumulators(
-        self, accs: Iterable[dict[int, dict[str, NumericSummary]]]
-    ) -> dict[int, dict[str, NumericSummary]]:
-        return {slot: stats for acc in accs for slot, stats in acc.items()}
-
-    def extract_output(self, acc: dict[int, dict[str, NumericSummary]]) -> dict[str, NumericSummary]:
-        return {name: columnar.merge_numeric(acc[slot][name] for slot in sorted(acc)) for name in self.fields}
-
-
-class BuildSequences(beam.DoFn):  # type: ignore[misc]
+class BuildSequences(RowStage):
     """A partition's users as interaction rows (dense ids, time order, positions, split labels), by shard."""
 
     def __init__(self, config: PrepareConfig) -> None:
         self.config = config
 
-    def process(self, part: tuple[int, pd.DataFrame], users: dict[str, int], items: dict[str, int]) -> Iterator[Any]:
-        rows = columnar.sequences(part[1], users, items, self.config.split)
-        yield COUNT, ("rows_out", len(rows))
-        per_split = np.bincount(rows["split"].to_numpy(), minlength=len(SPLITS))
+    def rows(
+        self, part: tuple[int, pa.Table], vocabs: tuple[columnar.Vocabulary, columnar.Vocabulary]
+    ) -> Iterator[tuple[str, Any]]:
+        rows = columnar.sequences(part[1], *vocabs, self.config.split)
+        yield COUNT, ("rows_out", rows.num_rows)
+        per_split = np.bincount(rows.column("split").to_numpy(), minlength=len(SPLITS))
         for label, count in zip(SPLITS, per_split, strict=True):
             yield COUNT, (f"split_{label}", int(count))
-        shards = self.config.shards
-        for shard, piece in rows.groupby(rows["user_idx"].to_numpy() % shards, sort=True):
-            yield ROWS, (int(shard), piece)
+        shard_of = rows.column("user_idx").to_numpy() % self.config.shards
+        for shard in np.unique(shard_of):
+            yield ROWS, (int(shard), rows.filter(shard_of == shard))
 
 
 def _write_parquet(table: pa.Table, path: str) -> None:
@@ -364,12 +393,22 @@ def _write_parquet(table: pa.Table, path: str) -> None:
         handle.write(buffer.getvalue())
 
 
-def write_shard(shard: tuple[int, Iterable[pd.DataFrame]], staging: str, shards: int) -> str:
+def write_shard(shard: tuple[int, Iterable[pa.Table]], staging: str, shards: int) -> str:
     """All users of one shard, by user then position, in one Parquet file (deterministic bytes)."""
     index, pieces = shard
     path = f"{staging}/interactions-{index:05d}-of-{shards:05d}.parquet"
     _write_parquet(columnar.interactions_table(pieces), path)
     return path
+
+
+def write_vocabularies(summary: Summary, source: DatasetSource, staging: str) -> list[str]:
+    """The item and user vocabularies with their interaction counts and metadata.
+
+    The metadata files are read here, again after the driver's check: thousands of entries pickled
+    into the transform would cost more to serialize and load than the files take to read.
+    """
+    items, users = summary.items.as_dict(), summary.users.as_dict()
+    return [write_items(items, load_items(source), staging), write_users(users, load_users(source), staging)]
 
 
 def write_items(counts: dict[str, int], metadata: dict[str, ItemInfo], staging: str) -> str:
@@ -397,12 +436,12 @@ def write_users(counts: dict[str, int], attributes: tuple[list[str], dict[str, d
     """The user vocabulary with interaction counts and the user file's attributes."""
     vocab = build_vocab(counts, start=0)
     tokens = sorted(vocab, key=vocab.__getitem__)
-    names, by_user = attributes
     columns: dict[str, Any] = {
         "user_idx": pa.array([vocab[t] for t in tokens], pa.int32()),
         "user_id": pa.array(tokens, pa.string()),
         "interactions": pa.array([counts[t] for t in tokens], pa.int64()),
     }
+    names, by_user = attributes
     for name in names:
         columns[name] = pa.array([by_user.get(t, {}).get(name) for t in tokens], pa.string())
     path = f"{staging}/users.parquet"
@@ -411,21 +450,22 @@ def write_users(counts: dict[str, int], attributes: tuple[list[str], dict[str, d
 
 
 def write_reports(
-    _: object,
+    valid: Summary,
     staging: str,
     dataset: str,
     schema_bytes: bytes,
-    numeric: dict[str, NumericSummary],
-    user_counts: dict[str, int],
-    item_counts: dict[str, int],
-    dead: list[Record],
+    notes: list[tuple[str, Any]],
+    written: list[str],
 ) -> str:
-    """Schema, statistics of the validated rows, anomalies and the sorted dead letters."""
+    """Schema, statistics of the validated rows, anomalies, the sorted dead letters, and last the run's
+    row accounting (the notes' counts), once every other output is ``written``."""
     schema = schema_pb2.Schema.FromString(schema_bytes)
     save_schema(schema, Path(staging) / SCHEMA_FILE)
-    valid_rows = sum(user_counts.values())
-    ids = {"user_id": columnar.id_summary(user_counts), "item_id": columnar.id_summary(item_counts)}
-    save_statistics(statistics_proto(dataset, valid_rows, numeric, ids), Path(staging) / "statistics.pbtxt")
+    users, items = valid.users.as_dict(), valid.items.as_dict()
+    valid_rows = sum(users.values())
+    ids = {"user_id": columnar.id_summary(users), "item_id": columnar.id_summary(items)}
+    save_statistics(statistics_proto(dataset, valid_rows, valid.numeric, ids), Path(staging) / "statistics.pbtxt")
+    dead = [value for tag, value in notes if tag == DEAD]
     ordered = sorted(dead, key=lambda d: (d["file"], d["line"], d["reason"]))
     counts: dict[tuple[str, str], int] = {}
     examples: dict[tuple[str, str], str] = {}
@@ -435,17 +475,15 @@ def write_reports(
         examples.setdefault(key, f"{letter['file']}, line {letter['line']}: {letter['reason']}")
     rows_read = valid_rows + len(ordered)
     save_anomalies(anomalies_proto(schema, counts, examples, rows_read), Path(staging) / ANOMALIES_FILE)
-    path = Path(staging) / DEAD_LETTER_FILE
-    with open(path, "w", encoding="utf-8") as handle:
+    with open(Path(staging) / DEAD_LETTER_FILE, "w", encoding="utf-8") as handle:
         for letter in ordered:
             handle.write(json.dumps(letter, ensure_ascii=False) + "\n")
-    return str(path)
-
-
-def write_counts(written: list[str], staging: str, counts: dict[str, int]) -> str:
-    """The run's row accounting, for the driver; written last, once every output is written."""
+    totals = dict.fromkeys(COUNTERS, 0)
+    for _, (name, count) in (note for note in notes if note[0] == COUNT):
+        totals[name] += count
     path = Path(staging) / COUNTS_FILE
-    path.write_text(json.dumps({"counts": counts, "written": sorted(written)}))
+    reports = [SCHEMA_FILE, "statistics.pbtxt", ANOMALIES_FILE, DEAD_LETTER_FILE]
+    path.write_text(json.dumps({"counts": totals, "written": sorted([*written, *reports])}))
     return str(path)
 
 
@@ -464,15 +502,15 @@ def build_pipeline(
     """Wire the prepare transforms onto ``pipeline``; outputs land in ``staging``.
 
     One shuffle moves the validated rows into per-user partitions; everything after works on whole
-    partitions with combiners (item and user counts, statistics) as side inputs. The last transform
-    depends on every output, as runners that compute only the final node (Beam's DaskRunner) need.
+    partitions, with combiners (id counts, statistics) as side inputs, and one more shuffle gathers
+    each output shard. The last transform depends on every output, as runners that compute only
+    the final node (Beam's DaskRunner) need.
     """
     spec = source.interactions
     paths = {i.src: i.path for i in inputs}
     parquet_columns = {k: str(v) for k, v in spec.columns.model_dump().items() if v is not None}
     blocks = pipeline | "Blocks" >> beam.Create(plan_blocks(inputs))
-    parse = ParseBlock(parquet_columns, config.max_field_chars)
-    parsed = _route(blocks | "ParseBlocks" >> beam.ParDo(parse), "Parsed")
+    parsed = blocks | "ParseBlocks" >> beam.ParDo(ParseBlock(parquet_columns, config.max_field_chars))
     if saved_schema is not None:
         schema = pipeline | "SavedSchema" >> beam.Create([saved_schema.SerializeToString()])
     elif not fields_to_profile(spec):
@@ -480,70 +518,43 @@ def build_pipeline(
         schema = pipeline | "DeclaredSchema" >> beam.Create([declared])
     else:
         schema = (
-            parsed[ROWS]
+            parsed
             | "Profile" >> beam.CombineGlobally(ProfileFn(fields_to_profile(spec)))
             | "InferSchema" >> beam.Map(lambda profile: infer_schema(spec, profile).SerializeToString())
         )
     validate = Validate(paths, latest_timestamp)
-    validated = _route(parsed[ROWS] | "Validate" >> beam.ParDo(validate, beam.pvalue.AsSingleton(schema)), "Valid")
+    validated = _route(parsed | "Validate" >> beam.ParDo(validate, beam.pvalue.AsSingleton(schema)), "Valid")
     grouped = validated[ROWS] | "GroupPartitions" >> beam.GroupByKey()
-    parts = _route(grouped | "Deduplicate" >> beam.ParDo(Deduplicate(paths, config.drop_duplicates)), "Unique")
-    counts = [parsed[COUNT], validated[COUNT], parts[COUNT]]
-    dead_sets = (parsed[DEAD], validated[DEAD], parts[DEAD])
-    dead = dead_sets | "AllDead" >> beam.Flatten() | "CollectDead" >> beam.combiners.ToList()
-    valid_users = parts[ROWS] | "CountValidUsers" >> beam.CombineGlobally(CountIds("user"))
-    item_counts = parts[ROWS] | "CountValidItems" >> beam.CombineGlobally(CountIds("item"))
-    numeric = parts[ROWS] | "NumericStats" >> beam.CombineGlobally(NumericStatsFn(("rating", "timestamp")))
-    reports = (
-        pipeline
-        | "ReportTrigger" >> beam.Create([None])
-        | "WriteReports"
-        >> beam.Map(
-            write_reports,
-            staging=staging,
-            dataset=source.name,
-            schema_bytes=beam.pvalue.AsSingleton(schema),
-            numeric=beam.pvalue.AsSingleton(numeric),
-            user_counts=beam.pvalue.AsSingleton(valid_users),
-            item_counts=beam.pvalue.AsSingleton(item_counts),
-            dead=beam.pvalue.AsSingleton(dead),
-        )
-    )
+    parts = grouped | "Deduplicate" >> beam.ParDo(Deduplicate(paths, config.drop_duplicates))
+    valid = parts | "Summarize" >> beam.CombineGlobally(Summarize(("rating", "timestamp")))
 
     flt = config.filter
-    rows = parts[ROWS]
+    kept, counts = parts, valid
     for round_ in range(flt.rounds):
         if round_:
-            item_counts = rows | f"CountItems{round_}" >> beam.CombineGlobally(CountIds("item"))
+            counts = kept | f"Summarize{round_}" >> beam.CombineGlobally(Summarize())
         keep = KeepFrequent(flt.min_item_interactions, flt.min_user_interactions)
-        kept = _route(
-            rows | f"KeepFrequent{round_}" >> beam.ParDo(keep, beam.pvalue.AsSingleton(item_counts)),
-            f"Kept{round_}",
-            (ROWS, COUNT),
-        )
-        counts.append(kept[COUNT])
-        rows = kept[ROWS]
+        kept = kept | f"KeepFrequent{round_}" >> beam.ParDo(keep, beam.pvalue.AsSingleton(counts))
 
-    user_counts = rows | "CountUsers" >> beam.CombineGlobally(CountIds("user"))
-    item_counts = rows | "CountItems" >> beam.CombineGlobally(CountIds("item"))
-    user_vocab = user_counts | "UserVocab" >> beam.Map(build_vocab, start=0)
-    item_vocab = item_counts | "ItemVocab" >> beam.Map(build_vocab, start=1)
-    vocabs = (beam.pvalue.AsSingleton(user_vocab), beam.pvalue.AsSingleton(item_vocab))
-    built = _route(rows | "BuildSequences" >> beam.ParDo(BuildSequences(config), *vocabs), "Built", (ROWS, COUNT))
-    counts.append(built[COUNT])
+    final = kept | "SummarizeKept" >> beam.CombineGlobally(Summarize())
+    vocabs = final | "Vocabularies" >> beam.Map(vocabularies)
+    sequences = kept | "BuildSequences" >> beam.ParDo(BuildSequences(config), beam.pvalue.AsSingleton(vocabs))
+    built = _route(sequences, "Built")
     shards = (
         built[ROWS]
         | "GroupShards" >> beam.GroupByKey()
         | "WriteShards" >> beam.Map(write_shard, staging=staging, shards=config.shards)
     )
-    items = item_counts | "WriteItems" >> beam.Map(write_items, metadata=load_items(source), staging=staging)
-    users = user_counts | "WriteUsers" >> beam.Map(write_users, attributes=load_users(source), staging=staging)
-    totals = counts | "AllCounts" >> beam.Flatten() | "SumCounts" >> beam.CombinePerKey(sum)
-    _ = (
-        (shards, items, users, reports)
-        | "AllWritten" >> beam.Flatten()
-        | "CollectWritten" >> beam.combiners.ToList()
-        | "WriteCounts" >> beam.Map(write_counts, staging=staging, counts=beam.pvalue.AsDict(totals))
+    vocab_files = final | "WriteVocabularies" >> beam.FlatMap(write_vocabularies, source=source, staging=staging)
+    notes = (validated[NOTES], built[NOTES]) | "AllNotes" >> beam.Flatten()
+    written = (shards, vocab_files) | "AllWritten" >> beam.Flatten()
+    _ = valid | "WriteReports" >> beam.Map(
+        write_reports,
+        staging=staging,
+        dataset=source.name,
+        schema_bytes=beam.pvalue.AsSingleton(schema),
+        notes=beam.pvalue.AsList(notes),
+        written=beam.pvalue.AsList(written),
     )
 
 
@@ -585,6 +596,7 @@ def run_prepare(
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = plan_inputs(source, config.max_field_chars)
+    load_items(source), load_users(source)  # a bad metadata file is an error before any work starts
     schema_path = out_dir / SCHEMA_FILE
     saved_schema = load_schema(schema_path) if schema_path.exists() and not infer_new_schema else None
     staging = out_dir / ".staging"

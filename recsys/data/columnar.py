@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import heapq
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from recsys.data.rows import (
     parse_line,
 )
 from recsys.data.schema import FieldRule, profile_value, validate_record
-from recsys.data.splits import SPLITS, assign_splits
+from recsys.data.splits import SPLITS, assign_splits, build_vocab
 from recsys.data.statistics import IdSummary, NumericSummary
 
 # Characters str.strip() removes (str.isspace); a field starting or ending with one takes the per-row path.
@@ -236,19 +237,45 @@ def _fast_values(raw: pa.ChunkedArray, rule: FieldRule, latest_timestamp: int) -
 # --- per-user partitions: duplicates, k-core, sequences -------------------------------------------------
 
 
-def user_partitions(frame: pd.DataFrame, count: int) -> Iterator[tuple[int, pd.DataFrame]]:
+def to_table(frame: pd.DataFrame) -> pa.Table:
+    """Rows as an Arrow table: what crosses between stages, as Arrow tables pickle and unpickle several
+    times faster than pandas frames (ids stay Arrow strings either way)."""
+    return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table of rows as a frame, ids as Arrow strings; missing numbers (nulls) as NaN."""
+    return table.to_pandas(types_mapper={pa.string(): ID_DTYPE}.get)
+
+
+def user_partitions(frame: pd.DataFrame, count: int) -> Iterator[tuple[int, pa.Table]]:
     """Split rows into ``count`` partitions by a stable hash of the user id (same on every worker)."""
     if frame.empty:
         return
     codes, uniques = pd.factorize(frame["user"])
     slots = (pd.util.hash_array(np.asarray(uniques, dtype=object)) % np.uint64(count)).astype(np.int64)[codes]
-    for slot, rows in frame.groupby(slots, sort=True):
-        yield int(slot), rows
+    order = np.argsort(slots, kind="stable")  # each partition's rows keep their order
+    bounds = np.searchsorted(slots[order], np.arange(count + 1))
+    table = to_table(frame)
+    for slot in range(count):
+        if bounds[slot] < bounds[slot + 1]:
+            part = table.take(order[bounds[slot] : bounds[slot + 1]])
+            for name in ("user", "item"):
+                part = part.set_column(part.schema.get_field_index(name), name, pc.dictionary_encode(part[name]))
+            yield slot, part
 
 
-def concat_rows(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+def _encoded(column: pa.ChunkedArray) -> pa.DictionaryArray:
+    """An id column as one dictionary array. Partitions carry ids dictionary-encoded (a few thousand
+    distinct ids, a small integer a row): a fraction of the bytes to copy between stages, and id
+    operations run once per distinct id."""
+    array = column.combine_chunks()
+    return array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(array)
+
+
+def concat_rows(tables: Iterable[pa.Table]) -> pd.DataFrame:
     """One partition's rows in file order (file, then line), whatever order its pieces came in."""
-    frame = pd.concat(list(frames), ignore_index=True)
+    frame = to_frame(pa.concat_tables(list(tables)))
     return frame.sort_values(["src", "line"], kind="stable", ignore_index=True)
 
 
@@ -258,7 +285,8 @@ def drop_duplicates(frame: pd.DataFrame, paths: dict[int, str]) -> tuple[pd.Data
     repeated = keys.duplicated(keep="first").to_numpy()
     if not repeated.any():
         return frame, []
-    first = keys.assign(position=np.arange(len(frame))).groupby(list(keys.columns), dropna=False, sort=False)
+    first = keys.assign(position=np.arange(len(frame)))
+    first = first.groupby(list(keys.columns), dropna=False, sort=False, observed=True)
     first_position = first["position"].transform("first").to_numpy()
     dead = []
     for row in np.flatnonzero(repeated):
@@ -276,36 +304,83 @@ def drop_duplicates(frame: pd.DataFrame, paths: dict[int, str]) -> tuple[pd.Data
     return frame[~repeated].reset_index(drop=True), dead
 
 
-def value_counts(column: pd.Series) -> dict[str, int]:
-    """Rows per id of an id column."""
-    counts = pc.value_counts(pa.array(column))
-    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+def in_file_order(frame: pd.DataFrame) -> pa.Table:
+    """A partition's rows (in file order) without their file and line: from here on the order stands for them."""
+    return to_table(frame.drop(columns=["src", "line"]))
 
 
-def lookup(column: pd.Series, mapping: dict[str, int], missing: int = 0) -> np.ndarray:
-    """``mapping[id]`` for each id of an id column (``missing`` for ids it lacks), without Python objects."""
-    index = pc.fill_null(pc.index_in(pa.array(column), value_set=pa.array(list(mapping), pa.string())), -1)
-    values = np.append(np.fromiter(mapping.values(), np.int64, len(mapping)), missing)
-    return values[index.to_numpy(zero_copy_only=False)]
+@dataclass(frozen=True)
+class IdCounts:
+    """Rows per id, as two Arrow arrays: one object however many ids, as Beam sizes a side input (the
+    runner's state cache) object by object."""
+
+    ids: pa.Array  # strings
+    counts: pa.Array  # int64
+
+    @classmethod
+    def of(cls, column: pa.ChunkedArray) -> IdCounts:
+        encoded = _encoded(column)
+        counts = np.bincount(encoded.indices.to_numpy(), minlength=len(encoded.dictionary))
+        present = counts > 0
+        return cls(encoded.dictionary.filter(present), pa.array(counts[present], pa.int64()))
+
+    @classmethod
+    def merge(cls, parts: Iterable[IdCounts]) -> IdCounts:
+        """The counts of all ``parts`` (exact, so the order of parts does not matter)."""
+        tables = [pa.table({"id": part.ids, "count": part.counts}) for part in parts]
+        if not tables:
+            return cls(pa.array([], pa.string()), pa.array([], pa.int64()))
+        summed = pa.concat_tables(tables).group_by("id").aggregate([("count", "sum")])
+        return cls(summed.column("id").combine_chunks(), summed.column("count_sum").combine_chunks())
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(zip(self.ids.to_pylist(), self.counts.to_pylist(), strict=True))
+
+    def per_row(self, column: pa.ChunkedArray) -> np.ndarray:
+        """The count of each row's id (0 for ids not counted)."""
+        encoded = _encoded(column)
+        index = pc.fill_null(pc.index_in(encoded.dictionary, value_set=self.ids), -1).to_numpy()
+        return np.append(self.counts.to_numpy(), 0)[index][encoded.indices.to_numpy()]
 
 
-def keep_frequent(
-    frame: pd.DataFrame, item_counts: dict[str, int], min_items: int, min_users: int
-) -> tuple[pd.DataFrame, int, int]:
+@dataclass(frozen=True)
+class Vocabulary:
+    """Dense indices from ``start`` in :func:`recsys.data.splits.build_vocab` order, the ids as one Arrow array."""
+
+    tokens: pa.Array
+    start: int
+
+    @classmethod
+    def build(cls, ids: Iterable[str], start: int) -> Vocabulary:
+        return cls(pa.array(list(build_vocab(ids, start)), pa.string()), start)
+
+    def indices(self, column: pa.ChunkedArray) -> np.ndarray:
+        """The dense index of each row's id (-1 for ids not in the vocabulary)."""
+        encoded = _encoded(column)
+        index = pc.fill_null(pc.index_in(encoded.dictionary, value_set=self.tokens), -1).to_numpy()
+        return np.where(index < 0, -1, index + self.start)[encoded.indices.to_numpy()]
+
+
+def numbers(table: pa.Table, name: str) -> np.ndarray:
+    """A numeric column as float64, NaN where missing."""
+    return pc.fill_null(table.column(name).cast(pa.float64(), safe=False), np.nan).to_numpy()
+
+
+def keep_frequent(table: pa.Table, item_counts: IdCounts, min_items: int, min_users: int) -> tuple[pa.Table, int, int]:
     """One k-core round on a partition: drop rare items (counted over all partitions), then rare users.
 
-    Returns the kept rows and how many rows each side dropped.
+    Returns the kept rows (in their order) and how many rows each side dropped.
     """
-    frequent = lookup(frame["item"], item_counts) >= min_items
-    kept = frame[frequent]
-    sizes = kept.groupby("user", sort=False)["user"].transform("size").to_numpy()
-    users_kept = kept[sizes >= min_users]
-    return users_kept, int((~frequent).sum()), int((sizes < min_users).sum())
+    frequent = item_counts.per_row(table.column("item")) >= min_items
+    kept = table.filter(frequent)
+    codes = _encoded(kept.column("user")).indices.to_numpy()
+    sizes = np.bincount(codes)[codes] if len(codes) else codes
+    return kept.filter(sizes >= min_users), int((~frequent).sum()), int((sizes < min_users).sum())
 
 
-def numeric_summary(values: pd.Series) -> NumericSummary:
-    """Sufficient statistics of one numeric column, its missing values left out."""
-    present = values.dropna().to_numpy(np.float64)
+def numeric_summary(values: np.ndarray) -> NumericSummary:
+    """Sufficient statistics of one numeric column (NaN: missing, left out)."""
+    present = values[~np.isnan(values)]
     if not len(present):
         return NumericSummary()
     return NumericSummary(
@@ -341,37 +416,36 @@ def id_summary(counts: dict[str, int]) -> IdSummary:
     return IdSummary(unique, tuple((token, count) for count, token in ranked), length / max(unique, 1))
 
 
-def sequences(frame: pd.DataFrame, users: dict[str, int], items: dict[str, int], split: SplitConfig) -> pd.DataFrame:
-    """A partition's rows as interaction rows: dense ids, time order per user, positions and split labels."""
-    out = pd.DataFrame(
-        {
-            "user_idx": lookup(frame["user"], users, -1),
-            "item_idx": lookup(frame["item"], items, -1),
-            "timestamp": frame["timestamp"].to_numpy(np.int64),
-            "rating": frame["rating"].to_numpy(np.float64),
-            "src": frame["src"].to_numpy(),
-            "line": frame["line"].to_numpy(),
-            "user": frame["user"].to_numpy(),
-        }
-    )
-    out = out.sort_values(["user_idx", "timestamp", "src", "line"], kind="stable", ignore_index=True)
-    position = out.groupby("user_idx", sort=False).cumcount().to_numpy()
-    length = out.groupby("user_idx", sort=False)["user_idx"].transform("size").to_numpy()
+def sequences(table: pa.Table, users: Vocabulary, items: Vocabulary, split: SplitConfig) -> pa.Table:
+    """A partition's rows (in file order) as interaction rows: dense ids, time order per user (ties in
+    file order), positions and split labels."""
+    user_idx = users.indices(table.column("user"))
+    timestamp = table.column("timestamp").to_numpy()
+    order = np.lexsort((timestamp, user_idx))  # stable: rows of one user and time keep their file order
+    user_idx = user_idx[order]
+    starts = np.flatnonzero(np.diff(user_idx, prepend=user_idx[:1] - 1))
+    length = np.diff(np.append(starts, len(order)))
+    position = np.arange(len(order)) - np.repeat(starts, length)
+    length = np.repeat(length, length)
     if split.method == "leave_one_out":
         codes = np.where(position == length - 1, 2, np.where(position == length - 2, 1, 0))
     else:
-        starts = np.flatnonzero(position == 0)
+        tokens = table.column("user").take(pa.array(order[starts])).to_pylist()
         labels = [
             label
-            for start in starts
-            for label in assign_splits(
-                int(length[start]), "random", str(out["user"].iat[start]), split.ratios, split.seed
-            )
+            for token, size in zip(tokens, length[starts], strict=True)
+            for label in assign_splits(int(size), "random", str(token), split.ratios, split.seed)
         ]
         codes = np.fromiter((SPLITS.index(label) for label in labels), np.int8, len(labels))
-    out["position"] = position
-    out["split"] = codes.astype(np.int8)  # index into SPLITS
-    return out.drop(columns=["src", "line", "user"])
+    columns = {
+        "user_idx": user_idx.astype(np.int32),
+        "item_idx": items.indices(table.column("item"))[order].astype(np.int32),
+        "timestamp": timestamp[order].astype(np.int64),
+        "rating": numbers(table, "rating")[order].astype(np.float32),  # NaN: no rating
+        "position": position.astype(np.int32),
+        "split": codes.astype(np.int8),  # index into SPLITS
+    }
+    return pa.table(columns)
 
 
 INTERACTION_SCHEMA = pa.schema(
@@ -395,16 +469,17 @@ def _labels(codes: np.ndarray) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(pa.array(remap[codes]), pa.array([SPLITS[c] for c in order], pa.string()))
 
 
-def interactions_table(frames: Iterable[pd.DataFrame]) -> pa.Table:
+def interactions_table(pieces: Iterable[pa.Table]) -> pa.Table:
     """The rows of one output shard by user, then position (so the file's bytes are deterministic)."""
-    frame = pd.concat(list(frames), ignore_index=True).sort_values(["user_idx", "position"], ignore_index=True)
-    rating = frame["rating"].to_numpy(np.float64)
+    table = pa.concat_tables(list(pieces))
+    order = np.lexsort((table.column("position").to_numpy(), table.column("user_idx").to_numpy()))  # unique keys
+    rating = table.column("rating").to_numpy()[order]
     columns = {
-        "user_idx": pa.array(frame["user_idx"].to_numpy(np.int32)),
-        "item_idx": pa.array(frame["item_idx"].to_numpy(np.int32)),
-        "timestamp": pa.array(frame["timestamp"].to_numpy(np.int64)),
-        "rating": pa.array(rating.astype(np.float32), mask=np.isnan(rating)),
-        "position": pa.array(frame["position"].to_numpy(np.int32)),
-        "split": _labels(frame["split"].to_numpy(np.int8)),
+        "user_idx": table.column("user_idx").to_numpy()[order],
+        "item_idx": table.column("item_idx").to_numpy()[order],
+        "timestamp": table.column("timestamp").to_numpy()[order],
+        "rating": pa.array(rating, mask=np.isnan(rating)),
+        "position": table.column("position").to_numpy()[order],
+        "split": _labels(table.column("split").to_numpy()[order]),
     }
     return pa.table(columns, schema=INTERACTION_SCHEMA)

@@ -1,18 +1,31 @@
-"""The batch functions' fast paths agree with the per-row functions, row for row and letter for letter."""
+"""The batch functions' fast paths agree with the per-row functions, row for row and letter for letter, and the
+partition functions with the pure ones they stand for (vocabularies, time order, splits)."""
 
 from __future__ import annotations
 
 import math
 import sys
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from recsys.data.columnar import PY_WHITESPACE, decode_block, parse_lines, validate_table
+from recsys.data.columnar import (
+    PY_WHITESPACE,
+    IdCounts,
+    Vocabulary,
+    decode_block,
+    interactions_table,
+    parse_lines,
+    sequences,
+    validate_table,
+)
+from recsys.data.config import SplitConfig
 from recsys.data.rows import decode_line, make_plan, parse_line
 from recsys.data.schema import FieldRule, validate_record
 from recsys.data.sources import InteractionColumns, InteractionFiles
+from recsys.data.splits import SPLITS, assign_splits, build_vocab, time_order
 
 RULES = (
     FieldRule("user", "INT", True, None, None),
@@ -101,3 +114,48 @@ def test_the_whitespace_class_is_exactly_what_str_strip_removes():
     chars = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
     matched = pc.match_substring_regex(pa.array(chars), f"^[{PY_WHITESPACE}]$").to_pylist()
     assert [c for c, hit in zip(chars, matched, strict=True) if hit] == [c for c in chars if c.isspace()]
+
+
+def test_a_vocabulary_gives_the_indices_of_build_vocab_and_minus_one_for_unknown_ids():
+    ids = ["10", "9", "007", "7", "abc", "\u00b2", "x y"]
+    vocab = Vocabulary.build(ids, start=1)
+    column = pa.chunked_array([["abc", "7", "nope"], ["007", "x y", "10"]])
+    expected = build_vocab(ids, start=1)
+    wanted = [expected["abc"], expected["7"], -1, expected["007"], expected["x y"], expected["10"]]
+    assert list(vocab.indices(column)) == wanted
+
+
+def test_id_counts_of_parts_add_up_whatever_the_order_and_unknown_ids_count_zero():
+    parts = [IdCounts.of(pa.chunked_array([["a", "b", "a"]])), IdCounts.of(pa.chunked_array([["b", "c"], ["a"]]))]
+    assert IdCounts.merge(parts).as_dict() == IdCounts.merge(parts[::-1]).as_dict() == {"a": 3, "b": 2, "c": 1}
+    assert list(IdCounts.merge(parts).per_row(pa.chunked_array([["c", "zz", "a"]]))) == [1, 0, 3]
+    assert IdCounts.merge([]).as_dict() == {}
+
+
+@pytest.mark.parametrize("method", ["leave_one_out", "random"])
+def test_sequences_order_each_user_by_time_ties_in_file_order_and_split_like_the_pure_functions(method):
+    rng = np.random.default_rng(3)
+    n = 400
+    users = [f"u{u}" for u in rng.integers(0, 12, n)]
+    rows = pa.table(
+        {
+            "user": pa.array(users, pa.string()),
+            "item": pa.array([f"i{i}" for i in rng.integers(0, 30, n)], pa.string()),
+            "rating": pa.array(rng.integers(1, 6, n).astype(float)),
+            "timestamp": pa.array(rng.integers(0, 20, n)),  # many ties within a user
+        }
+    )
+    user_vocab, item_vocab = Vocabulary.build(set(users), 0), Vocabulary.build(rows.column("item").to_pylist(), 1)
+    split = SplitConfig(method=method)
+    out = interactions_table([sequences(rows, user_vocab, item_vocab, split)]).to_pylist()
+
+    records = [dict(r, src=0, line=line) for line, r in enumerate(rows.to_pylist())]
+    users_index, items_index = build_vocab(users, 0), build_vocab(rows.column("item").to_pylist(), 1)
+    expected = []
+    for user in sorted(set(users), key=users_index.__getitem__):
+        events = time_order([r for r in records if r["user"] == user])
+        labels = assign_splits(len(events), method, user, split.ratios, split.seed)
+        for position, (event, label) in enumerate(zip(events, labels, strict=True)):
+            expected.append((users_index[user], items_index[event["item"]], event["timestamp"], position, label))
+    assert [(r["user_idx"], r["item_idx"], r["timestamp"], r["position"], r["split"]) for r in out] == expected
+    assert {r["split"] for r in out} <= set(SPLITS)
