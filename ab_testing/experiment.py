@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,6 +230,11 @@ class ServedPolicy(InstrumentedPolicy):
         self.model = model
         self.source_user = source_user
         self.incremental = IncrementalScorer.attach(model)
+        self._score: Callable[[np.ndarray, list[np.ndarray]], torch.Tensor] = (
+            (lambda users, batch: model.scores(source_user[users], batch))
+            if self.incremental is None
+            else self.incremental.scores
+        )  # chosen once: the program in full, or the cached keys and values
         self._scored_length = np.full(len(source_user), -1, dtype=np.int64)  # history length of the cached slate
         self._cached = np.zeros((len(source_user), slate_size), dtype=np.int64)
 
@@ -241,11 +246,7 @@ class ServedPolicy(InstrumentedPolicy):
             rows = stale[start : start + SCORING_CHUNK]
             began = time.perf_counter()
             batch = [histories[row] for row in rows.tolist()]
-            if self.incremental is None:
-                scores = self.model.scores(self.source_user[users[rows]], batch)
-            else:
-                scores = self.incremental.scores(users[rows], batch)
-            top = masked_top_k(scores, batch, self.slate_size)
+            top = masked_top_k(self._score(users[rows], batch), batch, self.slate_size)
             self._cached[users[rows], : top.indices.shape[1]] = top.indices.numpy()
             self.latencies_ms.extend([(time.perf_counter() - began) * 1000 / len(rows)] * len(rows))
             self._scored_length[users[rows]] = lengths[rows]
