@@ -31,6 +31,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -56,19 +57,32 @@ def _result_name(dataset: str) -> str:
 
 
 def train_finals(
-    folder: Path, finalists: list[dict[str, str]], evaluation: Any, final_epochs: int, deadline: float
+    folder: Path,
+    finalists: list[dict[str, str]],
+    evaluation: Any,
+    final_epochs: int,
+    deadline: float,
+    twins: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """Train each finalist on towards convergence until ``deadline`` (monotonic), from its kept checkpoint;
-    the record in ``folder/finals.json`` says which finished, with what, in how many seconds."""
+    the record in ``folder/finals.json`` says which finished, with what, in how many seconds.
+
+    A finalist that another arm (``twins``: their folders) has already trained to the end is the same program
+    with the same seed and data: its record is taken, marked ``trained_by``, instead of training it again."""
     from offline_agent.evaluator import content_key
     from offline_agent.multifidelity import train_on
 
     path = folder / FINALS
-    record: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    record = _finals_of(folder)
     for sources in finalists:
         key = content_key(sources)
         before = record.get(key, {})
         if before.get("finished"):
+            continue
+        shared = _finished_by_twin(key, twins)
+        if shared is not None:
+            record[key] = shared
+            _write_atomically(path, record)
             continue
         trained = train_on(sources, evaluation, final_epochs, final=True, deadline=deadline)
         if trained is None:  # too little time left for this invocation
@@ -87,19 +101,47 @@ def train_finals(
                 "best_epoch": outcome.best_epoch,
                 "seconds": round(seconds, 1),
             }
-        path.write_text(json.dumps(record, indent=2) + "\n")
+        _write_atomically(path, record)
     return record
 
 
+def _finals_of(folder: Path) -> dict[str, Any]:
+    path = folder / FINALS
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _finished_by_twin(key: str, twins: Sequence[Path]) -> dict[str, Any] | None:
+    for twin in twins:
+        final = _finals_of(twin).get(key, {})
+        if final.get("finished") and "trained_by" not in final:
+            return {**final, "trained_by": twin.name}
+    return None
+
+
+def _write_atomically(path: Path, record: dict[str, Any]) -> None:
+    """Other arms' threads read this file (their twins): they see the old record or the new, never half."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.replace(path)
+
+
 def race_arm(
-    name: str, arm: Arm, folder: Path, budget: float, evaluation: Any, final_epochs: int, deadline: float
+    name: str,
+    arm: Arm,
+    folder: Path,
+    budget: float,
+    evaluation: Any,
+    final_epochs: int,
+    deadline: float,
+    twins: Sequence[Path] = (),
 ) -> dict[str, Any]:
-    """Selection until the arm's CPU budget is spent (or this invocation's time), then its finals."""
+    """Selection until the arm's CPU budget is spent (or this invocation's time), then its finals (a finalist
+    another arm of ``twins`` finished is shared, not trained twice)."""
     while arm.cpu_seconds() < budget and time.monotonic() < deadline:
         arm.step()
         print(f"{name}: {arm.evaluations()} evaluations, {arm.cpu_seconds():.0f} of {budget:.0f} CPU-s", flush=True)
     selected = arm.cpu_seconds() >= budget
-    finals = train_finals(folder, arm.finalists(), evaluation, final_epochs, deadline) if selected else {}
+    finals = train_finals(folder, arm.finalists(), evaluation, final_epochs, deadline, twins) if selected else {}
     finished = [f for f in finals.values() if f.get("finished")]
     done = selected and len(finished) == len(arm.finalists()) > 0
     best = max(finished, key=lambda f: f["valid_ndcg10"]) if done else None
@@ -172,7 +214,15 @@ def _race(args: argparse.Namespace, state: Path, race: dict[str, Any], deadline:
     with ThreadPoolExecutor(max_workers=len(arms)) as pool:
         futures = {
             name: pool.submit(
-                race_arm, name, built, state / name, args.cpu_budget, config, rungs.final_epochs, deadline
+                race_arm,
+                name,
+                built,
+                state / name,
+                args.cpu_budget,
+                config,
+                rungs.final_epochs,
+                deadline,
+                [state / other for other in arms if other != name],
             )
             for name, (built, config) in arms.items()
         }

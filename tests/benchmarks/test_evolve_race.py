@@ -9,7 +9,7 @@ import time
 import optuna
 import pytest
 
-from benchmarks.evolve import SEED, race_arm
+from benchmarks.evolve import SEED, race_arm, train_finals
 from benchmarks.hpo_arm import HyperbandArm
 from benchmarks.race_evorec import EvorecArm
 from offline_agent.evaluator import EvaluationConfig
@@ -53,3 +53,25 @@ def test_an_arm_spends_its_budget_trains_its_finals_and_resumes_without_repeatin
     again = race_arm(name, build(), folder, budget, evaluation, RUNGS.final_epochs, time.monotonic() + 900)
     assert again["evaluations"] == figures["evaluations"] and again["cpu_seconds"] == figures["cpu_seconds"]
     assert json.loads((folder / "finals.json").read_text()) == recorded  # nothing trained twice
+
+
+def test_a_finalist_another_arm_finished_is_shared_not_trained_again(tmp_path):
+    """The HPO arms can pick the same program: the second takes the first's finished record (same program,
+    seed and data), marked with who trained it; an unfinished twin is no use."""
+    from offline_agent.evaluator import content_key
+
+    sources = dict(load_candidate(SEED).sources)
+    key = content_key(sources)
+    optuna_folder, random_folder = tmp_path / "optuna", tmp_path / "random"
+    optuna_folder.mkdir()
+    random_folder.mkdir()
+    finished = {"finished": True, "stopped": "patience", "valid_ndcg10": 0.139, "test_ndcg10": 0.1311, "epochs": 85}
+    (optuna_folder / "finals.json").write_text(json.dumps({key: {**finished, "finished": False}}))
+    no_time = time.monotonic()  # a final that had to train would not start
+    evaluation = EvaluationConfig(dataset=str(tmp_path / "unused"))
+    assert train_finals(random_folder, [sources], evaluation, 200, no_time, [optuna_folder]) == {}
+
+    (optuna_folder / "finals.json").write_text(json.dumps({key: finished}))
+    shared = train_finals(random_folder, [sources], evaluation, 200, no_time, [optuna_folder])
+    assert shared == {key: {**finished, "trained_by": "optuna"}}
+    assert json.loads((random_folder / "finals.json").read_text()) == shared
