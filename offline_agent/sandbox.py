@@ -129,6 +129,10 @@ def _kill_members(path: Path) -> None:
         time.sleep(0.02)
 
 
+OUT_OF_MEMORY_SIGNS = ("MemoryError", "DefaultCPUAllocator: can't allocate memory")
+"""What Python and PyTorch print when an allocation is refused: the run ran out of memory, it did not crash."""
+
+
 class _Cgroups:
     """Per-run cgroup v1 ``pids`` and ``memory`` groups, when this machine lets us make them; named
     after the evaluating process, so that a later run can tell and sweep those it left behind."""
@@ -308,7 +312,7 @@ def run_sandboxed(
         return outcome(
             "out_of_disk", f"disk quota of {limits.disk_bytes / 2**30:g} GiB or {limits.max_files} files exceeded"
         )
-    if out_of_memory or "MemoryError" in stderr_tail or returncode == -signal.SIGKILL:
+    if out_of_memory or any(sign in stderr_tail for sign in OUT_OF_MEMORY_SIGNS) or returncode == -signal.SIGKILL:
         return outcome("out_of_memory", f"memory limit of {limits.memory_bytes / 2**30:g} GiB exceeded")
     if returncode != 0:
         return outcome("crashed", last_line or f"exited with code {returncode}")

@@ -112,6 +112,13 @@ def _hide(libc: Any, workdir: str, hidden: list[str]) -> bool:
     return True
 
 
+ADDRESS_SPACE_PER_MEMORY = 4
+"""Where a memory cgroup caps what is resident (and swapped), the address space is capped at this many times the
+memory limit, as a backstop: PyTorch reserves far more than it uses (allocator arenas, thread stacks, compile
+workers), and a long training hit an address-space cap equal to the memory limit while resident at half of it.
+Without a memory cgroup the address space is the only cap, at the memory limit itself."""
+
+
 def isolate(workdir: str, setup: dict[str, Any], hidden: list[str]) -> list[str]:
     """Join the run's cgroups, cap the address space, cut the network, make all but ``workdir``
     read-only, hide the ``hidden`` folders. Returns what applied; what the OS refuses is left to the
@@ -123,7 +130,9 @@ def isolate(workdir: str, setup: dict[str, Any], hidden: list[str]) -> list[str]
             handle.write(str(os.getpid()))
         applied.append("cgroup-" + os.path.basename(os.path.dirname(path)))
     memory, disk, files = int(setup["memory_bytes"]), int(setup["disk_bytes"]), int(setup["max_open_files"])
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    capped_by_cgroup = any(os.path.basename(os.path.dirname(path)) == "memory" for path in setup.get("cgroups", []))
+    address_space = memory * ADDRESS_SPACE_PER_MEMORY if capped_by_cgroup else memory
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     resource.setrlimit(resource.RLIMIT_FSIZE, (disk, disk))  # Python ignores SIGXFSZ: a write past it fails
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     files = files if hard == resource.RLIM_INFINITY else min(files, hard)
@@ -286,8 +295,10 @@ def _enter_pid_namespace(libc: Any) -> list[str]:
                 os.close(int(fd))
     _, status = os.waitpid(child, 0)
     if os.WIFSIGNALED(status):
-        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-        os.kill(os.getpid(), os.WTERMSIG(status))
+        number = os.WTERMSIG(status)
+        if number != signal.SIGKILL:  # its handler cannot be set (the memory cgroup's OOM killer sends it)
+            signal.signal(number, signal.SIG_DFL)
+        os.kill(os.getpid(), number)
     os._exit(os.waitstatus_to_exitcode(status))
 
 

@@ -80,6 +80,23 @@ def test_a_memory_bomb_is_stopped_as_out_of_memory(tmp_path):
     assert outcome.status == "out_of_memory" and "2 GiB" in outcome.reason
 
 
+def test_address_space_reserved_beyond_the_memory_limit_is_no_failure_where_a_cgroup_caps_what_is_resident(tmp_path):
+    """PyTorch reserves far more address space than it uses; what counts is resident memory (the memory bomb above
+    is still stopped). Without a memory cgroup the address space is the only cap and stays at the limit."""
+    reserve = _write_result("{'reserved': len(__import__('mmap').mmap(-1, 3 * 2**30))}")  # 3 GiB, not touched
+    outcome = _run(tmp_path, reserve)
+    if "cgroup-memory" in outcome.isolation:
+        assert outcome.status == "ok" and outcome.output == {"reserved": 3 * 2**30}, outcome.reason
+    else:
+        assert outcome.status != "ok"
+
+
+def test_a_refused_torch_allocation_is_out_of_memory_not_a_crash(tmp_path):
+    source = 'raise RuntimeError("DefaultCPUAllocator: can\'t allocate memory: you tried to allocate 27983872 bytes")'
+    outcome = _run(tmp_path, source)
+    assert outcome.status == "out_of_memory" and "2 GiB" in outcome.reason
+
+
 def test_a_fork_bomb_is_contained(tmp_path):
     source = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     outcome = _run(tmp_path, source, SandboxLimits(wall_seconds=4, memory_bytes=2 * 2**30, max_processes=32))
