@@ -14,6 +14,10 @@ Three defects of apache-beam 2.77's translation (``apache_beam/runners/dask/tran
   different tasks, which "can cause failures and deadlocks").
 - What a DoFn emits from ``finish_bundle`` is lost: the bundle's outputs are collected before it runs.
 
+Beam's runner also leaves its ``distributed.Client`` open after the pipeline ends: when the cluster
+then shuts down, the client keeps trying to reconnect and prints a ``CancelledError`` traceback.
+:class:`ClosingResult` closes it once the pipeline has finished.
+
 No pipeline can avoid them (every multi-partition ParDo and every side input is exposed), so while
 :class:`DaskRunner` translates a pipeline it registers :class:`BundleParDo` for ``beam.ParDo`` in
 Beam's translation table: each bundle builds its own receivers and returns their contents after
@@ -34,6 +38,7 @@ import apache_beam as beam
 import dask.bag as db
 from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, _OutputHandler
 from apache_beam.runners.dask import dask_runner, transform_evaluator
+from apache_beam.runners.runner import PipelineState
 from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.transforms.window import WindowFn
 from dask.delayed import delayed
@@ -107,8 +112,19 @@ def run_bundle(
     return [output.value for output in receivers.values]
 
 
+class ClosingResult(dask_runner.DaskRunnerResult):  # type: ignore[misc]
+    """Beam's result, closing its client once the pipeline is done or failed (not on a mere timeout)."""
+
+    def wait_until_finish(self, duration: float | None = None) -> str:
+        try:
+            return str(super().wait_until_finish(duration))
+        finally:
+            if self.state in (PipelineState.DONE, PipelineState.FAILED):
+                self.client.close()
+
+
 class DaskRunner(dask_runner.DaskRunner):  # type: ignore[misc]
-    """Beam's DaskRunner, translating ParDos with :class:`BundleParDo`."""
+    """Beam's DaskRunner, translating ParDos with :class:`BundleParDo`; its result closes the client."""
 
     def run_pipeline(self, pipeline: beam.Pipeline, options: Any) -> Any:
         table = transform_evaluator.TRANSLATIONS
@@ -116,6 +132,7 @@ class DaskRunner(dask_runner.DaskRunner):  # type: ignore[misc]
             upstream = table[beam.ParDo]
             table[beam.ParDo] = BundleParDo
             try:
-                return super().run_pipeline(pipeline, options)
+                result = super().run_pipeline(pipeline, options)
             finally:
                 table[beam.ParDo] = upstream
+        return ClosingResult(result.client, result.futures)
