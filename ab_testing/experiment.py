@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -222,12 +224,22 @@ class ServedPolicy(InstrumentedPolicy):
     users to score are sorted by the length of the history the model reads (the trainer's length
     bucketing: a batch is padded to its longest history, so batches of like lengths waste little)
     and go in batches of ``SCORING_CHUNK``; latency is recorded per scored request (its share of the
-    batch).
+    batch). A SASRec's batches run on ``workers`` threads (default: torch's thread count), each with
+    one torch thread while they run: on 2 cores, two batches side by side beat one batch on two
+    intra-op threads (causal attention over 200 positions: 1.64 against 1.4 times one thread).
     """
 
-    def __init__(self, model: LoadedModel, source_user: np.ndarray, catalog: ItemCatalog, slate_size: int) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        source_user: np.ndarray,
+        catalog: ItemCatalog,
+        slate_size: int,
+        workers: int | None = None,
+    ) -> None:
         super().__init__(catalog, slate_size)
         self.model = model
+        self.workers = workers or torch.get_num_threads()
         self.source_user = source_user
         self.incremental = IncrementalScorer.attach(model)
         self._score: Callable[[np.ndarray, list[np.ndarray]], torch.Tensor] = (
@@ -242,15 +254,36 @@ class ServedPolicy(InstrumentedPolicy):
         lengths = np.fromiter((len(history) for history in histories), dtype=np.int64, count=len(histories))
         stale = np.flatnonzero(self._scored_length[users] != lengths)
         stale = stale[np.argsort(np.minimum(lengths[stale], self.model.manifest.max_len), kind="stable")]
-        for start in range(0, len(stale), SCORING_CHUNK):
-            rows = stale[start : start + SCORING_CHUNK]
-            began = time.perf_counter()
-            batch = [histories[row] for row in rows.tolist()]
-            top = masked_top_k(self._score(users[rows], batch), batch, self.slate_size)
-            self._cached[users[rows], : top.indices.shape[1]] = top.indices.numpy()
-            self.latencies_ms.extend([(time.perf_counter() - began) * 1000 / len(rows)] * len(rows))
-            self._scored_length[users[rows]] = lengths[rows]
+        chunks = [stale[start : start + SCORING_CHUNK] for start in range(0, len(stale), SCORING_CHUNK)]
+        score = partial(self._score_chunk, users, histories, lengths)
+        if self.incremental is None or self.workers < 2 or len(chunks) < 2:  # an exported program: one at a time
+            for rows in chunks:
+                score(rows)
+        else:
+            with _one_torch_thread(), ThreadPoolExecutor(self.workers) as pool:
+                list(pool.map(score, chunks))
         return self._cached[users].copy()
+
+    def _score_chunk(
+        self, users: np.ndarray, histories: list[np.ndarray], lengths: np.ndarray, rows: np.ndarray
+    ) -> None:
+        began = time.perf_counter()
+        batch = [histories[row] for row in rows.tolist()]
+        top = masked_top_k(self._score(users[rows], batch), batch, self.slate_size)
+        self._cached[users[rows], : top.indices.shape[1]] = top.indices.numpy()
+        self.latencies_ms.extend([(time.perf_counter() - began) * 1000 / len(rows)] * len(rows))
+        self._scored_length[users[rows]] = lengths[rows]
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Torch ops run on their calling thread meanwhile (the process's intra-op setting, restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

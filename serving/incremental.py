@@ -18,6 +18,7 @@ full, with nothing cached.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -107,7 +108,8 @@ class IncrementalScorer:
     """Scores of one served SASRec, each user's keys and values kept for the next request.
 
     Keys identify users; a key's history may only grow by appending (the simulation's histories
-    do), so a cached key whose history is one item longer is scored from its cache. Memory: per
+    do), so a cached key whose history is one item longer is scored from its cache. Threads may score
+    batches side by side when no key is in two of them at once. Memory: per
     cached user and position, ``4 X blocks X D`` bytes per key and value (ML-1M's SASRec: 1 KiB).
 
     Example::
@@ -120,7 +122,8 @@ class IncrementalScorer:
         self.weights = weights
         # key -> (blocks*2 X heads X room X D/heads keys and values per position, positions filled)
         self._cache: dict[int, tuple[torch.Tensor, int]] = {}
-        self._room: torch.Tensor | None = None
+        self._local = threading.local()  # each thread's workspace: batches of other users score side by side
+        self._counting = threading.Lock()
         self.steps = 0  # requests scored from the cache (one new position)
         self.full = 0  # requests scored over their whole history
 
@@ -168,8 +171,9 @@ class IncrementalScorer:
             last[rows] = self._step(keys[rows], [int(histories[row][-1]) for row in rows.tolist()], cached[rows])
         for key in keys[~fits].tolist():
             self._cache.pop(key, None)
-        self.steps += int(step.sum())
-        self.full += int((~step).sum())
+        with self._counting:
+            self.steps += int(step.sum())
+            self.full += int((~step).sum())
         return F.layer_norm(last, (self.weights.dim,), *self.weights.final_norm) @ self.weights.items.T
 
     def _full(self, keys: np.ndarray, histories: list[np.ndarray], keep: bool) -> torch.Tensor:
@@ -243,10 +247,12 @@ class IncrementalScorer:
         return room
 
     def _workspace(self, batch: int, shape: torch.Size) -> torch.Tensor:
-        """A reused ``B X blocks*2 X heads X max_len X D/heads`` buffer: no fresh pages for every batch."""
-        if self._room is None or self._room.shape[0] < batch:
-            self._room = torch.zeros(batch, shape[0], shape[1], self.weights.max_len, shape[3])
-        return self._room[:batch]
+        """This thread's reused ``B X blocks*2 X heads X max_len X D/heads`` buffer: no fresh pages for every
+        batch."""
+        room: torch.Tensor | None = getattr(self._local, "room", None)
+        if room is None or room.shape[0] < batch:
+            room = self._local.room = torch.zeros(batch, shape[0], shape[1], self.weights.max_len, shape[3])
+        return room[:batch]
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """``B X L X D`` -> ``B X heads X L X D/heads``."""

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from pydantic import ValidationError
 
 from ab_testing.analysis import analyse, planned_users_per_arm
@@ -201,8 +202,9 @@ def test_a_served_arm_scores_a_user_again_only_when_their_history_grew(prepared_
     np.testing.assert_array_equal(after[1:], first[1:10])
 
 
+@pytest.mark.parametrize("workers", [1, 2])  # 2: batches of a day scored on two threads side by side
 def test_cached_and_incremental_slates_are_the_slates_of_scoring_every_user_every_day(
-    prepared_small, models, truth, sequences
+    prepared_small, models, truth, sequences, workers
 ):
     from ab_testing.experiment import ServedPolicy
     from ab_testing.population import Population, PopulationConfig, simulate
@@ -232,13 +234,15 @@ def test_cached_and_incremental_slates_are_the_slates_of_scoring_every_user_ever
     cached: list[ServedPolicy] = []
 
     def cached_policy(model, population):
-        cached.append(ServedPolicy(model, population.source_user, catalog, config.slate_size))
+        cached.append(ServedPolicy(model, population.source_user, catalog, config.slate_size, workers))
         return cached[-1]
 
     def every_user(model, population):
         return lambda users, histories: top_k(model, population.source_user[users], histories, 10).indices.numpy()
 
+    threads = torch.get_num_threads()
     fast, reference = served_days(cached_policy), served_days(every_user)
+    assert torch.get_num_threads() == threads  # the workers' one-thread setting is undone
     assert len(fast) == len(reference) == config.pre_period_days + 2 * config.days  # pre-period: the control only
     for (users, slates), (users_again, slates_again) in zip(fast, reference, strict=True):
         np.testing.assert_array_equal(users, users_again)
