@@ -15,10 +15,11 @@ convergence from their checkpoints; the best of them on validation is the arm's 
 NDCG@10 (computed once, never ranked on) is the arm's figure.
 
 Resumable: everything lives under ``benchmarks/state/race_<dataset>/`` (the evolution database, the Optuna
-studies, each arm's ``finals.json``: committed; the candidates' checkpoints: on this machine only, a few
-MB each); an invocation spends at most ``--budget-seconds`` of wall time and the next goes on. A
-checkpoint that is missing (another machine) is trained again from scratch, its time counted. Once every
-final has finished, only the finals' checkpoints are kept.
+studies, each arm's ``finals.json``: committed; the candidates' checkpoints: ignored by git, a few MB each);
+an invocation spends at most ``--budget-seconds`` of wall time and the next goes on. A checkpoint that is
+missing (another machine) is trained again from scratch, its time counted, so the checkpoints of finals
+still training are committed by hand (``git add -f``) where the next invocation may run on another machine.
+Once every final has finished, only the finals' checkpoints are kept.
 
     python benchmarks/evolve.py --dataset ml-1m --cpu-budget 7200 --budget-seconds 3600   # -> evolve_ml1m.json
     python benchmarks/evolve.py --dataset ml-latest-small --cpu-budget 300 --rungs 1,2 --final-epochs 4  # fast

@@ -23,7 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks.arms import TopRung
-from offline_agent.evaluator import EvaluationConfig, EvaluationOutcome, evaluate_candidate
+from offline_agent.evaluator import EvaluationConfig, EvaluationOutcome, content_key, evaluate_candidate
 from offline_agent.rungs import RungConfig, kendall_tau
 from offline_agent.search_space import declared_space, with_values
 from recsys.evaluation import SELECTION_METRIC
@@ -122,8 +122,16 @@ class HyperbandArm:
         return sorted(reached, key=rank, reverse=True)
 
     def finalists(self) -> list[dict[str, str]]:
-        """The top ``finals`` configurations' code."""
-        return [self._sources(t.params) for t in self._ranked()[: self.rungs.finals]]
+        """The top ``finals`` distinct configurations' code. Trials can repeat a configuration (Hyperband's
+        brackets, and TPE's seeded start, drew ML-1M's best three times): a repeat is the same program, so
+        counting it again would leave the arm short of finalists and its finals never done."""
+        distinct: dict[str, dict[str, str]] = {}
+        for trial in self._ranked():
+            if len(distinct) == self.rungs.finals:
+                break
+            sources = self._sources(trial.params)
+            distinct.setdefault(content_key(sources), sources)
+        return list(distinct.values())
 
     def best(self) -> TopRung | None:
         """The best trial at the highest rung reached, with the test NDCG@10 measured at that rung."""

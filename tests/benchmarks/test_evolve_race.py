@@ -75,3 +75,29 @@ def test_a_finalist_another_arm_finished_is_shared_not_trained_again(tmp_path):
     shared = train_finals(random_folder, [sources], evaluation, 200, no_time, [optuna_folder])
     assert shared == {key: {**finished, "trained_by": "optuna"}}
     assert json.loads((random_folder / "finals.json").read_text()) == shared
+
+
+def test_hpo_finalists_are_distinct_programs_best_first(tmp_path):
+    """A configuration drawn again (ML-1M's best was three of optuna's top trials) is one finalist, not three."""
+    from offline_agent.evaluator import content_key
+
+    rungs = RungConfig(epochs=(1, 2), promote_fraction=0.5, finals=3, final_epochs=3)
+    evaluation = EvaluationConfig(dataset=str(tmp_path / "unused"))
+    sources = dict(load_candidate(SEED).sources)
+    arm = HyperbandArm("optuna", optuna.samplers.RandomSampler(0), sources, evaluation, rungs, tmp_path / "optuna")
+    distributions = arm._distributions()
+    first, second, third = ({key: arm.study.ask(distributions).params[key] for key in distributions} for _ in range(3))
+    for trial in list(arm.study.get_trials()):
+        arm.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    for params, values in [(first, {1: 0.05, 2: 0.10}), (first, {1: 0.10, 2: 0.12}), (first, {1: 0.04, 2: 0.09}),
+                           (second, {1: 0.03, 2: 0.08}), (third, {1: 0.02})]:  # fmt: skip
+        arm.study.add_trial(
+            optuna.trial.create_trial(
+                params=params, distributions=distributions, intermediate_values=values, value=values[max(values)]
+            )
+        )
+
+    finalists = arm.finalists()
+    assert [content_key(code) for code in finalists] == [
+        content_key(arm._sources(params)) for params in (first, second, third)
+    ]
