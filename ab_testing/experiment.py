@@ -226,7 +226,8 @@ class ServedPolicy(InstrumentedPolicy):
     and go in batches of ``SCORING_CHUNK``; latency is recorded per scored request (its share of the
     batch). A SASRec's batches run on ``workers`` threads (default: torch's thread count), each with
     one torch thread while they run: on 2 cores, two batches side by side beat one batch on two
-    intra-op threads (causal attention over 200 positions: 1.64 against 1.4 times one thread).
+    intra-op threads, since causal attention over 200 positions gains little from a second intra-op
+    thread (see ``benchmarks/ab_simulation.py``).
     """
 
     def __init__(
