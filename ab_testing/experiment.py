@@ -227,7 +227,8 @@ class ServedPolicy(InstrumentedPolicy):
     batch). A SASRec's batches run on ``workers`` threads (default: torch's thread count), each with
     one torch thread while they run: on 2 cores, two batches side by side beat one batch on two
     intra-op threads, since causal attention over 200 positions gains little from a second intra-op
-    thread (see ``benchmarks/ab_simulation.py``).
+    thread (see ``benchmarks/ab_simulation.py``). The threads are the policy's for its lifetime, so each
+    keeps its scoring workspace from one day to the next instead of allocating it again.
     """
 
     def __init__(
@@ -250,6 +251,7 @@ class ServedPolicy(InstrumentedPolicy):
         )  # chosen once: the program in full, or the cached keys and values
         self._scored_length = np.full(len(source_user), -1, dtype=np.int64)  # history length of the cached slate
         self._cached = np.zeros((len(source_user), slate_size), dtype=np.int64)
+        self._pool: ThreadPoolExecutor | None = None  # started at the first day with batches to run side by side
 
     def _slates(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
         lengths = np.fromiter((len(history) for history in histories), dtype=np.int64, count=len(histories))
@@ -261,8 +263,10 @@ class ServedPolicy(InstrumentedPolicy):
             for rows in chunks:
                 score(rows)
         else:
-            with _one_torch_thread(), ThreadPoolExecutor(self.workers) as pool:
-                list(pool.map(score, chunks))
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="evorec-served-policy")
+            with _one_torch_thread():  # the pool's threads start, and take torch's thread count, in here
+                list(self._pool.map(score, chunks))
         return self._cached[users].copy()
 
     def _score_chunk(

@@ -204,8 +204,10 @@ def test_a_served_arm_scores_a_user_again_only_when_their_history_grew(prepared_
 
 @pytest.mark.parametrize("workers", [1, 2])  # 2: batches of a day scored on two threads side by side
 def test_cached_and_incremental_slates_are_the_slates_of_scoring_every_user_every_day(
-    prepared_small, models, truth, sequences, workers
+    prepared_small, models, truth, sequences, workers, monkeypatch
 ):
+    import threading
+
     from ab_testing.experiment import ServedPolicy
     from ab_testing.population import Population, PopulationConfig, simulate
     from recsys.evaluation import ItemCatalog
@@ -232,6 +234,15 @@ def test_cached_and_incremental_slates_are_the_slates_of_scoring_every_user_ever
         return calls
 
     cached: list[ServedPolicy] = []
+    scoring_threads: dict[int, set[str]] = {}  # policy -> the threads its batches ran on, over all days
+    score_chunk = ServedPolicy._score_chunk
+
+    def recorded_chunk(self, *args):
+        scoring_threads.setdefault(id(self), set()).add(threading.current_thread().name)
+        score_chunk(self, *args)
+
+    monkeypatch.setattr(ServedPolicy, "_score_chunk", recorded_chunk)
+    monkeypatch.setattr("ab_testing.experiment.SCORING_CHUNK", 16)  # a day's few hundred users: several batches
 
     def cached_policy(model, population):
         cached.append(ServedPolicy(model, population.source_user, catalog, config.slate_size, workers))
@@ -250,5 +261,9 @@ def test_cached_and_incremental_slates_are_the_slates_of_scoring_every_user_ever
     visits = sum(len(users) for users, _ in fast)
     scored = sum(len(policy.latencies_ms) for policy in cached)
     assert 0 < scored < visits  # the cache served the users whose history had not grown
-    [sasrec] = [policy.incremental for policy in cached if policy.incremental is not None]  # mf_bpr: its program
+    [sasrec_policy] = [policy for policy in cached if policy.incremental is not None]  # mf_bpr: its program
+    sasrec = sasrec_policy.incremental
+    assert sasrec is not None
     assert sasrec.steps > 0  # histories grown by one item were scored from the transformer's cache
+    side_by_side = scoring_threads[id(sasrec_policy)] - {threading.main_thread().name}
+    assert len(side_by_side) == (workers if workers > 1 else 0)  # the same threads (and workspaces) every day
