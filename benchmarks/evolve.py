@@ -12,7 +12,10 @@ Every candidate of every arm is trained by the same sandboxed, judged evaluator 
 run side by side, a thread each, so load from other work on the machine falls on all alike. When an arm
 has spent its budget, its top ``--finals`` (highest rung reached, then validation) are trained to
 convergence from their checkpoints; the best of them on validation is the arm's result, and its test
-NDCG@10 (computed once, never ranked on) is the arm's figure.
+NDCG@10 (computed once, never ranked on) is the arm's figure. The finals of all arms share
+``--final-workers`` sandboxes (default: one per arm, as many as selection runs): an arm whose finals are
+done leaves its worker to another arm's next final, so the slowest arm's finals train side by side rather
+than one after another while cores idle.
 
 Resumable: everything lives under ``benchmarks/state/race_<dataset>/`` (the evolution database, the Optuna
 studies, each arm's ``finals.json``: committed; the candidates' checkpoints: ignored by git, a few MB each);
@@ -31,9 +34,10 @@ import argparse
 import json
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -64,45 +68,59 @@ def train_finals(
     final_epochs: int,
     deadline: float,
     twins: Sequence[Path] = (),
+    workers: Executor | None = None,
 ) -> dict[str, Any]:
     """Train each finalist on towards convergence until ``deadline`` (monotonic), from its kept checkpoint;
     the record in ``folder/finals.json`` says which finished, with what, in how many seconds.
 
-    A finalist that another arm (``twins``: their folders) has already trained to the end is the same program
-    with the same seed and data: its record is taken, marked ``trained_by``, instead of training it again."""
+    The finalists go to ``workers`` in their order (best first) and train side by side as its workers allow
+    (without: one after another, here). A finalist that another arm (``twins``: their folders) has already
+    trained to the end is the same program with the same seed and data: its record is taken, marked
+    ``trained_by``, instead of training it again."""
     from offline_agent.evaluator import content_key
     from offline_agent.multifidelity import train_on
 
     path = folder / FINALS
     record = _finals_of(folder)
-    for sources in finalists:
+    recording = threading.Lock()  # finalists of this arm finish on several threads; the file holds them all
+
+    def note(key: str, entry: dict[str, Any]) -> None:
+        with recording:
+            record[key] = entry
+            _write_atomically(path, record)
+
+    def train(sources: dict[str, str]) -> None:
         key = content_key(sources)
         before = record.get(key, {})
         if before.get("finished"):
-            continue
+            return
         shared = _finished_by_twin(key, twins)
         if shared is not None:
-            record[key] = shared
-            _write_atomically(path, record)
-            continue
+            note(key, shared)
+            return
         trained = train_on(sources, evaluation, final_epochs, final=True, deadline=deadline)
         if trained is None:  # too little time left for this invocation
-            continue
+            return
         outcome, spent = trained
-        seconds = before.get("seconds", 0.0) + spent
+        seconds = round(before.get("seconds", 0.0) + spent, 1)
         if outcome.status != "evaluated" or not outcome.valid or not outcome.test:
-            record[key] = {"finished": False, "reason": outcome.reason, "seconds": round(seconds, 1)}
-        else:
-            record[key] = {
-                "finished": outcome.stopped in ("patience", "epochs"),
-                "stopped": outcome.stopped,
-                "valid_ndcg10": round(outcome.valid["ndcg@10"], 4),
-                "test_ndcg10": round(outcome.test["ndcg@10"], 4),
-                "epochs": len(outcome.history),
-                "best_epoch": outcome.best_epoch,
-                "seconds": round(seconds, 1),
-            }
-        _write_atomically(path, record)
+            note(key, {"finished": False, "reason": outcome.reason, "seconds": seconds})
+            return
+        note(key, {
+            "finished": outcome.stopped in ("patience", "epochs"),
+            "stopped": outcome.stopped,
+            "valid_ndcg10": round(outcome.valid["ndcg@10"], 4),
+            "test_ndcg10": round(outcome.test["ndcg@10"], 4),
+            "epochs": len(outcome.history),
+            "best_epoch": outcome.best_epoch,
+            "seconds": seconds,
+        })  # fmt: skip
+
+    if workers is None:
+        for sources in finalists:
+            train(sources)
+    else:
+        list(workers.map(train, finalists))
     return record
 
 
@@ -135,14 +153,19 @@ def race_arm(
     final_epochs: int,
     deadline: float,
     twins: Sequence[Path] = (),
+    final_workers: Executor | None = None,
 ) -> dict[str, Any]:
-    """Selection until the arm's CPU budget is spent (or this invocation's time), then its finals (a finalist
-    another arm of ``twins`` finished is shared, not trained twice)."""
+    """Selection until the arm's CPU budget is spent (or this invocation's time), then its finals on
+    ``final_workers`` (a finalist another arm of ``twins`` finished is shared, not trained twice)."""
     while arm.cpu_seconds() < budget and time.monotonic() < deadline:
         arm.step()
         print(f"{name}: {arm.evaluations()} evaluations, {arm.cpu_seconds():.0f} of {budget:.0f} CPU-s", flush=True)
     selected = arm.cpu_seconds() >= budget
-    finals = train_finals(folder, arm.finalists(), evaluation, final_epochs, deadline, twins) if selected else {}
+    finals = (
+        train_finals(folder, arm.finalists(), evaluation, final_epochs, deadline, twins, final_workers)
+        if selected
+        else {}
+    )
     finished = [f for f in finals.values() if f.get("finished")]
     done = selected and len(finished) == len(arm.finalists()) > 0
     best = max(finished, key=lambda f: f["valid_ndcg10"]) if done else None
@@ -168,9 +191,14 @@ def main() -> None:
     parser.add_argument(
         "--final-epochs", type=int, default=200, help="the finals' epoch cap (early stopping ends them)"
     )
+    parser.add_argument(
+        "--final-workers", type=int, help="finals trained at once, all arms together (default: one per arm)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arms", default=",".join(ARMS), help="which arms to run (all three for the result)")
     args = parser.parse_args()
+    if args.final_workers is not None and args.final_workers < 1:
+        parser.error(f"--final-workers must be at least 1, got {args.final_workers}")
     deadline = time.monotonic() + args.budget_seconds
     state = ROOT / "state" / f"race_{args.dataset}"
     race = {"cpu_budget": args.cpu_budget, "rungs": [int(e) for e in args.rungs.split(",")], "seed": args.seed}
@@ -212,7 +240,8 @@ def _race(args: argparse.Namespace, state: Path, race: dict[str, Any], deadline:
 
     warm_up(evaluation)  # one-time loading, charged to no arm
     arms = {name: arm(name) for name in ARMS if name in args.arms.split(",")}
-    with ThreadPoolExecutor(max_workers=len(arms)) as pool:
+    final_workers = ThreadPoolExecutor(max_workers=args.final_workers or len(arms), thread_name_prefix="final")
+    with final_workers, ThreadPoolExecutor(max_workers=len(arms)) as pool:
         futures = {
             name: pool.submit(
                 race_arm,
@@ -224,6 +253,7 @@ def _race(args: argparse.Namespace, state: Path, race: dict[str, Any], deadline:
                 rungs.final_epochs,
                 deadline,
                 [state / other for other in arms if other != name],
+                final_workers,
             )
             for name, (built, config) in arms.items()
         }

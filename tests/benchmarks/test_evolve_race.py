@@ -77,6 +77,37 @@ def test_a_finalist_another_arm_finished_is_shared_not_trained_again(tmp_path):
     assert json.loads((random_folder / "finals.json").read_text()) == shared
 
 
+def test_an_arms_finalists_train_side_by_side_on_the_shared_workers(prepared_small, tmp_path, monkeypatch):
+    """The race's last arm must not train its finals one after another while the other arms' workers idle:
+    both finalists train at once on two workers, and the arm's record keeps both."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from offline_agent import multifidelity
+    from offline_agent.evaluator import content_key
+
+    evaluation = _evaluation(prepared_small, tmp_path)
+    seed = dict(load_candidate(SEED).sources)
+    finalists = [seed, {**seed, "optim": seed["optim"] + "\n# the second finalist\n"}]
+    spans: list[tuple[float, float]] = []
+    train_on = multifidelity.train_on
+
+    def timed(*args, **kwargs):
+        began = time.monotonic()
+        trained = train_on(*args, **kwargs)
+        spans.append((began, time.monotonic()))
+        return trained
+
+    monkeypatch.setattr(multifidelity, "train_on", timed)
+    (tmp_path / "evorec").mkdir()
+    with ThreadPoolExecutor(2) as workers:
+        record = train_finals(tmp_path / "evorec", finalists, evaluation, 2, time.monotonic() + 900, (), workers)
+    first, second = sorted(spans)
+    assert second[0] < first[1]  # the second began before the first ended
+    assert set(record) == {content_key(code) for code in finalists}
+    assert all(final["finished"] and final["epochs"] <= 2 for final in record.values()), record
+    assert json.loads((tmp_path / "evorec" / "finals.json").read_text()) == record
+
+
 def test_hpo_finalists_are_distinct_programs_best_first(tmp_path):
     """A configuration drawn again (ML-1M's best was three of optuna's top trials) is one finalist, not three."""
     from offline_agent.evaluator import content_key
