@@ -293,6 +293,24 @@ def _stage(
 KILLED_FROM_OUTSIDE = ("timeout", "out_of_memory")
 
 
+def killed_from_outside(outcome: EvaluationOutcome) -> bool:
+    """Whether the evaluation failed because its sandbox was stopped at a limit (wall clock, memory), not
+    because the candidate or the judge refused it: the failures a kept checkpoint survives."""
+    return outcome.status == "failed" and (outcome.reason or "").split(":", 1)[0] in KILLED_FROM_OUTSIDE
+
+
+def kept_epochs(sources: dict[str, str], config: EvaluationConfig) -> int:
+    """Epochs the checkpoint kept for ``sources`` under ``config.checkpoint_dir`` holds (the judge's record
+    beside it, written here, never by the candidate); 0 without one."""
+    if not config.checkpoint_dir:
+        return 0
+    judged = Path(config.checkpoint_dir) / content_key(sources) / JUDGED
+    try:
+        return len(json.loads(judged.read_text())["history"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def _saved_as_judged(folder: Path, judge: Judge, status: str) -> bool:
     """Whether a run killed from outside left a checkpoint of the epochs the judge scored: its note of the saved
     epoch (written after both model files) names the judge's last epoch and best epoch. A kill between the

@@ -14,7 +14,14 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from offline_agent.evaluator import EvaluationConfig, EvaluationOutcome, evaluate_candidate
+from offline_agent.evaluator import (
+    EvaluationConfig,
+    EvaluationOutcome,
+    content_key,
+    evaluate_candidate,
+    kept_epochs,
+    killed_from_outside,
+)
 from offline_agent.program_db import ProgramDatabase, RungResult
 from offline_agent.rungs import Fidelity, RungConfig, finalists, promotions, proxy_fidelity
 
@@ -134,8 +141,11 @@ def train_on(
 
     A rung below the finals is one invocation. A final goes on over as many invocations as its per-invocation time
     budget needs (each resumes from the checkpoint the last one kept), until early stopping, the epoch cap or a
-    failure ends it. With a monotonic ``deadline``, each invocation's ``train_seconds`` is the time left before it
-    less ``config.overhead_seconds``, and none starts with under ``MIN_TRAIN_SECONDS`` left.
+    failure ends it. A final its sandbox stopped at a limit (wall clock, memory: a slow leak in candidate code
+    shows only after hours) after keeping more epochs goes on too, from its checkpoint, in a fresh process; one
+    stopped with nothing more kept, or failed otherwise, ends. With a monotonic ``deadline``, each invocation's
+    ``train_seconds`` is the time left before it less ``config.overhead_seconds``, and none starts with under
+    ``MIN_TRAIN_SECONDS`` left.
 
     Returns:
         The last invocation's outcome and the wall seconds of all of them; None when the deadline left too little
@@ -150,8 +160,12 @@ def train_on(
             if remaining < MIN_TRAIN_SECONDS:
                 break
             config = config.model_copy(update={"train_seconds": remaining})
+        kept = kept_epochs(sources, config)
         outcome = evaluate_candidate(sources, config)
         seconds += outcome.seconds
+        if final and killed_from_outside(outcome) and kept_epochs(sources, config) > kept:
+            log.warning("final %s: %s; going on from its checkpoint", content_key(sources), outcome.reason)
+            continue
         if not final or outcome.status == "failed" or outcome.stopped != "budget":
             break
     return None if outcome is None else (outcome, seconds)

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from offline_agent.evaluator import EvaluationConfig, content_key, evaluate_candidate
+from offline_agent.evaluator import (
+    EvaluationConfig,
+    EvaluationOutcome,
+    content_key,
+    evaluate_candidate,
+    kept_epochs,
+    killed_from_outside,
+)
+from offline_agent.multifidelity import train_on
 from recsys.candidate import load_candidate
 from recsys.heldout import Judge
 
@@ -50,18 +59,25 @@ def test_a_run_that_fails_leaves_the_kept_checkpoint_as_it_was(prepared_small, s
     assert kept.read_bytes() == before
 
 
-def test_a_training_killed_at_its_wall_limit_keeps_the_epochs_the_judge_scored(prepared_small, seeds_dir, tmp_path):
-    """A final stopped by its sandbox's wall limit keeps its training: the next invocation goes on from it."""
+def _stalling(seeds_dir: Path, saved_epochs: int) -> dict[str, str]:
+    """mf_bpr that, in the first invocation of its training only, hangs before a batch once it has saved
+    ``saved_epochs`` epochs: as a sandbox stopped at a limit (wall clock, memory) is killed."""
     sources = dict(load_candidate(seeds_dir / "mf_bpr").sources)
     sources["loss"] = (
         "import json as _json, pathlib as _pathlib, time as _time\n"
         "_NOTE = _pathlib.Path('checkpoint/saved_epoch.json')\n"
         "_START = _json.loads(_NOTE.read_text())['epoch'] if _NOTE.exists() else 0\n"
-        "def _stall_after_a_saved_epoch():  # in the invocation asked for 3 epochs: hangs once epoch 1 is saved\n"
-        "    if _json.loads(_pathlib.Path('job.json').read_text())['max_epochs'] == 3 and _NOTE.exists():\n"
-        "        if _json.loads(_NOTE.read_text())['epoch'] > _START:\n"
-        "            _time.sleep(3600)\n"
-    ) + sources["loss"].replace("states = model(batch)", "_stall_after_a_saved_epoch()\n        states = model(batch)")
+        "def _stall():\n"
+        "    saved = _json.loads(_NOTE.read_text())['epoch'] if _NOTE.exists() else 0\n"
+        f"    if _START == 0 and saved >= {saved_epochs}:\n"
+        "        _time.sleep(3600)\n"
+    ) + sources["loss"].replace("states = model(batch)", "_stall()\n        states = model(batch)")
+    return sources
+
+
+def test_a_training_killed_at_its_wall_limit_keeps_the_epochs_the_judge_scored(prepared_small, seeds_dir, tmp_path):
+    """A final stopped by its sandbox's wall limit keeps its training: the next invocation goes on from it."""
+    sources = _stalling(seeds_dir, saved_epochs=1)
     stalled = _config(prepared_small, tmp_path, epochs=3).model_copy(
         update={"train_seconds": 40, "overhead_seconds": 40, "smoke": False}
     )
@@ -74,6 +90,51 @@ def test_a_training_killed_at_its_wall_limit_keeps_the_epochs_the_judge_scored(p
     resumed = evaluate_candidate(sources, _config(prepared_small, tmp_path, epochs=2))
     assert resumed.status == "evaluated", resumed.reason
     assert [h["epoch"] for h in resumed.history] == [1, 2]  # epoch 1 came from the killed invocation
+
+
+def test_a_final_killed_after_keeping_an_epoch_goes_on_from_it_in_the_same_call(prepared_small, seeds_dir, tmp_path):
+    """A final whose sandbox is stopped at a limit after saving epochs (a slow leak in candidate code shows
+    only hours in) trains on at once in a fresh sandbox, not one invocation of the run later."""
+    sources = _stalling(seeds_dir, saved_epochs=1)
+    config = _config(prepared_small, tmp_path, epochs=3)
+    trained = train_on(sources, config.model_copy(update={"train_seconds": 40, "overhead_seconds": 40}), 3, final=True)
+    assert trained is not None
+    outcome, seconds = trained
+    assert outcome.status == "evaluated", outcome.reason
+    assert [h["epoch"] for h in outcome.history] == [1, 2, 3] and outcome.stopped == "epochs"
+    assert seconds >= 80  # the killed sandbox's wall limit is counted
+
+
+def test_a_final_killed_with_nothing_more_kept_or_a_rung_killed_ends(prepared_small, seeds_dir, tmp_path):
+    """No epoch saved before the kill: training on would only be killed again, so the failure stands; a rung
+    below the finals is one invocation whatever stopped it."""
+    limits = {"train_seconds": 20, "overhead_seconds": 30}
+    config = _config(prepared_small, tmp_path, epochs=2).model_copy(update=limits)
+    for saved_epochs, final in ((0, True), (1, False)):
+        trained = train_on(_stalling(seeds_dir, saved_epochs), config, 2, final=final)
+        assert trained is not None
+        outcome, seconds = trained
+        assert killed_from_outside(outcome), outcome.reason
+        assert seconds < 100  # one sandbox of a 50 s wall limit, not two
+
+
+def test_only_a_stop_at_a_limit_counts_as_killed_from_outside_and_kept_epochs_reads_the_judges_record(tmp_path):
+    assert killed_from_outside(EvaluationOutcome("failed", "train", "out_of_memory: memory limit of 8 GiB exceeded"))
+    assert killed_from_outside(EvaluationOutcome("failed", "train", "timeout: wall-clock limit of 80 s exceeded"))
+    assert not killed_from_outside(EvaluationOutcome("failed", "train", "integrity: timeout: the lists were late"))
+    assert not killed_from_outside(EvaluationOutcome("failed", "train", "crashed: RuntimeError: hostile candidate"))
+    assert not killed_from_outside(EvaluationOutcome("evaluated", "train", None))
+
+    sources = {"model": "x", "loss": "y"}
+    config = EvaluationConfig(dataset="unused", checkpoint_dir=str(tmp_path))
+    assert kept_epochs(sources, config) == 0
+    kept = tmp_path / content_key(sources)
+    kept.mkdir()
+    (kept / "judged.json").write_text(json.dumps({"history": [{"ndcg@10": 0.1}, {"ndcg@10": 0.2}]}))
+    assert kept_epochs(sources, config) == 2
+    assert kept_epochs(sources, config.model_copy(update={"checkpoint_dir": None})) == 0
+    (kept / "judged.json").write_text("{not json")
+    assert kept_epochs(sources, config) == 0
 
 
 def test_a_checkpoint_whose_note_is_behind_the_judge_is_not_kept_after_a_kill(tmp_path):

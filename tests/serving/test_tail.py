@@ -37,10 +37,14 @@ class SlowScorer(nn.Module):
 def _rounds_for(seconds: float, batch: int = 96) -> int:
     """Matrix products for a forward pass of about ``seconds`` on this machine (so fast machines wait too)."""
     weight, state = torch.randn(WIDTH, WIDTH) / WIDTH**0.5, torch.ones(batch, WIDTH)
-    began = time.perf_counter()
-    for _ in range(10):
-        state = torch.tanh(state @ weight)
-    return int(min(400, max(10, seconds * 10 / (time.perf_counter() - began))))
+    state = torch.tanh(state @ weight)  # the first product pays the math library's start-up
+    timings = []
+    for _ in range(3):  # the fastest of three: other work on the machine only makes scoring last longer
+        began = time.perf_counter()
+        for _ in range(10):
+            state = torch.tanh(state @ weight)
+        timings.append(time.perf_counter() - began)
+    return int(min(400, max(10, seconds * 10 / min(timings))))
 
 
 def test_health_answers_at_once_while_a_large_batch_is_scored(registry, catalog, tmp_path):
