@@ -103,14 +103,15 @@ def train_finals(
             return
         outcome, spent = trained
         seconds = round(before.get("seconds", 0.0) + spent, 1)
-        if outcome.status != "evaluated" or not outcome.valid or not outcome.test:
+        if outcome.status != "evaluated" or not outcome.valid:
             note(key, {"finished": False, "reason": outcome.reason, "seconds": seconds})
             return
         note(key, {
             "finished": outcome.stopped in ("patience", "epochs"),
             "stopped": outcome.stopped,
             "valid_ndcg10": round(outcome.valid["ndcg@10"], 4),
-            "test_ndcg10": round(outcome.test["ndcg@10"], 4),
+            # none for a final paused between a kill at its memory limit and its going on (see train_on)
+            "test_ndcg10": round(outcome.test["ndcg@10"], 4) if outcome.test else None,
             "epochs": len(outcome.history),
             "best_epoch": outcome.best_epoch,
             "seconds": seconds,

@@ -300,15 +300,35 @@ def killed_from_outside(outcome: EvaluationOutcome) -> bool:
 
 
 def kept_epochs(sources: dict[str, str], config: EvaluationConfig) -> int:
-    """Epochs the checkpoint kept for ``sources`` under ``config.checkpoint_dir`` holds (the judge's record
-    beside it, written here, never by the candidate); 0 without one."""
+    """Epochs the checkpoint kept for ``sources`` under ``config.checkpoint_dir`` holds; 0 without one."""
+    return len(_kept_record(sources, config))
+
+
+def _kept_record(sources: dict[str, str], config: EvaluationConfig) -> list[dict[str, float]]:
+    """The judge's validation metrics of each epoch the kept checkpoint holds (its record beside it, written here,
+    never by the candidate); empty without one."""
     if not config.checkpoint_dir:
-        return 0
+        return []
     judged = Path(config.checkpoint_dir) / content_key(sources) / JUDGED
     try:
-        return len(json.loads(judged.read_text())["history"])
+        history = json.loads(judged.read_text())["history"]
     except (OSError, ValueError, KeyError, TypeError):
-        return 0
+        return []
+    return history if isinstance(history, list) else []
+
+
+def judged_progress(sources: dict[str, str], config: EvaluationConfig, seconds: float) -> EvaluationOutcome | None:
+    """A training paused between sandboxes, as the judge recorded it beside the kept checkpoint: a ``budget``
+    stop with the best epoch's validation metrics and no test metrics (only a run that ends whole is tested);
+    None without a record. For a final whose sandbox was killed at a limit with more epochs kept, when no time
+    is left to go on: what it has is progress, not a failure."""
+    history = _kept_record(sources, config)
+    if not history:
+        return None
+    scores = [metrics[SELECTION_METRIC] for metrics in history]
+    best = history[scores.index(max(scores))]
+    curve = _judged_history(history, None)
+    return EvaluationOutcome("evaluated", "train", None, valid=best, history=curve, stopped="budget", seconds=seconds)
 
 
 def _saved_as_judged(folder: Path, judge: Judge, status: str) -> bool:
@@ -331,12 +351,12 @@ def _saved_as_judged(folder: Path, judge: Judge, status: str) -> bool:
     )
 
 
-def _judged_history(judge: Judge, claimed: Any) -> list[dict[str, Any]]:
-    """The training curve: the judge's validation metrics per epoch, with the trainer's own numbers
+def _judged_history(judged: list[dict[str, float]], claimed: Any) -> list[dict[str, Any]]:
+    """The training curve: the judge's validation metrics per epoch (``judged``), with the trainer's own numbers
     (loss, steps, seconds: not metrics) where it reported them."""
     lines = claimed if isinstance(claimed, list) else []
     history, best, best_epoch = [], float("-inf"), 0
-    for epoch, metrics in enumerate(judge.history, start=1):
+    for epoch, metrics in enumerate(judged, start=1):
         if metrics[SELECTION_METRIC] > best:
             best, best_epoch = metrics[SELECTION_METRIC], epoch
         line = lines[epoch - 1] if epoch <= len(lines) and isinstance(lines[epoch - 1], dict) else {}
@@ -472,7 +492,7 @@ def _cascade(sources: dict[str, str], config: EvaluationConfig) -> EvaluationOut
         None,
         valid=valid,
         test=test,
-        history=_judged_history(judge, result.get("history")),
+        history=_judged_history(judge.history, result.get("history")),
         stopped=result.get("stopped") if result.get("stopped") in ("budget", "epochs", "patience") else None,
         seconds=time.monotonic() - started,
         isolation=outcome.isolation,

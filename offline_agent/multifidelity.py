@@ -19,6 +19,7 @@ from offline_agent.evaluator import (
     EvaluationOutcome,
     content_key,
     evaluate_candidate,
+    judged_progress,
     kept_epochs,
     killed_from_outside,
 )
@@ -145,7 +146,8 @@ def train_on(
     shows only after hours) after keeping more epochs goes on too, from its checkpoint, in a fresh process; one
     stopped with nothing more kept, or failed otherwise, ends. With a monotonic ``deadline``, each invocation's
     ``train_seconds`` is the time left before it less ``config.overhead_seconds``, and none starts with under
-    ``MIN_TRAIN_SECONDS`` left.
+    ``MIN_TRAIN_SECONDS`` left; a final the deadline stops between a kill and its going on returns the epochs kept
+    (``judged_progress``: a ``budget`` stop without test metrics), not the kill.
 
     Returns:
         The last invocation's outcome and the wall seconds of all of them; None when the deadline left too little
@@ -154,16 +156,20 @@ def train_on(
     config = config.model_copy(update={"max_epochs": epochs, "smoke": False})
     outcome: EvaluationOutcome | None = None
     seconds = 0.0
+    going_on = False  # the last sandbox was killed at a limit after keeping more epochs
     for _ in range(epochs):  # each invocation trains at least one epoch
         if deadline is not None:
             remaining = deadline - time.monotonic() - config.overhead_seconds
             if remaining < MIN_TRAIN_SECONDS:
+                if going_on:  # paused between sandboxes: the kept epochs stand, not the kill
+                    outcome = judged_progress(sources, config, seconds) or outcome
                 break
             config = config.model_copy(update={"train_seconds": remaining})
         kept = kept_epochs(sources, config)
         outcome = evaluate_candidate(sources, config)
         seconds += outcome.seconds
-        if final and killed_from_outside(outcome) and kept_epochs(sources, config) > kept:
+        going_on = final and killed_from_outside(outcome) and kept_epochs(sources, config) > kept
+        if going_on:
             log.warning("final %s: %s; going on from its checkpoint", content_key(sources), outcome.reason)
             continue
         if not final or outcome.status == "failed" or outcome.stopped != "budget":

@@ -15,6 +15,7 @@ from benchmarks.race_evorec import EvorecArm
 from offline_agent.evaluator import EvaluationConfig
 from offline_agent.rungs import RungConfig
 from recsys.candidate import load_candidate
+from tests.offline_agent.stalling import stalling_candidate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RUNGS = RungConfig(epochs=(1, 2), promote_fraction=0.5, finals=1, final_epochs=3)
@@ -106,6 +107,24 @@ def test_an_arms_finalists_train_side_by_side_on_the_shared_workers(prepared_sma
     assert set(record) == {content_key(code) for code in finalists}
     assert all(final["finished"] and final["epochs"] <= 2 for final in record.values()), record
     assert json.loads((tmp_path / "evorec" / "finals.json").read_text()) == record
+
+
+def test_a_final_killed_with_an_epoch_kept_and_no_time_left_shows_its_progress(prepared_small, seeds_dir, tmp_path):
+    """A final's sandbox killed at a limit after saving an epoch, with too little time before the deadline to go
+    on: its line in finals.json shows the kept epoch (unfinished, no test yet), not the kill's reason."""
+    from offline_agent.evaluator import content_key
+
+    sources = stalling_candidate(seeds_dir, saved_epochs=1)
+    evaluation = _evaluation(prepared_small, tmp_path).model_copy(update={"overhead_seconds": 40})
+    (tmp_path / "optuna").mkdir()
+    # the first sandbox gets the 70 s left before the deadline less the overhead; its wall limit ends at the deadline
+    record = train_finals(tmp_path / "optuna", [sources], evaluation, 3, time.monotonic() + 110)
+    line = record[content_key(sources)]
+    assert line["finished"] is False and line["stopped"] == "budget", line
+    assert line["epochs"] == 1 and line["best_epoch"] == 1 and line["test_ndcg10"] is None
+    judged = json.loads((tmp_path / "checkpoints" / content_key(sources) / "judged.json").read_text())["history"]
+    assert line["valid_ndcg10"] == round(judged[0]["ndcg@10"], 4)  # the judge's record of the kept epoch
+    assert line["seconds"] >= 100 and "reason" not in line
 
 
 def test_hpo_finalists_are_distinct_programs_best_first(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -12,12 +11,14 @@ from offline_agent.evaluator import (
     EvaluationOutcome,
     content_key,
     evaluate_candidate,
+    judged_progress,
     kept_epochs,
     killed_from_outside,
 )
 from offline_agent.multifidelity import train_on
 from recsys.candidate import load_candidate
 from recsys.heldout import Judge
+from tests.offline_agent.stalling import stalling_candidate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,25 +60,9 @@ def test_a_run_that_fails_leaves_the_kept_checkpoint_as_it_was(prepared_small, s
     assert kept.read_bytes() == before
 
 
-def _stalling(seeds_dir: Path, saved_epochs: int) -> dict[str, str]:
-    """mf_bpr that, in the first invocation of its training only, hangs before a batch once it has saved
-    ``saved_epochs`` epochs: as a sandbox stopped at a limit (wall clock, memory) is killed."""
-    sources = dict(load_candidate(seeds_dir / "mf_bpr").sources)
-    sources["loss"] = (
-        "import json as _json, pathlib as _pathlib, time as _time\n"
-        "_NOTE = _pathlib.Path('checkpoint/saved_epoch.json')\n"
-        "_START = _json.loads(_NOTE.read_text())['epoch'] if _NOTE.exists() else 0\n"
-        "def _stall():\n"
-        "    saved = _json.loads(_NOTE.read_text())['epoch'] if _NOTE.exists() else 0\n"
-        f"    if _START == 0 and saved >= {saved_epochs}:\n"
-        "        _time.sleep(3600)\n"
-    ) + sources["loss"].replace("states = model(batch)", "_stall()\n        states = model(batch)")
-    return sources
-
-
 def test_a_training_killed_at_its_wall_limit_keeps_the_epochs_the_judge_scored(prepared_small, seeds_dir, tmp_path):
     """A final stopped by its sandbox's wall limit keeps its training: the next invocation goes on from it."""
-    sources = _stalling(seeds_dir, saved_epochs=1)
+    sources = stalling_candidate(seeds_dir, saved_epochs=1)
     stalled = _config(prepared_small, tmp_path, epochs=3).model_copy(
         update={"train_seconds": 40, "overhead_seconds": 40, "smoke": False}
     )
@@ -95,7 +80,7 @@ def test_a_training_killed_at_its_wall_limit_keeps_the_epochs_the_judge_scored(p
 def test_a_final_killed_after_keeping_an_epoch_goes_on_from_it_in_the_same_call(prepared_small, seeds_dir, tmp_path):
     """A final whose sandbox is stopped at a limit after saving epochs (a slow leak in candidate code shows
     only hours in) trains on at once in a fresh sandbox, not one invocation of the run later."""
-    sources = _stalling(seeds_dir, saved_epochs=1)
+    sources = stalling_candidate(seeds_dir, saved_epochs=1)
     config = _config(prepared_small, tmp_path, epochs=3)
     trained = train_on(sources, config.model_copy(update={"train_seconds": 40, "overhead_seconds": 40}), 3, final=True)
     assert trained is not None
@@ -111,14 +96,14 @@ def test_a_final_killed_with_nothing_more_kept_or_a_rung_killed_ends(prepared_sm
     limits = {"train_seconds": 20, "overhead_seconds": 30}
     config = _config(prepared_small, tmp_path, epochs=2).model_copy(update=limits)
     for saved_epochs, final in ((0, True), (1, False)):
-        trained = train_on(_stalling(seeds_dir, saved_epochs), config, 2, final=final)
+        trained = train_on(stalling_candidate(seeds_dir, saved_epochs), config, 2, final=final)
         assert trained is not None
         outcome, seconds = trained
         assert killed_from_outside(outcome), outcome.reason
         assert seconds < 100  # one sandbox of a 50 s wall limit, not two
 
 
-def test_only_a_stop_at_a_limit_counts_as_killed_from_outside_and_kept_epochs_reads_the_judges_record(tmp_path):
+def test_only_a_stop_at_a_limit_counts_as_killed_from_outside_and_kept_progress_is_the_judges_record(tmp_path):
     assert killed_from_outside(EvaluationOutcome("failed", "train", "out_of_memory: memory limit of 8 GiB exceeded"))
     assert killed_from_outside(EvaluationOutcome("failed", "train", "timeout: wall-clock limit of 80 s exceeded"))
     assert not killed_from_outside(EvaluationOutcome("failed", "train", "integrity: timeout: the lists were late"))
@@ -130,11 +115,18 @@ def test_only_a_stop_at_a_limit_counts_as_killed_from_outside_and_kept_epochs_re
     assert kept_epochs(sources, config) == 0
     kept = tmp_path / content_key(sources)
     kept.mkdir()
-    (kept / "judged.json").write_text(json.dumps({"history": [{"ndcg@10": 0.1}, {"ndcg@10": 0.2}]}))
-    assert kept_epochs(sources, config) == 2
+    record = [{"ndcg@10": 0.1, "hr@10": 0.2}, {"ndcg@10": 0.3, "hr@10": 0.5}, {"ndcg@10": 0.25, "hr@10": 0.6}]
+    (kept / "judged.json").write_text(json.dumps({"history": record}))
+    assert kept_epochs(sources, config) == 3
     assert kept_epochs(sources, config.model_copy(update={"checkpoint_dir": None})) == 0
+
+    paused = judged_progress(sources, config, seconds=12.5)  # the judge's record, the trainer's claims absent
+    assert paused is not None and paused.status == "evaluated" and paused.stopped == "budget"
+    assert paused.valid == record[1] and paused.test is None and paused.best_epoch == 2 and paused.seconds == 12.5
+    assert [h["valid_ndcg@10"] for h in paused.history] == [0.1, 0.3, 0.25]
+
     (kept / "judged.json").write_text("{not json")
-    assert kept_epochs(sources, config) == 0
+    assert kept_epochs(sources, config) == 0 and judged_progress(sources, config, 1.0) is None
 
 
 def test_a_checkpoint_whose_note_is_behind_the_judge_is_not_kept_after_a_kill(tmp_path):
