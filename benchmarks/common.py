@@ -27,9 +27,28 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch_version,
         "platform": platform.platform(),
+        "cpu": cpu(),
         "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the machine while measuring
         "priority": priority(),
     }
+
+
+def cpu() -> dict[str, str | None]:
+    """The processor and the vector instructions PyTorch's kernels use on it: machines of one kind differ, and a
+    CPU-second is only comparable with one spent on the same model (docs/benchmarks.md)."""
+    model = None
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), None)
+    except OSError:
+        pass
+    try:
+        import torch
+
+        capability: str | None = torch.backends.cpu.get_cpu_capability()
+    except ImportError:
+        capability = None
+    return {"model": model or platform.processor() or None, "capability": capability}
 
 
 def priority() -> dict[str, int | None]:

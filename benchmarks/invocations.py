@@ -1,8 +1,9 @@
 """How many invocations and seconds a long benchmark took, killed ones included.
 
 A result file written at the end of an invocation cannot count one that the OOM killer or a wall limit ended
-first, so each invocation writes its line to the run's state folder when it starts and brings its seconds up to
-date every ``every`` seconds until it ends; the totals are the log's sums."""
+first, so each invocation writes its line to the run's state folder when it starts (with the CPU it runs on: a
+CPU-second of one model buys less training than one of another) and brings its seconds up to date every ``every``
+seconds until it ends; the totals are the log's sums."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from benchmarks.common import cpu
 
 
 class InvocationLog:
@@ -42,7 +45,9 @@ class InvocationLog:
 
     def __enter__(self) -> Self:
         started = datetime.now(UTC).isoformat(timespec="seconds")
-        self._lines.append({"run": self.run, "started": started, "sessions": 1, "seconds": 0.0, "ended": False})
+        self._lines.append(
+            {"run": self.run, "started": started, "cpu": cpu(), "sessions": 1, "seconds": 0.0, "ended": False}
+        )
         self._save()
         self._beat.start()
         return self

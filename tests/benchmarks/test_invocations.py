@@ -3,6 +3,7 @@ seconds it ran until its last heartbeat; a result's earlier counts are carried o
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import cpu
 from benchmarks.invocations import InvocationLog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +46,10 @@ def test_the_counts_of_a_result_written_before_the_log_are_carried_once(tmp_path
     assert totals["sessions"] == 5
     assert 100.0 <= totals["seconds"] < 101.0
     assert totals["killed_sessions"] == 0
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert "cpu" not in lines[0]  # the carried counts ran on a machine nobody recorded
+    assert lines[1]["cpu"] == lines[2]["cpu"] == cpu() and cpu()["model"]  # each invocation names its processor
+    assert cpu()["capability"] in ("DEFAULT", "AVX2", "AVX512", "Z VECTOR", "VSX", "SVE256")
 
 
 def test_a_run_with_other_settings_counts_afresh(tmp_path: Path) -> None:
