@@ -7,6 +7,7 @@ import os
 import platform
 import resource
 import sys
+import threading
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -91,3 +92,12 @@ def write_result(name: str, figures: dict[str, Any], dataset: str) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` to ``path`` so that a reader (another thread, a killed invocation's successor) finds the old
+    record or the new, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.replace(path)

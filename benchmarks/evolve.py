@@ -1,7 +1,8 @@
 """An equal-compute race: evorec against what an engineer would run instead, from the same seed.
 
 Three arms start from ``sasrec_bce`` and spend the same CPU time on selection (``--cpu-budget``: seconds ×
-threads of every rung evaluation; the finals are not counted):
+threads of every rung evaluation, in the CPU-seconds of the processor the race began on:
+:mod:`benchmarks.processor_speed`; the finals are not counted):
 
 - ``evorec``: the rulebook proposer with directional feedback, multi-fidelity rungs (successive halving over
   ``--rungs`` epochs, τ-adaptive), tune children and the bandit between edit kinds;
@@ -44,8 +45,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.arms import Arm
-from benchmarks.common import RESULTS, write_result
+from benchmarks.common import RESULTS, write_json_atomically, write_result
 from benchmarks.invocations import InvocationLog
+from benchmarks.processor_speed import SPEEDS, CpuMeter, ProcessorSpeeds, UnmeasuredProcessor, first_step_here
 
 ROOT = Path(__file__).resolve().parent
 SEED = ROOT.parent / "offline_agent" / "seeds" / "sasrec_bce"
@@ -87,7 +89,7 @@ def train_finals(
     def note(key: str, entry: dict[str, Any]) -> None:
         with recording:
             record[key] = entry
-            _write_atomically(path, record)
+            write_json_atomically(path, record)  # other arms' threads read it (twins)
 
     def train(sources: dict[str, str]) -> None:
         key = content_key(sources)
@@ -138,13 +140,6 @@ def _finished_by_twin(key: str, twins: Sequence[Path]) -> dict[str, Any] | None:
     return None
 
 
-def _write_atomically(path: Path, record: dict[str, Any]) -> None:
-    """Other arms' threads read this file (their twins): they see the old record or the new, never half."""
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    partial.replace(path)
-
-
 def race_arm(
     name: str,
     arm: Arm,
@@ -153,15 +148,18 @@ def race_arm(
     evaluation: Any,
     final_epochs: int,
     deadline: float,
+    speeds: ProcessorSpeeds,
     twins: Sequence[Path] = (),
     final_workers: Executor | None = None,
 ) -> dict[str, Any]:
-    """Selection until the arm's CPU budget is spent (or this invocation's time), then its finals on
-    ``final_workers`` (a finalist another arm of ``twins`` finished is shared, not trained twice)."""
-    while arm.cpu_seconds() < budget and time.monotonic() < deadline:
-        arm.step()
-        print(f"{name}: {arm.evaluations()} evaluations, {arm.cpu_seconds():.0f} of {budget:.0f} CPU-s", flush=True)
-    selected = arm.cpu_seconds() >= budget
+    """Selection until the arm's CPU budget is spent, in the reference processor's CPU-seconds (or this
+    invocation's time), then its finals on ``final_workers`` (a finalist another arm of ``twins`` finished is
+    shared, not trained twice)."""
+    meter = CpuMeter(arm, folder, speeds)
+    while meter.spent() < budget and time.monotonic() < deadline:
+        meter.step()
+        print(f"{name}: {arm.evaluations()} evaluations, {meter.spent():.0f} of {budget:.0f} CPU-s", flush=True)
+    selected = meter.spent() >= budget
     finals = (
         train_finals(folder, arm.finalists(), evaluation, final_epochs, deadline, twins, final_workers)
         if selected
@@ -173,7 +171,8 @@ def race_arm(
     return {
         "final_test_ndcg10": best["test_ndcg10"] if best else None,
         "final_valid_ndcg10": best["valid_ndcg10"] if best else None,
-        "cpu_seconds": round(arm.cpu_seconds(), 1),
+        "cpu_seconds": round(meter.spent(), 1),  # the reference processor's
+        "raw_cpu_seconds": round(arm.cpu_seconds(), 1),  # as measured, wherever
         "evaluations": arm.evaluations(),
         "selection_finished": selected,
         "finals_finished": done,
@@ -206,7 +205,10 @@ def main() -> None:
     previous_path = RESULTS / f"{_result_name(args.dataset)}.json"
     previous = json.loads(previous_path.read_text()) if previous_path.exists() else {}
     with InvocationLog(state / "invocations.jsonl", race, previous if previous.get("race") == race else None) as log:
-        _race(args, state, race, deadline, log)
+        try:
+            _race(args, state, race, deadline, log)
+        except UnmeasuredProcessor as error:
+            sys.exit(f"evolve: {error}")
 
 
 def _race(args: argparse.Namespace, state: Path, race: dict[str, Any], deadline: float, log: InvocationLog) -> None:
@@ -229,8 +231,8 @@ def _race(args: argparse.Namespace, state: Path, race: dict[str, Any], deadline:
     )
     seed_sources = dict(load_candidate(SEED).sources)
 
-    def arm(name: str) -> tuple[Arm, EvaluationConfig]:
-        folder = state / name
+    def arm(name: str, folder: Path | None = None) -> tuple[Arm, EvaluationConfig]:
+        folder = folder or state / name
         checkpoints = evaluation.model_copy(update={"checkpoint_dir": str(folder / "checkpoints")})
         if name == "evorec":
             return EvorecArm(SEED, prepared.path, checkpoints, rungs, folder, args.seed), checkpoints
@@ -241,6 +243,15 @@ def _race(args: argparse.Namespace, state: Path, race: dict[str, Any], deadline:
 
     warm_up(evaluation)  # one-time loading, charged to no arm
     arms = {name: arm(name) for name in ARMS if name in args.arms.split(",")}
+
+    def reference_seconds() -> float | None:  # the seed's first evaluation, by the evorec arm
+        evorec = arms.get("evorec", (None, None))[0]
+        return evorec.first_evaluation_seconds() if isinstance(evorec, EvorecArm) else None
+
+    def measure() -> float:
+        return first_step_here(lambda folder: arm("evorec", folder)[0], state)
+
+    speeds = ProcessorSpeeds(state / SPEEDS, log.first_cpu(), reference_seconds, measure)
     final_workers = ThreadPoolExecutor(max_workers=args.final_workers or len(arms), thread_name_prefix="final")
     with final_workers, ThreadPoolExecutor(max_workers=len(arms)) as pool:
         futures = {
@@ -253,6 +264,7 @@ def _race(args: argparse.Namespace, state: Path, race: dict[str, Any], deadline:
                 config,
                 rungs.final_epochs,
                 deadline,
+                speeds,
                 [state / other for other in arms if other != name],
                 final_workers,
             )

@@ -1,7 +1,8 @@
 """Does directional feedback earn its keep under the search evorec runs? Three arms, equal CPU time, several seeds.
 
 Every arm starts from ``sasrec_bce`` and spends the same CPU-seconds (``--cpu-budget``: seconds × threads of
-every rung evaluation) per seed, on the same rungs (``--rungs`` epochs, successive halving):
+every rung evaluation, in the CPU-seconds of the processor the ablation began on: :mod:`benchmarks.processor_speed`)
+per seed, on the same rungs (``--rungs`` epochs, successive halving):
 
 - ``directional``: evorec as it ships (the rulebook with its catalogue, multi-fidelity rungs, tune children and
   the bandit between edit kinds), its proposer reading the diagnosis probes and the simulated users' critiques;
@@ -48,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.arms import Arm, TopRung
 from benchmarks.common import RESULTS, write_result
 from benchmarks.invocations import InvocationLog
+from benchmarks.processor_speed import SPEEDS, CpuMeter, ProcessorSpeeds, UnmeasuredProcessor, first_step_here
 
 ROOT = Path(__file__).resolve().parent
 ARMS = ("directional", "scalar_only", "optuna")
@@ -58,16 +60,20 @@ CONFIDENCE = 0.95
 
 @dataclass
 class Run:
-    """One arm on one seed."""
+    """One arm on one seed, its CPU time counted in the reference processor's CPU-seconds."""
 
     arm: str
     seed: int
-    searcher: Arm
+    meter: CpuMeter[Arm]
     budget: float
 
     @property
+    def searcher(self) -> Arm:
+        return self.meter.arm
+
+    @property
     def done(self) -> bool:
-        return self.searcher.cpu_seconds() >= self.budget
+        return self.meter.spent() >= self.budget
 
 
 def build_arm(name: str, seed: int, folder: Path, prepared: Path, evaluation: Any, rungs: Any, personas: int) -> Arm:
@@ -88,6 +94,42 @@ def build_arm(name: str, seed: int, folder: Path, prepared: Path, evaluation: An
     return HyperbandArm(name, samplers[name], dict(load_candidate(SEED).sources), evaluation, rungs, folder)
 
 
+def ablation_runs(
+    arms: Sequence[str],
+    seeds: int,
+    state: Path,
+    prepared: Path,
+    evaluation: Any,
+    rungs: Any,
+    personas: int,
+    budget: float,
+    reference_cpu: dict[str, Any] | None,
+) -> tuple[list[Run], ProcessorSpeeds]:
+    """Every arm on every seed, resuming from ``state``, and the processor speeds their steps are charged at:
+    measured on the seed's first evaluation by the first evorec arm, with seed 0, against what it cost that
+    arm's runs of seed 0 on ``reference_cpu`` (the processor the ablation's first invocation ran on)."""
+    from benchmarks.race_evorec import EvorecArm
+
+    searchers = {(arm, seed): build_arm(arm, seed, state / f"{arm}_seed{seed}", prepared, evaluation, rungs, personas)
+                 for seed in range(seeds) for arm in arms}  # fmt: skip
+    measured = next((arm for arm in arms if arm in EVOREC_ARMS), None)
+
+    def reference_seconds() -> float | None:
+        found = [s.first_evaluation_seconds() for (arm, seed), s in searchers.items()
+                 if arm == measured and seed == 0 and isinstance(s, EvorecArm)]  # fmt: skip
+        return found[0] if found else None
+
+    def measure() -> float:
+        assert measured is not None  # reference_seconds() found its run's evaluation
+        arm = measured
+        return first_step_here(lambda folder: build_arm(arm, 0, folder, prepared, evaluation, rungs, personas), state)
+
+    speeds = ProcessorSpeeds(state / SPEEDS, reference_cpu, reference_seconds, measure)
+    runs = [Run(arm, seed, CpuMeter(searcher, state / f"{arm}_seed{seed}", speeds), budget)
+            for (arm, seed), searcher in searchers.items()]  # fmt: skip
+    return runs, speeds
+
+
 def advance(runs: Sequence[Run], parallel: int, deadline: float) -> bool:
     """Step the runs, least CPU spent first, ``parallel`` at a time, until every one spent its budget (True)
     or ``deadline`` (monotonic) passed (False)."""
@@ -98,11 +140,11 @@ def advance(runs: Sequence[Run], parallel: int, deadline: float) -> bool:
                 return True
             if time.monotonic() >= deadline:
                 return False
-            behind = sorted(waiting, key=lambda run: run.searcher.cpu_seconds())[:parallel]
-            for run, future in [(run, pool.submit(run.searcher.step)) for run in behind]:
+            behind = sorted(waiting, key=lambda run: run.meter.spent())[:parallel]
+            for run, future in [(run, pool.submit(run.meter.step)) for run in behind]:
                 future.result()  # a failing step stops the benchmark with its traceback
                 print(f"{run.arm} seed {run.seed}: {run.searcher.evaluations()} evaluations, "
-                      f"{run.searcher.cpu_seconds():.0f} of {run.budget:.0f} CPU-s", flush=True)  # fmt: skip
+                      f"{run.meter.spent():.0f} of {run.budget:.0f} CPU-s", flush=True)  # fmt: skip
 
 
 def feedback_figures(searchers: Sequence[Arm]) -> dict[str, Any]:
@@ -145,7 +187,8 @@ def arm_figures(runs: Sequence[Run], bests: Sequence[TopRung | None]) -> dict[st
         "per_seed_test_ndcg10": [figures["test_ndcg10"] if figures else None for figures in shown],
         "per_seed": shown,
         "evaluations": [run.searcher.evaluations() for run in runs],
-        "cpu_seconds": [round(run.searcher.cpu_seconds(), 1) for run in runs],
+        "cpu_seconds": [round(run.meter.spent(), 1) for run in runs],  # the reference processor's
+        "raw_cpu_seconds": [round(run.searcher.cpu_seconds(), 1) for run in runs],  # as measured, wherever
         **feedback_figures([run.searcher for run in runs]),
     }
 
@@ -205,7 +248,10 @@ def main() -> None:
     previous_path = RESULTS / f"{_result_name(args.dataset)}.json"
     previous = json.loads(previous_path.read_text()) if previous_path.exists() else {}
     with InvocationLog(state / "invocations.jsonl", setup, previous if previous.get("setup") == setup else None) as log:
-        _ablate(args, arms, setup, state, log)
+        try:
+            _ablate(args, arms, setup, state, log)
+        except UnmeasuredProcessor as error:
+            sys.exit(f"feedback_ablation: {error}")
 
 
 def _ablate(args: argparse.Namespace, arms: list[str], setup: dict[str, Any], state: Path, log: InvocationLog) -> None:
@@ -219,11 +265,10 @@ def _ablate(args: argparse.Namespace, arms: list[str], setup: dict[str, Any], st
     rungs = RungConfig(epochs=tuple(setup["rungs"]))
     evaluation = EvaluationConfig(dataset=str(prepared.path), work_dir=str(state / "sandboxes"))
     warm_up(evaluation)  # one-time loading, charged to no arm
-    runs = [
-        Run(arm, seed, build_arm(arm, seed, state / f"{arm}_seed{seed}", prepared.path, evaluation, rungs,
-                                 args.personas), args.cpu_budget)
-        for seed in range(args.seeds) for arm in arms
-    ]  # fmt: skip
+    runs, speeds = ablation_runs(arms, args.seeds, state, prepared.path, evaluation, rungs, args.personas,
+                                 args.cpu_budget, log.first_cpu())  # fmt: skip
+    if not all(run.done for run in runs):
+        print(f"a CPU-second here is {speeds.speed():.4f} of the reference processor's", flush=True)
     finished = advance(runs, args.parallel, started + args.budget_seconds)
     figures = {
         **summarise(runs, arms, args.seeds),
@@ -231,6 +276,7 @@ def _ablate(args: argparse.Namespace, arms: list[str], setup: dict[str, Any], st
         "selection": "each run's best at the highest rung it reached, by validation NDCG@10; test reported, "
         "never used to select",
         "finished": finished,
+        "processor_speeds": speeds.known(),
         **log.totals(),
     }
     path = write_result(_result_name(args.dataset), figures, args.dataset)

@@ -69,6 +69,11 @@ class InvocationLog:
             "killed_sessions": sum(1 for line in lines[:-1] if line.get("ended") is False),
         }
 
+    def first_cpu(self) -> dict[str, Any] | None:
+        """The processor the run's first invocation ran on (None where the log did not record it yet)."""
+        lines = self._of_run()
+        return lines[0].get("cpu") if lines else None
+
     def _of_run(self) -> list[dict[str, Any]]:
         return [line for line in self._lines if line.get("run") == self.run]
 

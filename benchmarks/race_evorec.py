@@ -49,6 +49,14 @@ class EvorecArm:
         assert self.evolution.rungs is not None
         return self.evolution.rungs.cpu_seconds()
 
+    def first_evaluation_seconds(self) -> float | None:
+        """CPU time of the seed's rung-0 evaluation, the run's first (None until it is done): the work a
+        processor's speed is measured on (:mod:`benchmarks.processor_speed`)."""
+        seeds = {p.content_hash for p in self.evolution.db.programs() if p.origin == "initial"}
+        evaluated = self.evolution.db.rung_results("evaluated")
+        done = [r.cpu_seconds for r in evaluated if r.rung == 0 and r.content_hash in seeds]
+        return done[0] if done else None
+
     def evaluations(self) -> int:
         return sum(1 for r in self.evolution.db.rung_results() if r.status != "pending")
 

@@ -9,8 +9,10 @@ import time
 import optuna
 import pytest
 
+from benchmarks.common import cpu
 from benchmarks.evolve import SEED, race_arm, train_finals
 from benchmarks.hpo_arm import HyperbandArm
+from benchmarks.processor_speed import SPEEDS, ProcessorSpeeds
 from benchmarks.race_evorec import EvorecArm
 from offline_agent.evaluator import EvaluationConfig
 from offline_agent.rungs import RungConfig
@@ -42,7 +44,8 @@ def test_an_arm_spends_its_budget_trains_its_finals_and_resumes_without_repeatin
 
     arm = build()
     budget = 1.0  # CPU-seconds: spent by the first evaluation, so selection stops after it
-    figures = race_arm(name, arm, folder, budget, evaluation, RUNGS.final_epochs, time.monotonic() + 900)
+    speeds = ProcessorSpeeds(tmp_path / SPEEDS, cpu(), lambda: None, lambda: 0.0)  # on the race's own processor
+    figures = race_arm(name, arm, folder, budget, evaluation, RUNGS.final_epochs, time.monotonic() + 900, speeds)
     assert figures["selection_finished"] and figures["evaluations"] >= 1
     assert figures["cpu_seconds"] >= budget
     assert figures["finals_finished"], figures["finals"]
@@ -51,7 +54,7 @@ def test_an_arm_spends_its_budget_trains_its_finals_and_resumes_without_repeatin
     assert figures["final_valid_ndcg10"] == final["valid_ndcg10"]
 
     recorded = json.loads((folder / "finals.json").read_text())
-    again = race_arm(name, build(), folder, budget, evaluation, RUNGS.final_epochs, time.monotonic() + 900)
+    again = race_arm(name, build(), folder, budget, evaluation, RUNGS.final_epochs, time.monotonic() + 900, speeds)
     assert again["evaluations"] == figures["evaluations"] and again["cpu_seconds"] == figures["cpu_seconds"]
     assert json.loads((folder / "finals.json").read_text()) == recorded  # nothing trained twice
 
