@@ -325,9 +325,8 @@ def judged_progress(sources: dict[str, str], config: EvaluationConfig, seconds: 
     history = _kept_record(sources, config)
     if not history:
         return None
-    scores = [metrics[SELECTION_METRIC] for metrics in history]
-    best = history[scores.index(max(scores))]
     curve = _judged_history(history, None)
+    best = history[curve[-1]["best_epoch"] - 1]
     return EvaluationOutcome("evaluated", "train", None, valid=best, history=curve, stopped="budget", seconds=seconds)
 
 
