@@ -90,14 +90,19 @@ def write_result(name: str, figures: dict[str, Any], dataset: str) -> Path:
         "machine": machine(),
     }
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json_atomically(path, payload)
     return path
 
 
-def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` to ``path`` so that a reader (another thread, a killed invocation's successor) finds the old
-    record or the new, never half of one."""
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader (another thread, a killed invocation's successor) finds the old
+    text or the new, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.write_text(text)
     partial.replace(path)
+
+
+def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
+    """``write_atomically`` for one JSON record."""
+    write_atomically(path, json.dumps(record, indent=2) + "\n")

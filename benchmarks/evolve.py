@@ -140,6 +140,16 @@ def _finished_by_twin(key: str, twins: Sequence[Path]) -> dict[str, Any] | None:
     return None
 
 
+def drop_checkpoints_but(checkpoints: Path, keep: set[str]) -> None:
+    """Remove every candidate's checkpoint folder under ``checkpoints`` but those named in ``keep``. The folder is
+    ignored by git, so a race that ends on another machine than the one it trained on may have none."""
+    if not checkpoints.is_dir():
+        return
+    for folder in checkpoints.iterdir():
+        if folder.name not in keep:
+            shutil.rmtree(folder)
+
+
 def race_arm(
     name: str,
     arm: Arm,
@@ -275,10 +285,7 @@ def _race(args: argparse.Namespace, state: Path, race: dict[str, Any], deadline:
     finished = all(f["finals_finished"] for f in figures.values()) and set(figures) == set(ARMS)
     if finished:  # the race is over: keep the finals' checkpoints only
         for name, (built, _) in arms.items():
-            keep = {content_key(sources) for sources in built.finalists()}
-            for folder in (state / name / "checkpoints").iterdir():
-                if folder.name not in keep:
-                    shutil.rmtree(folder)
+            drop_checkpoints_but(state / name / "checkpoints", {content_key(sources) for sources in built.finalists()})
     result = {
         "race": race,
         "arms": figures,

@@ -8,7 +8,6 @@ seconds until it ends; the totals are the log's sums."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from benchmarks.common import cpu
+from benchmarks.common import cpu, write_atomically
 
 
 class InvocationLog:
@@ -87,7 +86,4 @@ class InvocationLog:
             self._save()
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}")
-        partial.write_text("".join(json.dumps(line) + "\n" for line in self._lines))
-        partial.replace(self.path)
+        write_atomically(self.path, "".join(json.dumps(line) + "\n" for line in self._lines))

@@ -71,30 +71,37 @@ class ProcessorSpeeds:
         self.path, self.reference_cpu = path, reference_cpu
         self.reference_seconds, self.measure = reference_seconds, measure
         self._lock = threading.Lock()
+        self._speed: float | None = None
 
     def speed(self) -> float:
+        """This processor's speed; found once, as the processor cannot change under a running process."""
+        with self._lock:  # runs stepped side by side ask at once; the work is measured once
+            if self._speed is None:
+                self._speed = self._find()
+            return self._speed
+
+    def _find(self) -> float:
         here = cpu()
         if self.reference_cpu is not None and here == self.reference_cpu:
             return 1.0
-        with self._lock:  # runs stepped side by side ask at once; the work is measured once
-            known = self.known()
-            name = processor_name(here)
-            if name not in known["processors"]:
-                reference = self.reference_seconds()
-                if reference is None:
-                    raise UnmeasuredProcessor(
-                        f"the runs have not yet done on their reference processor "
-                        f"({processor_name(self.reference_cpu or {})}) the work that measures the speed of "
-                        f"{name}: go on there until every run has its first evaluation"
-                    )
-                seconds = self.measure()
-                known["reference"] = {"cpu": self.reference_cpu, "seconds": round(reference, 2)}
-                known["processors"][name] = {
-                    "cpu": here, "seconds": round(seconds, 2), "speed": round(reference / seconds, 4),
-                    "measured": datetime.now(UTC).isoformat(timespec="seconds"),
-                }  # fmt: skip
-                write_json_atomically(self.path, known)
-            return float(known["processors"][name]["speed"])
+        known = self.known()
+        name = processor_name(here)
+        if name not in known["processors"]:
+            reference = self.reference_seconds()
+            if reference is None:
+                raise UnmeasuredProcessor(
+                    f"the runs have not yet done on their reference processor "
+                    f"({processor_name(self.reference_cpu or {})}) the work that measures the speed of "
+                    f"{name}: go on there until every run has its first evaluation"
+                )
+            seconds = self.measure()
+            known["reference"] = {"cpu": self.reference_cpu, "seconds": round(reference, 2)}
+            known["processors"][name] = {
+                "cpu": here, "seconds": round(seconds, 2), "speed": round(reference / seconds, 4),
+                "measured": datetime.now(UTC).isoformat(timespec="seconds"),
+            }  # fmt: skip
+            write_json_atomically(self.path, known)
+        return float(known["processors"][name]["speed"])
 
     def known(self) -> dict[str, Any]:
         """What the file holds: the reference's cost of the measured work and each processor measured."""

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from benchmarks.common import cpu
-from benchmarks.evolve import SEED, race_arm, train_finals
+from benchmarks.evolve import SEED, drop_checkpoints_but, race_arm, train_finals
 from benchmarks.hpo_arm import HyperbandArm
 from benchmarks.processor_speed import SPEEDS, ProcessorSpeeds
 from benchmarks.race_evorec import EvorecArm
@@ -154,3 +154,15 @@ def test_hpo_finalists_are_distinct_programs_best_first(tmp_path):
     assert [content_key(code) for code in finalists] == [
         content_key(arm._sources(params)) for params in (first, second, third)
     ]
+
+
+def test_a_finished_race_keeps_only_its_finals_checkpoints_and_copes_with_none(tmp_path):
+    """A race can end on a machine that never held an arm's checkpoints (they are not committed): nothing to drop."""
+    checkpoints = tmp_path / "checkpoints"
+    drop_checkpoints_but(checkpoints, {"final"})
+    assert not checkpoints.exists()
+    for name in ("final", "pruned", "other"):
+        (checkpoints / name).mkdir(parents=True)
+        (checkpoints / name / "last.pt").write_bytes(b"weights")
+    drop_checkpoints_but(checkpoints, {"final"})
+    assert [folder.name for folder in checkpoints.iterdir()] == ["final"]

@@ -51,6 +51,10 @@ def test_a_step_on_a_slower_processor_is_charged_its_time_times_the_speed_measur
     again = speeds_at(tmp_path, reference=100.0, measured=1.0, calls=calls)
     assert again.speed() == 0.25 and calls == [400.0]  # read back, not measured again
 
+    (tmp_path / SPEEDS).write_text("{")  # a process finds its speed once, not at every step
+    meter.step()
+    assert meter.spent() == pytest.approx(60.0)
+
 
 def test_on_the_reference_processor_a_step_is_charged_as_measured_without_measuring(tmp_path: Path) -> None:
     def never() -> float:
