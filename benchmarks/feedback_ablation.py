@@ -22,8 +22,8 @@ t-test (scipy).
 Resumable: each run lives under ``benchmarks/state/feedback_ablation_rungs_<dataset>/<arm>_seed<k>/`` (its
 evolution database or Optuna study: committed; checkpoints: this machine only). Runs advance one step (one
 evaluation: evorec's promotion due or new child, Optuna's rung) at a time, the run that has spent the least CPU
-first, ``--parallel`` side by side; an invocation stops starting steps after ``--budget-seconds`` and the next
-goes on.
+first, ``--parallel`` steps in flight (when one ends the next starts, so a long step leaves no core idle); an
+invocation stops starting steps after ``--budget-seconds`` and the next goes on.
 
     python benchmarks/feedback_ablation.py --dataset ml-1m --cpu-budget 3600 --rungs 1,3,9 --budget-seconds 7200
     python benchmarks/feedback_ablation.py --dataset ml-latest-small --cpu-budget 120 --rungs 1,2 --seeds 2
@@ -37,7 +37,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,17 +131,21 @@ def ablation_runs(
 
 
 def advance(runs: Sequence[Run], parallel: int, deadline: float) -> bool:
-    """Step the runs, least CPU spent first, ``parallel`` at a time, until every one spent its budget (True)
-    or ``deadline`` (monotonic) passed (False)."""
+    """Step the runs, least CPU spent first, ``parallel`` steps in flight (a long step holds back no other run's),
+    until every one spent its budget (True) or ``deadline`` (monotonic) passed and the steps in flight ended (False).
+    """
+    running: dict[Future[None], Run] = {}
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         while True:
-            waiting = [run for run in runs if not run.done]
-            if not waiting:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            behind = sorted(waiting, key=lambda run: run.meter.spent())[:parallel]
-            for run, future in [(run, pool.submit(run.meter.step)) for run in behind]:
+            if time.monotonic() < deadline:
+                idle = [run for run in runs if not run.done and run not in running.values()]
+                for run in sorted(idle, key=lambda run: run.meter.spent())[: parallel - len(running)]:
+                    running[pool.submit(run.meter.step)] = run
+            if not running:
+                return all(run.done for run in runs)
+            ended, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in ended:
+                run = running.pop(future)
                 future.result()  # a failing step stops the benchmark with its traceback
                 print(f"{run.arm} seed {run.seed}: {run.searcher.evaluations()} evaluations, "
                       f"{run.meter.spent():.0f} of {run.budget:.0f} CPU-s", flush=True)  # fmt: skip
